@@ -1,0 +1,104 @@
+//! The command-line edge: argument parsing, output formatting and exit
+//! statuses. Commands call the library; nothing here holds policy.
+
+mod admin;
+mod sanitise;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit statuses, following sysexits(3) where one fits.
+pub(crate) mod status {
+    /// Something failed (an audit chain is broken, a delivery failed).
+    pub const FAILURE: u8 = 1;
+    /// The command line was wrong (clap uses 2 for its own parse errors).
+    pub const USAGE: u8 = 64;
+    /// The input was blocked: bad data, or a disclosure rule forbids it.
+    pub const DATA_ERR: u8 = 65;
+    /// An input file could not be opened.
+    pub const NO_INPUT: u8 = 66;
+    /// A configuration file is wrong.
+    pub const CONFIG: u8 = 78;
+}
+
+/// Share rounded, encrypted management information with local authorities,
+/// only where a confidentiality agreement allows it.
+#[derive(Debug, Parser)]
+#[command(name = "mishare", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The provider configuration file.
+    #[arg(long, global = true, value_name = "FILE", default_value = "provider.toml")]
+    config: PathBuf,
+
+    /// How log lines are written to standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Round, total and label one table under the disclosure rules, and print
+    /// exactly what an LA would receive (or, with --format json, the table
+    /// and its findings).
+    Sanitise(sanitise::SanitiseArgs),
+
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+}
+
+/// Options every command can see.
+#[derive(Debug)]
+pub(crate) struct Global {
+    /// `--config`: the provider configuration file.
+    pub config: PathBuf,
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let global = Global { config: cli.config };
+    let result = match cli.command {
+        Command::Sanitise(args) => sanitise::run(&args),
+        Command::Admin(cmd) => admin::run(cmd, &global),
+    };
+    ExitCode::from(match result {
+        Ok(code) => code,
+        Err(error) => fail(status::FAILURE, &error),
+    })
+}
+
+/// What a command returns: the exit status, or an error that ends the process
+/// with status 1. A command that wants another status for an error prints it
+/// with [`fail`] and returns `Ok(status)`.
+pub(crate) type Outcome = anyhow::Result<u8>;
+
+/// Prints `error: …` with the whole cause chain and returns `code`.
+pub(crate) fn fail(code: u8, error: &anyhow::Error) -> u8 {
+    eprintln!("error: {error:#}");
+    code
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MISHARE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,25 @@
+//! # mishare
+//!
+//! Shares management information (MI) from an employment-programme provider
+//! with local authorities (LAs): nothing unrounded, nothing unencrypted and
+//! nothing unauthorised ever leaves.
+//!
+//! ## Data flow
+//!
+//! ```text
+//! schedule ─► report run ─► sanitise ─► per-LA file ─► gate ─► seal (age) ─► outbox ─► push (gRPC, mTLS) ─► authority inbox
+//!                              │                        │                      │                               │
+//!                           findings                 refusal                spooled                        receipt
+//!                              └─────────────► audit log (hash chain) ◄────────┴───────────────────────────────┘
+//! ```
+//!
+//! ## Modules, in the order data meets them
+//!
+//! - [`reference`]: payment groups, LAs and contract package areas, loaded
+//!   from versioned files.
+//! - [`sanitiser`]: the disclosure-control engine. Reads counts or
+//!   participant records, rounds to 20, recomputes totals, turns outcome
+//!   measures into shares, labels the output and reports findings.
+
+pub mod reference;
+pub mod sanitiser;

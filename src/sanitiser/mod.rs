@@ -1,0 +1,5 @@
+//! The disclosure-control engine (../shared/SANITISER.md).
+
+mod spec;
+
+pub use spec::*;

@@ -1,0 +1,205 @@
+//! What a table is asked to show: measure, view, dimensions, filters, period
+//! grain, classification and recipient.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A Work Programme measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    Referrals,
+    Attachments,
+    JobStarts,
+    JobOutcomes,
+    Sustainments,
+}
+
+impl Measure {
+    /// Every measure, in programme order.
+    pub const ALL: [Measure; 5] = [
+        Measure::Referrals,
+        Measure::Attachments,
+        Measure::JobStarts,
+        Measure::JobOutcomes,
+        Measure::Sustainments,
+    ];
+
+    /// The name used on the command line, in config and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::Referrals => "referrals",
+            Measure::Attachments => "attachments",
+            Measure::JobStarts => "job_starts",
+            Measure::JobOutcomes => "job_outcomes",
+            Measure::Sustainments => "sustainments",
+        }
+    }
+
+    /// Outcomes and sustainments may never leave as volumes (R7), nor as a
+    /// rate against another measure (R9).
+    pub fn is_outcome(self) -> bool {
+        matches!(self, Measure::JobOutcomes | Measure::Sustainments)
+    }
+
+    /// The participant-record column holding the date this stage was reached.
+    pub fn date_column(self) -> &'static str {
+        match self {
+            Measure::Referrals => "referral_date",
+            Measure::Attachments => "attachment_date",
+            Measure::JobStarts => "job_start_date",
+            Measure::JobOutcomes => "job_outcome_date",
+            Measure::Sustainments => "first_sustainment_date",
+        }
+    }
+}
+
+impl fmt::Display for Measure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Measure {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Measure::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown measure {s:?}; expected one of referrals, attachments, \
+                     job_starts, job_outcomes, sustainments"
+                )
+            })
+    }
+}
+
+/// How the figures are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// Rounded volumes with totals recomputed from the rounded cells.
+    #[default]
+    Counts,
+    /// Whole column percentages computed from rounded cells; no volumes.
+    Shares,
+}
+
+impl View {
+    /// The name used on the command line, in config and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::Counts => "counts",
+            View::Shares => "shares",
+        }
+    }
+}
+
+/// Whether a file may be published or is internal MI for one LA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classification {
+    /// Internal MI for the recipient LA only; not for publication.
+    Internal,
+    /// Public domain.
+    Published,
+}
+
+impl Classification {
+    /// The name used on the command line, in config and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classification::Internal => "internal",
+            Classification::Published => "published",
+        }
+    }
+}
+
+/// The grain of the derived `period` dimension of participant records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodGrain {
+    /// `YYYY-MM`.
+    #[default]
+    Month,
+    /// `YYYY-Qn`.
+    Quarter,
+}
+
+/// The name of the derived period dimension.
+pub const PERIOD: &str = "period";
+
+/// The name of the dimension holding payment groups (ordered by reference).
+pub const PAYMENT_GROUP: &str = "payment_group";
+
+/// The name of the column holding a count in the long counts CSV.
+pub const COUNT: &str = "count";
+
+/// The name of the single column of a table that has no column dimension.
+pub const ALL_COLUMN: &str = "All";
+
+/// The name of the column that, in a counts CSV carrying several measures,
+/// says which measure a row counts.
+pub const MEASURE_COLUMN: &str = "measure";
+
+/// The recipient of an internal file, as its label names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The LA code, for example `E09000002`.
+    pub code: String,
+    /// The LA's name from the reference data.
+    pub name: String,
+}
+
+/// The default smallest column base (sum of rounded cells) for which shares
+/// are shown (R8).
+pub const DEFAULT_MIN_SHARE_BASE: u64 = 100;
+
+/// Everything a table is asked to show. Built by the CLI or by a report.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub measure: Measure,
+    pub view: View,
+    /// The row dimension: any column of the source, or `period`.
+    pub rows: String,
+    /// The column dimension; `None` gives one column named `All`.
+    pub cols: Option<String>,
+    /// Keep only rows whose dimension equals the value (all must hold).
+    pub filters: Vec<(String, String)>,
+    /// The grain of `period` for participant records.
+    pub period: PeriodGrain,
+    /// `None` is treated as internal, with `W_UNCLASSIFIED` (R10).
+    pub classification: Option<Classification>,
+    pub recipient: Option<Recipient>,
+    /// Warnings block (R13).
+    pub strict: bool,
+    /// The smallest column base for which shares are shown (R8).
+    pub min_share_base: u64,
+}
+
+impl TableSpec {
+    /// A counts-view spec with the defaults of the command line.
+    pub fn new(measure: Measure, rows: impl Into<String>) -> Self {
+        Self {
+            measure,
+            view: View::default(),
+            rows: rows.into(),
+            cols: None,
+            filters: Vec::new(),
+            period: PeriodGrain::default(),
+            classification: None,
+            recipient: None,
+            strict: false,
+            min_share_base: DEFAULT_MIN_SHARE_BASE,
+        }
+    }
+
+    /// The dimensions the table is laid out by: rows, then columns if any.
+    pub fn dimensions(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.rows.as_str()).chain(self.cols.as_deref())
+    }
+}
