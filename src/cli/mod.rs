@@ -29,7 +29,12 @@ pub(crate) mod status {
 #[command(name = "mishare", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// The provider configuration file.
-    #[arg(long, global = true, value_name = "FILE", default_value = "provider.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "provider.toml"
+    )]
     config: PathBuf,
 
     /// How log lines are written to standard error.
@@ -53,7 +58,7 @@ enum Command {
     /// Round, total and label one table under the disclosure rules, and print
     /// exactly what an LA would receive (or, with --format json, the table
     /// and its findings).
-    Sanitise(sanitise::SanitiseArgs),
+    Sanitise(Box<sanitise::SanitiseArgs>),
 
     #[command(flatten)]
     Admin(admin::AdminCommand),

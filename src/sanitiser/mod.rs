@@ -1,5 +1,41 @@
 //! The disclosure-control engine (../shared/SANITISER.md).
+//!
+//! Data meets it in this order:
+//!
+//! 1. [`check_spec`]: rules that depend on the request alone (R7 no outcome
+//!    volumes, R9 no outcome rates), before any input is read.
+//! 2. A reader turns the source into a [`CountTable`] of true counts:
+//!    [`read_counts`] for the long counts CSV (R1 validation, R2 declared
+//!    totals), [`read_records`] for participant records in one streaming,
+//!    parallel pass with bounded memory.
+//! 3. [`sanitise`] rounds (R3), recomputes totals from rounded cells (R4),
+//!    turns outcome measures into shares (R8), flags distortion and small
+//!    cells (R5, R6), labels the file (R10), and in strict mode turns
+//!    warnings into blocks (R13). Its [`Sanitised`] holds only
+//!    [`Rounded`] figures or whole percentages.
+//! 4. The release ledger (R11, a later phase) slots in here: it judges a
+//!    [`Sanitised`] against what the same recipient already holds and adds
+//!    its findings with [`Sanitised::add_findings`] before anything renders.
+//! 5. [`render`] writes the CSV an LA receives, or the JSON with findings.
+//!
+//! Everything here is pure and deterministic (R12): no clock, no randomness,
+//! no I/O beyond the reader it is handed.
 
+mod counts;
+mod findings;
+mod input;
+mod records;
+pub mod render;
+mod rounding;
+mod rules;
 mod spec;
+mod table;
 
+pub use counts::read_counts;
+pub use findings::{Blocked, Code, Finding, Severity};
+pub use input::InputError;
+pub use records::read_records;
+pub use rounding::{MAX_COUNT, Rounded};
+pub use rules::{Body, METHOD, PUBLISHED_LABEL, Sanitised, check_spec, internal_label, sanitise};
 pub use spec::*;
+pub use table::CountTable;

@@ -1,0 +1,229 @@
+//! Findings: what the sanitiser has to say about a table.
+//!
+//! A code's first letter is its severity: `E_` blocks (no output at all), `W_`
+//! warns, `S_` says a figure was suppressed, `N_` notes. Warnings and notes go
+//! into the JSON output and the audit log, never into the file sent to an LA
+//! (R13). `--strict` turns warnings into blocks.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A finding's code. The names are a public interface: scripts match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Code {
+    /// R1: a count is not an ASCII decimal integer (negative, decimal,
+    /// thousands-separated, exponent, non-numeric).
+    InvalidValue,
+    /// R1: a count is empty.
+    MissingValue,
+    /// R1: a count is above 10^12.
+    ValueTooLarge,
+    /// R2: a declared `Total` differs from the sum of the cells it covers.
+    NonAdditive,
+    /// R7: the counts view of job outcomes or sustainments.
+    OutcomeVolume,
+    /// R9: outcomes or sustainments set against another measure.
+    OutcomeRate,
+    /// The input is not well-formed CSV: a ragged row, invalid UTF-8, a
+    /// duplicated or empty header.
+    MalformedCsv,
+    /// A column the input must have (`count`, a measure's date) is missing.
+    MissingColumn,
+    /// A dimension or filter names a column the input does not have.
+    UnknownDimension,
+    /// A participant record holds a date that is not a real `YYYY-MM-DD`.
+    InvalidDate,
+    /// A payment group the reference data does not list.
+    UnknownPaymentGroup,
+    /// R5: rounding moved a total by at least 20 and at least 10%.
+    Distortion,
+    /// R6: small cells (1–9) are at least half of the non-zero cells.
+    SmallCells,
+    /// R10: no classification was given, so the file is labelled internal.
+    Unclassified,
+    /// R8: a column's base is too small, so its shares are suppressed.
+    SmallBase,
+    /// R8: a column's shares do not sum to 100.
+    PctSum,
+    /// The table has no cells: nothing in the input matched.
+    NoData,
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Note,
+    Suppression,
+    Warning,
+    Error,
+}
+
+impl Code {
+    /// The code as printed and as scripts match it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidValue => "E_INVALID_VALUE",
+            Code::MissingValue => "E_MISSING_VALUE",
+            Code::ValueTooLarge => "E_VALUE_TOO_LARGE",
+            Code::NonAdditive => "E_NON_ADDITIVE",
+            Code::OutcomeVolume => "E_OUTCOME_VOLUME",
+            Code::OutcomeRate => "E_OUTCOME_RATE",
+            Code::MalformedCsv => "E_MALFORMED_CSV",
+            Code::MissingColumn => "E_MISSING_COLUMN",
+            Code::UnknownDimension => "E_UNKNOWN_DIMENSION",
+            Code::InvalidDate => "E_INVALID_DATE",
+            Code::UnknownPaymentGroup => "E_UNKNOWN_PAYMENT_GROUP",
+            Code::Distortion => "W_DISTORTION",
+            Code::SmallCells => "W_SMALL_CELLS",
+            Code::Unclassified => "W_UNCLASSIFIED",
+            Code::SmallBase => "S_SMALL_BASE",
+            Code::PctSum => "N_PCT_SUM",
+            Code::NoData => "N_NO_DATA",
+        }
+    }
+
+    /// The severity, read from the code's prefix.
+    pub fn severity(self) -> Severity {
+        match self.as_str().as_bytes()[0] {
+            b'E' => Severity::Error,
+            b'W' => Severity::Warning,
+            b'S' => Severity::Suppression,
+            _ => Severity::Note,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One finding: a code and a message for the provider's operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self.code.severity() {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Suppression => "suppressed",
+            Severity::Note => "note",
+        };
+        write!(f, "{word}[{}]: {}", self.code, self.message)
+    }
+}
+
+/// A table that may not leave: every reason, in input order.
+///
+/// `Display` prints one `error[CODE]: …` line per error, the format the
+/// command line promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Blocked {
+    /// The errors, at most [`Blocked::MAX_LISTED`] of them.
+    pub errors: Vec<Finding>,
+    /// How many more errors there were beyond those listed.
+    pub more: u64,
+}
+
+impl Blocked {
+    /// How many errors are kept; a file with a million bad rows needs its
+    /// first hundred named, not all of them.
+    pub const MAX_LISTED: usize = 100;
+
+    /// A block with a single reason.
+    pub fn one(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            errors: vec![Finding::new(code, message)],
+            more: 0,
+        }
+    }
+
+    /// Whether any listed error has this code.
+    pub fn has(&self, code: Code) -> bool {
+        self.errors.iter().any(|e| e.code == code)
+    }
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error[{}]: {}", e.code, e.message)?;
+        }
+        if self.more > 0 {
+            write!(
+                f,
+                "\nerror: … and {} more errors not listed; fix the ones above and run again",
+                self.more
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects input errors while a reader goes on, keeping the first
+/// [`Blocked::MAX_LISTED`] and counting the rest.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorSink {
+    /// (line, finding), so errors found out of order can be sorted.
+    kept: Vec<(u64, Finding)>,
+    more: u64,
+}
+
+impl ErrorSink {
+    pub(crate) fn push(&mut self, line: u64, code: Code, message: String) {
+        if self.kept.len() < Blocked::MAX_LISTED {
+            self.kept.push((line, Finding::new(code, message)));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Adds another sink's errors (from a parallel worker). Each sink keeps
+    /// its own first errors, so after sorting, the first listed are the
+    /// first in the file whichever worker found them.
+    pub(crate) fn merge(&mut self, other: ErrorSink) {
+        self.more += other.more;
+        self.kept.extend(other.kept);
+    }
+
+    /// `Ok` if nothing was pushed, else the errors in line order.
+    pub(crate) fn finish(mut self) -> Result<(), Blocked> {
+        if self.kept.is_empty() {
+            return Ok(());
+        }
+        self.kept.sort_by_key(|(line, _)| *line);
+        if self.kept.len() > Blocked::MAX_LISTED {
+            self.more += (self.kept.len() - Blocked::MAX_LISTED) as u64;
+            self.kept.truncate(Blocked::MAX_LISTED);
+        }
+        Err(Blocked {
+            errors: self.kept.into_iter().map(|(_, f)| f).collect(),
+            more: self.more,
+        })
+    }
+}
