@@ -25,6 +25,7 @@ struct Row {
 /// Reads a long counts CSV into a table of true counts for `spec`.
 ///
 /// `source` names the input in messages (the path as the user gave it).
+/// A request the rules forbid (R7, R9) is refused before anything is read.
 /// Counts files are pre-aggregated and small, so rows are held in memory to
 /// check declared totals against the cells they cover.
 pub fn read_counts(
@@ -33,6 +34,7 @@ pub fn read_counts(
     spec: &TableSpec,
     groups: &PaymentGroups,
 ) -> Result<CountTable, InputError> {
+    super::check_spec(spec)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -39,7 +39,8 @@ const BLOCK: usize = 1 << 20;
 const MAX_RECORD: usize = 64 << 20;
 
 /// Reads participant records into a table of true counts for `spec`, using
-/// every core the machine offers.
+/// every core the machine offers. A request the rules forbid (R7, R9) is
+/// refused before anything is read.
 pub fn read_records(
     input: impl Read,
     source: &str,
@@ -60,6 +61,7 @@ pub(crate) fn read_records_with(
     workers: usize,
     block: usize,
 ) -> Result<CountTable, InputError> {
+    super::check_spec(spec)?;
     let io = |error| InputError::Io {
         input: source.to_string(),
         error,
@@ -593,4 +595,252 @@ fn parse_header(bytes: &[u8], source: &str) -> Result<Header, InputError> {
         .read_byte_record(&mut record)
         .map_err(|e| input::csv_error(source, e))?;
     Ok(Header::parse(&record, source)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sanitiser::{Blocked, Code, Measure};
+    use proptest::prelude::*;
+
+    const HEADER: &str = "participant_id,la_code,payment_group,disability,referral_date,\
+                          attachment_date,job_start_date,job_outcome_date,first_sustainment_date\n";
+
+    fn spec(rows: &str, cols: Option<&str>) -> TableSpec {
+        TableSpec {
+            cols: cols.map(str::to_string),
+            ..TableSpec::new(Measure::Referrals, rows)
+        }
+    }
+
+    fn read(
+        input: &[u8],
+        spec: &TableSpec,
+        workers: usize,
+        block: usize,
+    ) -> Result<CountTable, Blocked> {
+        read_records_with(
+            input,
+            "in.csv",
+            spec,
+            &PaymentGroups::default(),
+            workers,
+            block,
+        )
+        .map_err(|e| match e {
+            InputError::Blocked(b) => b,
+            other => panic!("unexpected I/O error: {other}"),
+        })
+    }
+
+    fn record(id: u32, la: &str, group: &str, disability: &str, dates: [&str; 5]) -> String {
+        format!("P{id:09},{la},{group},{disability},{}\n", dates.join(","))
+    }
+
+    #[test]
+    fn counts_the_measure_by_month_and_quarter() {
+        let mut input = String::from(HEADER);
+        input += &record(
+            1,
+            "E1",
+            "JSA 25+",
+            "N",
+            ["2012-01-31", "2012-02-01", "", "", ""],
+        );
+        input += &record(2, "E1", "JSA 25+", "Y", ["2012-03-01", "", "", "", ""]);
+        input += &record(
+            3,
+            "E2",
+            "JSA 18-24",
+            "N",
+            ["2012-04-01", "2012-04-02", "2012-05-01", "", ""],
+        );
+        input += &record(4, "E2", "JSA 18-24", "N", ["", "", "", "", ""]);
+        let month = read(
+            input.as_bytes(),
+            &spec("payment_group", Some("period")),
+            1,
+            BLOCK,
+        )
+        .expect("ok");
+        assert_eq!(month.rows(), ["JSA 18-24", "JSA 25+"]);
+        assert_eq!(month.cols(), ["2012-01", "2012-03", "2012-04"]);
+        assert_eq!(month.cells(), [vec![0, 0, 1], vec![1, 1, 0]]);
+
+        let mut quarter = spec("period", None);
+        quarter.period = PeriodGrain::Quarter;
+        let q = read(input.as_bytes(), &quarter, 2, 64).expect("ok");
+        assert_eq!(q.rows(), ["2012-Q1", "2012-Q2"]);
+        assert_eq!(q.cells(), [vec![2], vec![1]]);
+
+        let mut starts = spec("la_code", None);
+        starts.measure = Measure::JobStarts;
+        let s = read(input.as_bytes(), &starts, 1, BLOCK).expect("ok");
+        assert_eq!(
+            (s.rows(), s.cells()),
+            (&["E2".to_string()][..], &[vec![1]][..])
+        );
+    }
+
+    #[test]
+    fn filters_narrow_the_population() {
+        let mut input = String::from(HEADER);
+        input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        input += &record(2, "E1", "JSA 25+", "Y", ["2012-03-01", "", "", "", ""]);
+        input += &record(3, "E2", "JSA 25+", "Y", ["2012-03-01", "", "", "", ""]);
+        let mut s = spec("disability", None);
+        s.filters = vec![
+            ("la_code".into(), "E1".into()),
+            ("period".into(), "2012-03".into()),
+        ];
+        let t = read(input.as_bytes(), &s, 1, BLOCK).expect("ok");
+        assert_eq!(
+            (t.rows(), t.cells()),
+            (&["Y".to_string()][..], &[vec![1]][..])
+        );
+
+        s.filters = vec![("period".into(), "2012-13".into())];
+        let blocked = read(input.as_bytes(), &s, 1, BLOCK).expect_err("not a month");
+        assert!(blocked.has(Code::InvalidValue), "{blocked}");
+    }
+
+    #[test]
+    fn bad_rows_are_named_by_line_and_column() {
+        let mut input = String::from(HEADER);
+        input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        input += &record(2, "E1", "JSA 25+", "N", ["2012-02-30", "", "", "", ""]);
+        input += "P3,E1,JSA 25+,N,2012-01-01\n";
+        input += &record(
+            4,
+            "E1",
+            "JSA 25+",
+            "N",
+            ["2012-01-01", "", "", "31/01/2013", ""],
+        );
+        input += &record(5, "E1", "Total", "N", ["2012-01-01", "", "", "", ""]);
+        let blocked =
+            read(input.as_bytes(), &spec("payment_group", None), 1, BLOCK).expect_err("bad");
+        let lines: Vec<String> = blocked.to_string().lines().map(str::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "error[E_INVALID_DATE]: in.csv line 3, column referral_date: \"2012-02-30\" is not a date (YYYY-MM-DD)",
+                "error[E_MALFORMED_CSV]: in.csv line 4: the row has 5 fields but the header has 9",
+                "error[E_INVALID_DATE]: in.csv line 5, column job_outcome_date: \"31/01/2013\" is not a date (YYYY-MM-DD)",
+                "error[E_INVALID_VALUE]: in.csv line 6, column payment_group: \"Total\" is reserved for totals and participant records carry none",
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_named_not_replaced() {
+        let mut input = HEADER.as_bytes().to_vec();
+        input.extend_from_slice(b"P1,E1,JSA 25+,N\xff,2012-01-31,,,,\n");
+        let blocked = read(&input, &spec("disability", None), 1, BLOCK).expect_err("utf8");
+        assert_eq!(
+            blocked.to_string(),
+            "error[E_MALFORMED_CSV]: in.csv line 2, column disability: invalid UTF-8"
+        );
+    }
+
+    #[test]
+    fn missing_columns_and_unknown_dimensions_are_named() {
+        let no_date = "participant_id,la_code,payment_group\nP1,E1,JSA 25+\n";
+        let blocked =
+            read(no_date.as_bytes(), &spec("payment_group", None), 1, BLOCK).expect_err("no date");
+        assert!(blocked.has(Code::MissingColumn));
+        assert!(blocked.to_string().contains("referral_date"), "{blocked}");
+
+        let input = format!(
+            "{HEADER}{}",
+            record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""])
+        );
+        let blocked = read(input.as_bytes(), &spec("gender", None), 1, BLOCK).expect_err("unknown");
+        assert!(blocked.has(Code::UnknownDimension));
+        assert!(blocked.to_string().contains("`gender`"), "{blocked}");
+
+        let blocked = read(b"", &spec("payment_group", None), 1, BLOCK).expect_err("empty");
+        assert!(blocked.has(Code::MalformedCsv));
+    }
+
+    #[test]
+    fn a_header_alone_is_an_empty_table() {
+        let t = read(HEADER.as_bytes(), &spec("payment_group", None), 2, 16).expect("ok");
+        assert!(t.rows().is_empty());
+    }
+
+    #[test]
+    fn errors_are_capped_and_listed_in_line_order_whatever_the_workers() {
+        let mut input = String::from(HEADER);
+        for i in 0..500 {
+            input += &record(i, "E1", "JSA 25+", "N", ["2012-13-01", "", "", "", ""]);
+        }
+        let one = read(input.as_bytes(), &spec("payment_group", None), 1, BLOCK).expect_err("bad");
+        let many = read(input.as_bytes(), &spec("payment_group", None), 4, 100).expect_err("bad");
+        assert_eq!(one, many);
+        assert_eq!((one.errors.len(), one.more), (Blocked::MAX_LISTED, 400));
+        assert!(
+            one.errors[0].message.contains("line 2,"),
+            "{}",
+            one.errors[0].message
+        );
+    }
+
+    #[test]
+    fn a_record_longer_than_a_block_is_read_whole() {
+        let long = "x".repeat(5000);
+        let mut input = String::from(HEADER);
+        input += &format!("\"{long}\",E1,JSA 25+,N,2012-01-01,,,,\n");
+        input += &record(2, "E1", "JSA 25+", "N", ["2012-01-02", "", "", "", ""]);
+        let t = read(input.as_bytes(), &spec("la_code", None), 2, 64).expect("ok");
+        assert_eq!(t.cells(), [vec![2]]);
+    }
+
+    /// A record with optional quoting, embedded commas and newlines, CRLF.
+    fn arb_record() -> impl Strategy<Value = (String, String, String, Option<String>, bool)> {
+        (
+            prop::sample::select(vec!["E1", "E2", "E3"]),
+            prop::sample::select(vec!["JSA 25+", "JSA 18-24", "IB/IS"]),
+            prop::sample::select(vec!["Y", "N", "", "a,b", "line\nbreak", "say \"\"x\"\""]),
+            prop::option::of((2011u32..2014, 1u32..=12, 1u32..=28)),
+            any::<bool>(),
+        )
+            .prop_map(|(la, g, d, date, crlf)| {
+                let date = date.map(|(y, m, d)| format!("{y}-{m:02}-{d:02}"));
+                (la.to_string(), g.to_string(), d.to_string(), date, crlf)
+            })
+    }
+
+    proptest! {
+        /// Cutting the input into blocks anywhere and tallying them on any
+        /// number of workers gives the same table as one block on one worker.
+        #[test]
+        fn blocks_and_workers_do_not_change_the_table(
+            records in prop::collection::vec(arb_record(), 0..60),
+            block in 8usize..300,
+            workers in 1usize..4,
+        ) {
+            let mut input = String::from(HEADER);
+            for (i, (la, g, d, date, crlf)) in records.iter().enumerate() {
+                let quoted = if d.contains([',', '\n', '"']) { format!("\"{d}\"") } else { d.clone() };
+                let date = date.clone().unwrap_or_default();
+                input += &format!("P{i},{la},{g},{quoted},{date},,,,");
+                input += if *crlf { "\r\n" } else { "\n" };
+            }
+            let s = spec("disability", Some("la_code"));
+            let whole = read(input.as_bytes(), &s, 1, 1 << 20).expect("valid");
+            let split = read(input.as_bytes(), &s, workers, block).expect("valid");
+            prop_assert_eq!(&whole, &split);
+            let expected: usize = records.iter().filter(|r| r.3.is_some()).count();
+            let counted: u64 = whole.cells().iter().flatten().sum();
+            prop_assert_eq!(counted as usize, expected);
+        }
+
+        #[test]
+        fn is_date_agrees_with_chrono(y in 0u32..10000, m in 0u32..14, d in 0u32..33) {
+            let text = format!("{y:04}-{m:02}-{d:02}");
+            let real = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").is_ok();
+            prop_assert_eq!(is_date(text.as_bytes()), real, "{}", text);
+        }
+    }
 }

@@ -372,3 +372,197 @@ fn shares(
     }
     Body::Shares { cells }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sanitiser::render;
+    use proptest::prelude::*;
+
+    fn table(cells: Vec<Vec<u64>>) -> CountTable {
+        let rows = (0..cells.len()).map(|r| format!("r{r}")).collect();
+        let cols = (0..cells[0].len()).map(|c| format!("c{c}")).collect();
+        CountTable::new(rows, cols, cells)
+    }
+
+    fn spec(view: View) -> TableSpec {
+        let measure = match view {
+            View::Counts => Measure::Referrals,
+            View::Shares => Measure::JobOutcomes,
+        };
+        TableSpec {
+            view,
+            cols: Some("c".into()),
+            classification: Some(Classification::Published),
+            ..TableSpec::new(measure, "r")
+        }
+    }
+
+    /// Tables of 1–5 rows by 1–4 columns; cells mostly small, sometimes large.
+    fn tables() -> impl Strategy<Value = Vec<Vec<u64>>> {
+        (1usize..=5, 1usize..=4).prop_flat_map(|(r, c)| {
+            let cell = prop_oneof![3 => 0u64..200, 1 => 0u64..=crate::sanitiser::MAX_COUNT];
+            prop::collection::vec(prop::collection::vec(cell, c), r)
+        })
+    }
+
+    /// The same table with every cell moved to another value that rounds the same.
+    fn same_rounding(cells: &[Vec<u64>], seed: u64) -> Vec<Vec<u64>> {
+        let mut s = seed;
+        cells
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|&x| {
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let r = Rounded::round(x).expect("in range").get();
+                        let (lo, hi) = if r == 0 { (0, 9) } else { (r - 10, r + 9) };
+                        lo + (s >> 33) % (hi - lo + 1)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn totals_are_sums_of_rounded_cells(cells in tables()) {
+            let out = sanitise(&spec(View::Counts), &table(cells.clone())).expect("valid");
+            let Body::Counts { cells: rounded, row_totals, col_totals, total } = out.body() else {
+                panic!("counts view");
+            };
+            for (r, row) in rounded.iter().enumerate() {
+                for (c, x) in row.iter().enumerate() {
+                    prop_assert_eq!(x.get() % 20, 0);
+                    prop_assert!(x.get().abs_diff(cells[r][c]) <= 10);
+                }
+                prop_assert_eq!(row_totals[r].get(), row.iter().map(|x| x.get()).sum::<u64>());
+            }
+            for (c, t) in col_totals.iter().enumerate() {
+                prop_assert_eq!(t.get(), rounded.iter().map(|row| row[c].get()).sum::<u64>());
+            }
+            prop_assert_eq!(total.get(), row_totals.iter().map(|x| x.get()).sum::<u64>());
+            prop_assert_eq!(total.get(), col_totals.iter().map(|x| x.get()).sum::<u64>());
+            prop_assert_eq!(total.get() % 20, 0);
+        }
+
+        #[test]
+        fn shares_are_whole_percentages_or_suppressed(cells in tables()) {
+            let s = spec(View::Shares);
+            let out = sanitise(&s, &table(cells.clone())).expect("valid");
+            let Body::Shares { cells: shares } = out.body() else { panic!("shares view") };
+            for c in 0..cells[0].len() {
+                let base: u64 = cells.iter().map(|row| Rounded::round(row[c]).expect("ok").get()).sum();
+                let column: Vec<Option<u8>> = shares.iter().map(|row| row[c]).collect();
+                if base < s.min_share_base {
+                    prop_assert!(column.iter().all(Option::is_none));
+                } else {
+                    let sum: i64 = column.iter().map(|p| i64::from(p.expect("shown"))).sum();
+                    prop_assert!(column.iter().all(|p| p.is_some_and(|p| p <= 100)));
+                    prop_assert!((sum - 100).abs() <= cells.len() as i64);
+                }
+            }
+        }
+
+        #[test]
+        fn output_depends_only_on_rounded_cells(cells in tables(), seed in any::<u64>()) {
+            let other = same_rounding(&cells, seed);
+            for view in [View::Counts, View::Shares] {
+                let a = sanitise(&spec(view), &table(cells.clone())).expect("valid");
+                let b = sanitise(&spec(view), &table(other.clone())).expect("valid");
+                prop_assert_eq!(a.body(), b.body());
+                prop_assert_eq!(render::csv(&a), render::csv(&b));
+            }
+        }
+
+        #[test]
+        fn the_same_input_gives_byte_identical_output(cells in tables()) {
+            for view in [View::Counts, View::Shares] {
+                let a = sanitise(&spec(view), &table(cells.clone())).expect("valid");
+                let b = sanitise(&spec(view), &table(cells.clone())).expect("valid");
+                prop_assert_eq!(render::csv(&a), render::csv(&b));
+                prop_assert_eq!(render::json(&a), render::json(&b));
+            }
+        }
+
+        #[test]
+        fn every_number_in_the_las_file_is_a_multiple_of_20(cells in tables()) {
+            let out = sanitise(&spec(View::Counts), &table(cells)).expect("valid");
+            let csv = String::from_utf8(render::csv(&out)).expect("utf8");
+            for line in csv.lines().filter(|l| !l.starts_with('#')).skip(1) {
+                for field in line.split(',').skip(1) {
+                    let n: u64 = field.parse().expect("a number");
+                    prop_assert_eq!(n % 20, 0, "{}", line);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strict_mode_turns_warnings_into_blocks() {
+        let mut s = spec(View::Counts);
+        s.strict = true;
+        let blocked = sanitise(&s, &table(vec![vec![9], vec![9], vec![9]])).expect_err("strict");
+        let codes: Vec<Code> = blocked.errors.iter().map(|e| e.code).collect();
+        assert_eq!(codes, [Code::Distortion, Code::SmallCells]);
+        assert!(
+            blocked.to_string().starts_with("error[W_DISTORTION]: "),
+            "{blocked}"
+        );
+        // Notes are not warnings: strict mode lets a table with only notes through.
+        let mut shares = spec(View::Shares);
+        shares.strict = true;
+        let out =
+            sanitise(&shares, &table(vec![vec![35], vec![41], vec![44]])).expect("notes only");
+        assert!(out.has(Code::PctSum));
+    }
+
+    #[test]
+    fn measure_as_a_dimension_is_an_outcome_rate_for_outcomes() {
+        let mut s = TableSpec::new(Measure::JobOutcomes, "measure");
+        s.view = View::Shares;
+        assert!(check_spec(&s).expect_err("rate").has(Code::OutcomeRate));
+        let mut s = TableSpec::new(Measure::Referrals, "payment_group");
+        s.filters.push(("measure".into(), "job_outcomes".into()));
+        assert!(check_spec(&s).expect_err("rate").has(Code::OutcomeRate));
+        let s = TableSpec::new(Measure::Referrals, "measure");
+        assert!(
+            check_spec(&s)
+                .expect_err("one measure")
+                .has(Code::UnknownDimension)
+        );
+        let mut s = TableSpec::new(Measure::Referrals, "payment_group");
+        s.filters.push(("measure".into(), "referrals".into()));
+        assert!(check_spec(&s).is_ok(), "repeating --measure is harmless");
+    }
+
+    #[test]
+    fn labels_name_the_recipient() {
+        let mut s = spec(View::Counts);
+        s.classification = Some(Classification::Internal);
+        s.recipient = Some(Recipient {
+            code: "E09000002".into(),
+            name: "Barking and Dagenham".into(),
+        });
+        let out = sanitise(&s, &table(vec![vec![100]])).expect("ok");
+        assert_eq!(
+            out.label(),
+            "Internal MI – for Barking and Dagenham (E09000002) only – not for publication"
+        );
+        s.classification = Some(Classification::Published);
+        let out = sanitise(&s, &table(vec![vec![100]])).expect("ok");
+        assert_eq!(out.label(), PUBLISHED_LABEL);
+    }
+
+    #[test]
+    fn an_empty_table_is_noted() {
+        let out = sanitise(
+            &spec(View::Counts),
+            &CountTable::new(vec![], vec![], vec![]),
+        )
+        .expect("ok");
+        assert!(out.has(Code::NoData));
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Peer implementation for benches/sanitise_records.sh, in DuckDB.
+
+Usage: duckdb_records.py RECORDS.csv > out.csv
+
+Does the same job as
+
+    mishare sanitise --records RECORDS.csv --measure referrals \
+        --rows payment_group --cols period --period month --format csv
+
+count participants with a referral_date, by payment_group x month (YYYY-MM),
+round every cell with R(x) = 20*floor((x+10)/20), fill missing combinations
+with 0, add row/column/grand totals as sums of the ROUNDED cells, order rows by
+the payment-group reference order (unknown groups after, in byte order) and
+months in time order, and print the CSV an LA would receive (two '#' lines,
+header, rows, Total row).
+
+All the work (CSV scan, grouping, rounding, pivot, totals, even the output
+lines) is done by one DuckDB SQL query with default settings (all cores);
+Python only starts DuckDB and writes the lines it returns.
+"""
+import sys
+
+import duckdb
+
+LABEL = "# Internal MI – for the recipient LA only – not for publication"
+METHOD = ("# Rounded to nearest 20 (halves up); totals are sums of rounded figures; "
+          "percentages are computed from rounded figures.")
+GROUPS = ["JSA 18-24", "JSA 25+", "JSA Early Access", "JSA Ex-IB", "ESA Volunteers",
+          "New ESA Claimants", "ESA Ex-IB", "IB/IS", "JSA Prison Leavers"]
+
+COLUMNS = ("{'participant_id': 'VARCHAR', 'la_code': 'VARCHAR', 'payment_group': 'VARCHAR', "
+           "'disability': 'VARCHAR', 'referral_date': 'DATE', 'attachment_date': 'DATE', "
+           "'job_start_date': 'DATE', 'job_outcome_date': 'DATE', "
+           "'first_sustainment_date': 'DATE'}")
+
+SQL = f"""
+WITH
+src AS (
+    SELECT payment_group AS g, strftime(referral_date, '%Y-%m') AS m
+    FROM read_csv($path, header = true, auto_detect = false, delim = ',',
+                  quote = '"', columns = {COLUMNS})
+    WHERE referral_date IS NOT NULL
+),
+cnt AS (
+    SELECT g, m, (20 * ((count(*) + 10) // 20))::BIGINT AS r FROM src GROUP BY g, m
+),
+ref AS (SELECT unnest($groups) AS g, generate_subscripts($groups, 1) AS o),
+gs AS (SELECT DISTINCT cnt.g, coalesce(ref.o, 1000) AS o FROM cnt LEFT JOIN ref ON cnt.g = ref.g),
+ms AS (SELECT DISTINCT m FROM cnt),
+grid AS (
+    SELECT gs.g, gs.o, ms.m, coalesce(cnt.r, 0) AS r
+    FROM gs CROSS JOIN ms LEFT JOIN cnt ON cnt.g = gs.g AND cnt.m = ms.m
+),
+body AS (
+    SELECT o, g,
+           CASE WHEN g LIKE '%,%' OR g LIKE '%"%' THEN '"' || replace(g, '"', '""') || '"' ELSE g END
+           || ',' || string_agg(r::VARCHAR, ',' ORDER BY m) || ',' || sum(r)::BIGINT AS line
+    FROM grid GROUP BY o, g
+),
+coltot AS (SELECT m, sum(r)::BIGINT AS r FROM grid GROUP BY m)
+SELECT line FROM (
+    SELECT 0 AS o, '' AS g, 'payment_group,' || string_agg(m, ',' ORDER BY m) || ',Total' AS line FROM ms
+    UNION ALL SELECT o, g, line FROM body
+    UNION ALL SELECT 1000000 AS o, '' AS g,
+           'Total,' || string_agg(r::VARCHAR, ',' ORDER BY m) || ',' || sum(r)::BIGINT FROM coltot
+)
+ORDER BY o, g
+"""
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: duckdb_records.py RECORDS.csv > out.csv")
+    con = duckdb.connect()  # in-memory, default settings (threads = all cores)
+    rows = con.execute(SQL, {"path": sys.argv[1], "groups": GROUPS}).fetchall()
+    out = sys.stdout
+    out.write(LABEL + "\n" + METHOD + "\n")
+    out.write("".join(line + "\n" for (line,) in rows))
+
+
+if __name__ == "__main__":
+    main()
