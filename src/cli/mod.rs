@@ -2,6 +2,7 @@
 //! statuses. Commands call the library; nothing here holds policy.
 
 mod admin;
+mod demo;
 mod sanitise;
 
 use std::path::PathBuf;
@@ -55,6 +56,11 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the whole job on built-in synthetic data: tables sanitised for
+    /// two LAs, outcome shares, and a refused request. Writes nothing that
+    /// outlives it unless --out is given.
+    Demo(demo::DemoArgs),
+
     /// Round, total and label one table under the disclosure rules, and print
     /// exactly what an LA would receive (or, with --format json, the table
     /// and its findings).
@@ -76,6 +82,7 @@ pub(crate) fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let global = Global { config: cli.config };
     let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Sanitise(args) => sanitise::run(&args),
         Command::Admin(cmd) => admin::run(cmd, &global),
     };
@@ -105,5 +112,17 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Writes a command's output. A reader that went away (`| head`) is not a
+/// failure of the command.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Outcome {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
 }

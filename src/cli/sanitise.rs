@@ -2,10 +2,9 @@
 //! command-line contract describes it.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::ValueEnum;
 use mishare::reference::{LaReference, PaymentGroups, is_la_code};
 use mishare::sanitiser::{
@@ -220,11 +219,5 @@ fn print(table: &Sanitised, format: Format) -> Outcome {
         }
         Format::Json => render::json(table).into_bytes(),
     };
-    let mut stdout = io::stdout().lock();
-    match stdout.write_all(&out).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(0),
-        // A reader that went away (`| head`) is not our failure.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e).context("cannot write to standard output"),
-    }
+    super::write_stdout(&out)
 }
