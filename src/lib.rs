@@ -23,3 +23,4 @@
 
 pub mod reference;
 pub mod sanitiser;
+pub mod wire;
