@@ -191,7 +191,10 @@ impl LaReference {
     /// Builds reference data from entries already validated elsewhere.
     pub fn from_entries(entries: impl IntoIterator<Item = LocalAuthority>) -> Self {
         Self {
-            las: entries.into_iter().map(|la| (la.code.clone(), la)).collect(),
+            las: entries
+                .into_iter()
+                .map(|la| (la.code.clone(), la))
+                .collect(),
         }
     }
 
@@ -235,7 +238,9 @@ fn for_each_row(
         path: path.to_path_buf(),
         source,
     })?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(file);
     let malformed = |line: u64, reason: String| ReferenceError::Malformed {
         path: path.to_path_buf(),
         line,

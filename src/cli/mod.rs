@@ -29,7 +29,12 @@ pub(crate) mod status {
 #[command(name = "mishare", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// The provider configuration file.
-    #[arg(long, global = true, value_name = "FILE", default_value = "provider.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "provider.toml"
+    )]
     config: PathBuf,
 
     /// How log lines are written to standard error.
