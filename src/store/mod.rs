@@ -307,13 +307,14 @@ mod tests {
     #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let data = dir.path().join("state");
+        let store = Store::open(&data).expect("open");
         store
             .conn()
             .pragma_update(None, "user_version", 999)
             .expect("bump");
         drop(store);
-        let err = Store::open(dir.path()).expect_err("too new");
+        let err = Store::open(&data).expect_err("too new");
         assert!(err.to_string().contains("schema version 999"), "{err}");
     }
 
