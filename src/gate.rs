@@ -28,6 +28,18 @@
 //! nor `Copy`. The steps that send data (starting a transfer, committing it)
 //! take a `Permit` by value, so each of them must ask the gate again.
 //!
+//! Using a permit where it is handed over compiles:
+//!
+//! ```
+//! # fn demo(gate: &mut mishare::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
+//! use mishare::gate::Stage;
+//! let started = gate.authorise("E09000002", "referrals-monthly", at, Stage::TransferStart, |permit| {
+//!     // The network layer's `start_transfer(permit, …)` takes it here.
+//!     permit.la().to_string()
+//! });
+//! # }
+//! ```
+//!
 //! A permit cannot leave the closure:
 //!
 //! ```compile_fail

@@ -15,14 +15,40 @@ fn six_entries() -> Env {
     env.add_agreement(&mut store, "E09000002", "2012-06-01", None, "2012-10-01");
     env.add_agreement(&mut store, "E09000030", "2012-06-01", None, "2012-10-01");
     let s = store
-        .suspend(Scope::All, Maker::Provider, "incident", None, "provider:tester", at("2012-10-02T09:00:00Z"))
+        .suspend(
+            Scope::All,
+            Maker::Provider,
+            "incident",
+            None,
+            "provider:tester",
+            at("2012-10-02T09:00:00Z"),
+        )
         .expect("suspend");
-    store.lift(s.id, Maker::Provider, "provider:tester", at("2012-10-02T10:00:00Z")).expect("lift");
     store
-        .revoke_agreement("E09000030", "withdrawn", "provider:tester", at("2012-10-03T09:00:00Z"))
+        .lift(
+            s.id,
+            Maker::Provider,
+            "provider:tester",
+            at("2012-10-02T10:00:00Z"),
+        )
+        .expect("lift");
+    store
+        .revoke_agreement(
+            "E09000030",
+            "withdrawn",
+            "provider:tester",
+            at("2012-10-03T09:00:00Z"),
+        )
         .expect("revoke");
     store
-        .suspend(Scope::La("E09000002".into()), Maker::Provider, "check", None, "provider:tester", at("2012-10-04T09:00:00Z"))
+        .suspend(
+            Scope::La("E09000002".into()),
+            Maker::Provider,
+            "check",
+            None,
+            "provider:tester",
+            at("2012-10-04T09:00:00Z"),
+        )
         .expect("suspend");
     env
 }
@@ -50,10 +76,17 @@ fn broken_at(env: &Env) -> (i64, Problem) {
 #[test]
 fn an_untouched_log_verifies() {
     let env = six_entries();
-    assert!(matches!(verdict(&env), Verification::Intact { entries: 6, .. }));
+    assert!(matches!(
+        verdict(&env),
+        Verification::Intact { entries: 6, .. }
+    ));
     let out = env.run(&["audit", "verify"]);
     assert_status(&out, 0);
-    assert!(stdout(&out).starts_with("audit chain intact: 6 entries\n"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("audit chain intact: 6 entries\n"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -84,7 +117,10 @@ fn a_changed_field_is_caught() {
         ("detail", "'{}'"),
     ] {
         let env = six_entries();
-        tamper(&env, &format!("UPDATE audit_log SET {column} = {value} WHERE seq = 3"));
+        tamper(
+            &env,
+            &format!("UPDATE audit_log SET {column} = {value} WHERE seq = 3"),
+        );
         assert_eq!(broken_at(&env), (3, Problem::HashMismatch), "{column}");
     }
 }
@@ -94,10 +130,20 @@ fn a_changed_field_with_its_hash_recomputed_breaks_the_next_link() {
     let env = six_entries();
     let entries = audit::entries(&env.store(), None).expect("entries");
     let e = &entries[2];
-    let forged = audit::entry_hash(e.seq, &e.time, &e.kind, "provider:mallory", e.la.as_deref(), &e.detail, &e.prev_hash);
+    let forged = audit::entry_hash(
+        e.seq,
+        &e.time,
+        &e.kind,
+        "provider:mallory",
+        e.la.as_deref(),
+        &e.detail,
+        &e.prev_hash,
+    );
     tamper(
         &env,
-        &format!("UPDATE audit_log SET actor = 'provider:mallory', hash = '{forged}' WHERE seq = 3"),
+        &format!(
+            "UPDATE audit_log SET actor = 'provider:mallory', hash = '{forged}' WHERE seq = 3"
+        ),
     );
     assert_eq!(broken_at(&env), (4, Problem::PrevLinkBroken));
 }
@@ -129,14 +175,35 @@ fn a_deleted_first_row_is_caught() {
 fn a_deleted_last_row_is_caught() {
     let env = six_entries();
     tamper(&env, "DELETE FROM audit_log WHERE seq = 6");
-    assert_eq!(broken_at(&env), (6, Problem::HeadMismatch { last: 5, head_seq: 6 }));
+    assert_eq!(
+        broken_at(&env),
+        (
+            6,
+            Problem::HeadMismatch {
+                last: 5,
+                head_seq: 6
+            }
+        )
+    );
 }
 
 #[test]
 fn a_deleted_last_row_and_a_rewound_head_seq_is_caught() {
     let env = six_entries();
-    tamper(&env, "DELETE FROM audit_log WHERE seq = 6; UPDATE audit_head SET seq = 5;");
-    assert_eq!(broken_at(&env), (5, Problem::HeadMismatch { last: 5, head_seq: 5 }));
+    tamper(
+        &env,
+        "DELETE FROM audit_log WHERE seq = 6; UPDATE audit_head SET seq = 5;",
+    );
+    assert_eq!(
+        broken_at(&env),
+        (
+            5,
+            Problem::HeadMismatch {
+                last: 5,
+                head_seq: 5
+            }
+        )
+    );
 }
 
 #[test]
@@ -172,7 +239,10 @@ fn a_swapped_pair_of_whole_rows_is_caught() {
 #[test]
 fn verify_names_the_first_broken_entry_and_exits_1() {
     let env = six_entries();
-    tamper(&env, "UPDATE audit_log SET actor = 'x' WHERE seq = 4; DELETE FROM audit_log WHERE seq = 2;");
+    tamper(
+        &env,
+        "UPDATE audit_log SET actor = 'x' WHERE seq = 4; DELETE FROM audit_log WHERE seq = 2;",
+    );
     let out = env.run(&["audit", "verify"]);
     assert_status(&out, 1);
     assert_eq!(
@@ -214,7 +284,10 @@ fn export_writes_json_lines_in_order() {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
     assert_eq!(lines.len(), 6);
-    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().expect("seq")).collect();
+    let seqs: Vec<i64> = lines
+        .iter()
+        .map(|l| l["seq"].as_i64().expect("seq"))
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     assert_eq!(lines[0]["kind"], "agreement_added");
     assert_eq!(lines[0]["la"], "E09000002");
@@ -222,7 +295,16 @@ fn export_writes_json_lines_in_order() {
     assert_eq!(lines[0]["prev_hash"], audit::GENESIS);
     assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
     assert_eq!(lines[2]["la"], serde_json::Value::Null);
-    for key in ["seq", "time", "kind", "actor", "la", "detail", "prev_hash", "hash"] {
+    for key in [
+        "seq",
+        "time",
+        "kind",
+        "actor",
+        "la",
+        "detail",
+        "prev_hash",
+        "hash",
+    ] {
         assert!(lines[5].get(key).is_some(), "{key}");
     }
 }
@@ -244,5 +326,9 @@ fn export_since_filters_by_time() {
     assert_eq!(since("2030-01-01"), 0);
     let bad = env.run(&["audit", "export", "--since", "yesterday"]);
     assert_status(&bad, 64);
-    assert!(stderr(&bad).contains("--since \"yesterday\" is not a time"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("--since \"yesterday\" is not a time"),
+        "{}",
+        stderr(&bad)
+    );
 }

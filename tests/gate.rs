@@ -12,7 +12,13 @@ const LA: &str = "E09000002";
 const REPORT: &str = "referrals-monthly";
 
 /// Asks the gate and returns the permit's LA and audit entry, or the refusal.
-fn ask(env: &Env, store: &mut Store, la: &str, report: &str, when: &str) -> Result<(String, i64), Refusal> {
+fn ask(
+    env: &Env,
+    store: &mut Store,
+    la: &str,
+    report: &str,
+    when: &str,
+) -> Result<(String, i64), Refusal> {
     let config = env.config();
     let mut gate = Gate::new(&config, store, "daemon");
     gate.authorise(la, report, at(when), Stage::TransferStart, |permit| {
@@ -33,7 +39,13 @@ fn refused(env: &Env, store: &mut Store, la: &str, report: &str, when: &str) -> 
 fn with_agreement() -> (Env, Store) {
     let env = Env::new();
     let mut store = env.store();
-    env.add_agreement(&mut store, LA, "2012-06-01", Some("2013-03-31"), "2012-10-01");
+    env.add_agreement(
+        &mut store,
+        LA,
+        "2012-06-01",
+        Some("2013-03-31"),
+        "2012-10-01",
+    );
     (env, store)
 }
 
@@ -58,7 +70,13 @@ fn refusals_are_audited_with_their_reason_and_stage() {
     let mut store = env.store();
     let config = env.config();
     let refusal = Gate::new(&config, &mut store, "daemon")
-        .authorise(LA, REPORT, at("2012-10-01T12:00:00Z"), Stage::BeforeCommit, |_| ())
+        .authorise(
+            LA,
+            REPORT,
+            at("2012-10-01T12:00:00Z"),
+            Stage::BeforeCommit,
+            |_| (),
+        )
         .expect_err("no agreement");
     let seq = refusal.audit_seq.expect("audited");
     let entries = audit::entries(&store, None).expect("entries");
@@ -78,13 +96,19 @@ fn refusals_are_audited_with_their_reason_and_stage() {
 fn no_agreement() {
     let env = Env::new();
     let mut store = env.store();
-    assert_eq!(refused(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z"), Reason::NoAgreement);
+    assert_eq!(
+        refused(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z"),
+        Reason::NoAgreement
+    );
 }
 
 #[test]
 fn agreement_not_yet_signed_is_no_agreement() {
     let (env, mut store) = with_agreement();
-    assert_eq!(refused(&env, &mut store, LA, REPORT, "2012-05-31T12:00:00Z"), Reason::NoAgreement);
+    assert_eq!(
+        refused(&env, &mut store, LA, REPORT, "2012-05-31T12:00:00Z"),
+        Reason::NoAgreement
+    );
     assert!(ask(&env, &mut store, LA, REPORT, "2012-06-01T00:00:00Z").is_ok());
 }
 
@@ -92,7 +116,12 @@ fn agreement_not_yet_signed_is_no_agreement() {
 fn agreement_revoked() {
     let (env, mut store) = with_agreement();
     store
-        .revoke_agreement(LA, "the LA withdrew", "provider:tester", at("2012-11-01T09:00:00Z"))
+        .revoke_agreement(
+            LA,
+            "the LA withdrew",
+            "provider:tester",
+            at("2012-11-01T09:00:00Z"),
+        )
         .expect("revoked");
     assert_eq!(
         refused(&env, &mut store, LA, REPORT, "2012-11-02T12:00:00Z"),
@@ -136,12 +165,24 @@ fn outside_contract_area() {
     let config = mishare::config::ProviderConfig::load(&east_only).expect("loads");
     assert!(
         Gate::new(&config, &mut store, "daemon")
-            .authorise("E09000030", REPORT, at("2012-10-01T12:00:00Z"), Stage::Plan, |_| ())
+            .authorise(
+                "E09000030",
+                REPORT,
+                at("2012-10-01T12:00:00Z"),
+                Stage::Plan,
+                |_| ()
+            )
             .is_ok(),
         "Tower Hamlets is in London East"
     );
     let birmingham = Gate::new(&config, &mut store, "daemon")
-        .authorise("E08000025", REPORT, at("2012-10-01T12:00:00Z"), Stage::Plan, |_| ())
+        .authorise(
+            "E08000025",
+            REPORT,
+            at("2012-10-01T12:00:00Z"),
+            Stage::Plan,
+            |_| (),
+        )
         .expect_err("Birmingham is outside");
     let reasons: Vec<_> = birmingham.findings.iter().map(|f| f.reason).collect();
     assert_eq!(reasons, [Reason::NoAgreement, Reason::OutsideContractArea]);
@@ -150,7 +191,13 @@ fn outside_contract_area() {
     let shrunk = env.write_config("shrunk.toml", &["London West"]);
     let config = mishare::config::ProviderConfig::load(&shrunk).expect("loads");
     let refusal = Gate::new(&config, &mut store, "daemon")
-        .authorise("E09000030", REPORT, at("2012-10-01T12:00:00Z"), Stage::Plan, |_| ())
+        .authorise(
+            "E09000030",
+            REPORT,
+            at("2012-10-01T12:00:00Z"),
+            Stage::Plan,
+            |_| (),
+        )
         .expect_err("Tower Hamlets is now outside");
     assert_eq!(refusal.reason, Reason::OutsideContractArea);
     assert_eq!(refusal.findings.len(), 1, "{refusal}");
@@ -161,13 +208,34 @@ fn not_a_recipient() {
     let env = Env::new();
     let mut store = env.store();
     env.add_agreement(&mut store, "E09000030", "2012-06-01", None, "2012-10-01");
-    assert!(ask(&env, &mut store, "E09000030", REPORT, "2012-10-01T12:00:00Z").is_ok());
+    assert!(
+        ask(
+            &env,
+            &mut store,
+            "E09000030",
+            REPORT,
+            "2012-10-01T12:00:00Z"
+        )
+        .is_ok()
+    );
     assert_eq!(
-        refused(&env, &mut store, "E09000030", "east-only", "2012-10-01T12:00:00Z"),
+        refused(
+            &env,
+            &mut store,
+            "E09000030",
+            "east-only",
+            "2012-10-01T12:00:00Z"
+        ),
         Reason::NotARecipient
     );
     assert_eq!(
-        refused(&env, &mut store, "E09000030", "no-such-report", "2012-10-01T12:00:00Z"),
+        refused(
+            &env,
+            &mut store,
+            "E09000030",
+            "no-such-report",
+            "2012-10-01T12:00:00Z"
+        ),
         Reason::NotARecipient
     );
 }
@@ -177,11 +245,23 @@ fn unknown_la() {
     let env = Env::new();
     let mut store = env.store();
     assert_eq!(
-        refused(&env, &mut store, "E09999999", REPORT, "2012-10-01T12:00:00Z"),
+        refused(
+            &env,
+            &mut store,
+            "E09999999",
+            REPORT,
+            "2012-10-01T12:00:00Z"
+        ),
         Reason::UnknownLa
     );
     assert_eq!(
-        refused(&env, &mut store, "../../etc", REPORT, "2012-10-01T12:00:00Z"),
+        refused(
+            &env,
+            &mut store,
+            "../../etc",
+            REPORT,
+            "2012-10-01T12:00:00Z"
+        ),
         Reason::UnknownLa
     );
 }
@@ -190,13 +270,27 @@ fn unknown_la() {
 fn suspended_by_provider_for_one_la() {
     let (env, mut store) = with_agreement();
     let s = store
-        .suspend(Scope::La(LA.into()), Maker::Provider, "checking a breach", None, "provider:tester", at("2012-10-01T09:00:00Z"))
+        .suspend(
+            Scope::La(LA.into()),
+            Maker::Provider,
+            "checking a breach",
+            None,
+            "provider:tester",
+            at("2012-10-01T09:00:00Z"),
+        )
         .expect("suspended");
     assert_eq!(
         refused(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z"),
         Reason::SuspendedByProvider
     );
-    store.lift(s.id, Maker::Provider, "provider:tester", at("2012-10-01T10:00:00Z")).expect("lifted");
+    store
+        .lift(
+            s.id,
+            Maker::Provider,
+            "provider:tester",
+            at("2012-10-01T10:00:00Z"),
+        )
+        .expect("lifted");
     assert!(ask(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z").is_ok());
 }
 
@@ -204,7 +298,13 @@ fn suspended_by_provider_for_one_la() {
 fn suspended_by_dwp_and_only_dwp_lifts_it() {
     let (env, mut store) = with_agreement();
     let s = store
-        .suspend_by_dwp(Scope::La(LA.into()), "data incident", Some("DWP-2012-17"), "dwp.test", at("2012-10-01T09:00:00Z"))
+        .suspend_by_dwp(
+            Scope::La(LA.into()),
+            "data incident",
+            Some("DWP-2012-17"),
+            "dwp.test",
+            at("2012-10-01T09:00:00Z"),
+        )
         .expect("suspended");
     assert_eq!(s.made_by, Maker::Dwp);
     assert_eq!(s.made_actor, "dwp:dwp.test");
@@ -213,15 +313,28 @@ fn suspended_by_dwp_and_only_dwp_lifts_it() {
         Reason::SuspendedByDwp
     );
     let err = store
-        .lift(s.id, Maker::Provider, "provider:tester", at("2012-10-01T10:00:00Z"))
+        .lift(
+            s.id,
+            Maker::Provider,
+            "provider:tester",
+            at("2012-10-01T10:00:00Z"),
+        )
         .expect_err("the provider cannot lift it");
-    assert_eq!(err.to_string(), format!("suspension {} was required by DWP; only DWP can lift it", s.id));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "suspension {} was required by DWP; only DWP can lift it",
+            s.id
+        )
+    );
     assert_eq!(
         refused(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z"),
         Reason::SuspendedByDwp,
         "the refused lift changed nothing"
     );
-    let lifted = store.lift_by_dwp(s.id, "dwp.test", at("2012-10-02T09:00:00Z")).expect("DWP lifts");
+    let lifted = store
+        .lift_by_dwp(s.id, "dwp.test", at("2012-10-02T09:00:00Z"))
+        .expect("DWP lifts");
     assert_eq!(lifted.lifted_by.as_deref(), Some("dwp:dwp.test"));
     assert!(ask(&env, &mut store, LA, REPORT, "2012-10-02T12:00:00Z").is_ok());
 }
@@ -230,12 +343,24 @@ fn suspended_by_dwp_and_only_dwp_lifts_it() {
 fn dwp_cannot_lift_a_provider_suspension() {
     let (_env, mut store) = with_agreement();
     let s = store
-        .suspend(Scope::All, Maker::Provider, "audit", None, "provider:tester", at("2012-10-01T09:00:00Z"))
+        .suspend(
+            Scope::All,
+            Maker::Provider,
+            "audit",
+            None,
+            "provider:tester",
+            at("2012-10-01T09:00:00Z"),
+        )
         .expect("suspended");
-    let err = store.lift_by_dwp(s.id, "dwp.test", at("2012-10-01T10:00:00Z")).expect_err("refused");
+    let err = store
+        .lift_by_dwp(s.id, "dwp.test", at("2012-10-01T10:00:00Z"))
+        .expect_err("refused");
     assert_eq!(
         err.to_string(),
-        format!("suspension {} was made by the provider; only the provider can lift it", s.id)
+        format!(
+            "suspension {} was made by the provider; only the provider can lift it",
+            s.id
+        )
     );
 }
 
@@ -243,14 +368,30 @@ fn dwp_cannot_lift_a_provider_suspension() {
 fn a_dwp_suspension_of_all_las_outranks_a_provider_one() {
     let (env, mut store) = with_agreement();
     store
-        .suspend(Scope::La(LA.into()), Maker::Provider, "local", None, "provider:tester", at("2012-10-01T09:00:00Z"))
+        .suspend(
+            Scope::La(LA.into()),
+            Maker::Provider,
+            "local",
+            None,
+            "provider:tester",
+            at("2012-10-01T09:00:00Z"),
+        )
         .expect("suspended");
     store
-        .suspend_by_dwp(Scope::All, "national", None, "dwp.test", at("2012-10-01T09:00:00Z"))
+        .suspend_by_dwp(
+            Scope::All,
+            "national",
+            None,
+            "dwp.test",
+            at("2012-10-01T09:00:00Z"),
+        )
         .expect("suspended");
     let refusal = ask(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z").expect_err("refused");
     let reasons: Vec<_> = refusal.findings.iter().map(|f| f.reason).collect();
-    assert_eq!(reasons, [Reason::SuspendedByDwp, Reason::SuspendedByProvider]);
+    assert_eq!(
+        reasons,
+        [Reason::SuspendedByDwp, Reason::SuspendedByProvider]
+    );
 }
 
 #[test]
@@ -259,17 +400,41 @@ fn suspending_all_overrides_every_agreement_and_lifting_restores_them() {
     env.add_agreement(&mut store, "E09000030", "2012-06-01", None, "2012-10-01");
     let when = "2012-10-01T12:00:00Z";
     for la in [LA, "E09000030"] {
-        assert!(ask(&env, &mut store, la, REPORT, when).is_ok(), "{la} before");
+        assert!(
+            ask(&env, &mut store, la, REPORT, when).is_ok(),
+            "{la} before"
+        );
     }
     let all = store
-        .suspend(Scope::All, Maker::Provider, "incident", Some("INC-1"), "provider:tester", at("2012-10-01T11:00:00Z"))
+        .suspend(
+            Scope::All,
+            Maker::Provider,
+            "incident",
+            Some("INC-1"),
+            "provider:tester",
+            at("2012-10-01T11:00:00Z"),
+        )
         .expect("suspended");
     for la in [LA, "E09000030"] {
-        assert_eq!(refused(&env, &mut store, la, REPORT, when), Reason::SuspendedByProvider, "{la}");
+        assert_eq!(
+            refused(&env, &mut store, la, REPORT, when),
+            Reason::SuspendedByProvider,
+            "{la}"
+        );
     }
-    store.lift(all.id, Maker::Provider, "provider:tester", at("2012-10-01T11:30:00Z")).expect("lifted");
+    store
+        .lift(
+            all.id,
+            Maker::Provider,
+            "provider:tester",
+            at("2012-10-01T11:30:00Z"),
+        )
+        .expect("lifted");
     for la in [LA, "E09000030"] {
-        assert!(ask(&env, &mut store, la, REPORT, when).is_ok(), "{la} after");
+        assert!(
+            ask(&env, &mut store, la, REPORT, when).is_ok(),
+            "{la} after"
+        );
     }
 }
 
@@ -280,7 +445,11 @@ fn a_suspension_made_by_the_cli_is_seen_at_the_next_check() {
     assert!(ask(&env, &mut daemon, LA, REPORT, "2012-10-01T12:00:00Z").is_ok());
     let out = env.run(&["suspend", "--la", LA, "--reason", "stop now"]);
     assert_status(&out, 0);
-    assert!(stdout(&out).starts_with("suspension 1:"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("suspension 1:"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(
         refused(&env, &mut daemon, LA, REPORT, "2012-10-01T12:00:01Z"),
         Reason::SuspendedByProvider
@@ -293,23 +462,37 @@ fn a_suspension_made_by_the_cli_is_seen_at_the_next_check() {
 fn an_unreadable_date_fails_closed() {
     let (env, mut store) = with_agreement();
     let db = raw_connection(&common::database(&env));
-    db.execute("UPDATE agreements SET expires_on = 'soon' WHERE la_code = ?1", [LA])
-        .expect("corrupt");
+    db.execute(
+        "UPDATE agreements SET expires_on = 'soon' WHERE la_code = ?1",
+        [LA],
+    )
+    .expect("corrupt");
     let refusal = ask(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z").expect_err("refused");
     assert_eq!(refusal.reason, Reason::GateError);
-    assert!(refusal.detail().contains("\"soon\""), "{}", refusal.detail());
+    assert!(
+        refusal.detail().contains("\"soon\""),
+        "{}",
+        refusal.detail()
+    );
     // The refusal itself is still recorded, and the chain is intact.
     let seq = refusal.audit_seq.expect("audited");
     let entries = audit::entries(&store, None).expect("entries");
-    assert_eq!(entries.last().map(|e| (e.seq, e.kind.as_str())), Some((seq, "gate_refusal")));
-    assert!(matches!(audit::verify(&store), Ok(Verification::Intact { .. })));
+    assert_eq!(
+        entries.last().map(|e| (e.seq, e.kind.as_str())),
+        Some((seq, "gate_refusal"))
+    );
+    assert!(matches!(
+        audit::verify(&store),
+        Ok(Verification::Intact { .. })
+    ));
 }
 
 #[test]
 fn a_database_failure_fails_closed() {
     let (env, mut store) = with_agreement();
     let db = raw_connection(&common::database(&env));
-    db.execute_batch("DROP TABLE suspensions").expect("break the schema");
+    db.execute_batch("DROP TABLE suspensions")
+        .expect("break the schema");
     let refusal = ask(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z").expect_err("refused");
     assert_eq!(refusal.reason, Reason::GateError);
     assert!(refusal.audit_seq.is_some());
@@ -319,7 +502,8 @@ fn a_database_failure_fails_closed() {
 fn a_database_that_cannot_record_fails_closed() {
     let (env, mut store) = with_agreement();
     let db = raw_connection(&common::database(&env));
-    db.execute_batch("DROP TABLE audit_head").expect("break the log");
+    db.execute_batch("DROP TABLE audit_head")
+        .expect("break the log");
     let refusal = ask(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z").expect_err("refused");
     assert_eq!(refusal.reason, Reason::GateError);
     assert_eq!(refusal.audit_seq, None, "nothing could be recorded");

@@ -365,7 +365,11 @@ fn show(args: &ShowArgs, global: &Global) -> Done {
         "  stored copy:    {}",
         store.document_path(&a.document_sha256).display()
     );
-    println!("  added:          {} by {}", timestamp(a.added_at), a.added_by);
+    println!(
+        "  added:          {} by {}",
+        timestamp(a.added_at),
+        a.added_by
+    );
     if let (Some(at), Some(by)) = (a.revoked_at, &a.revoked_by) {
         println!(
             "  revoked:        {} by {}: {}",
@@ -517,8 +521,7 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
                 match decision {
                     Decision::Permit => println!("  gate now:    permit"),
                     Decision::Refuse(findings) => {
-                        let details: Vec<_> =
-                            findings.iter().map(|f| f.detail.as_str()).collect();
+                        let details: Vec<_> = findings.iter().map(|f| f.detail.as_str()).collect();
                         println!(
                             "  gate now:    refuse {} ({})",
                             decision.reason().map_or("", |r| r.as_str()),
@@ -579,7 +582,9 @@ fn export(args: &ExportArgs, global: &Global) -> Done {
     match written {
         // A reader that stopped early (`| head`) is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output").into()),
+        Err(e) => Err(anyhow::Error::new(e)
+            .context("writing to standard output")
+            .into()),
         Ok(()) => Ok(0),
     }
 }
