@@ -333,7 +333,7 @@ fn list(args: &ListArgs, global: &Global) -> Done {
         Format::Text => {
             for a in &agreements {
                 println!(
-                    "{:<10} {:<24} {:<14} {:<36} {}",
+                    "{:<10} {:<24} {:<14} {:<38} {}",
                     a.la_code,
                     a.la_name,
                     standing(a, today),
@@ -504,9 +504,9 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
                 }
                 match agreement {
                     Some(a) => println!(
-                        "  agreement:   {} {}, {}, {}",
-                        standing(a, today),
+                        "  agreement:   {} ({}), {}, {}",
                         a.id,
+                        standing(a, today),
                         dates(a),
                         a.representative
                     ),
