@@ -15,12 +15,24 @@
 //!
 //! ## Modules, in the order data meets them
 //!
+//! - [`config`]: `provider.toml`, parsed in full and validated into a
+//!   finished configuration before anything runs.
 //! - [`reference`]: payment groups, LAs and contract package areas, loaded
 //!   from versioned files.
 //! - [`sanitiser`]: the disclosure-control engine. Reads counts or
 //!   participant records, rounds to 20, recomputes totals, turns outcome
 //!   measures into shares, labels the output and reports findings.
+//! - [`store`]: the provider's SQLite state: agreements with their history,
+//!   suspensions, migrations; owner-only, WAL mode.
+//! - [`gate`]: whether a file may go to an LA now; permits that cannot be
+//!   kept, refusals with reason codes, failing closed.
+//! - [`audit`]: the append-only, hash-chained audit log and its verification.
+//! - [`wire`]: the gRPC contract (`proto/mishare/v1/exchange.proto`).
 
+pub mod audit;
+pub mod config;
+pub mod gate;
 pub mod reference;
 pub mod sanitiser;
+pub mod store;
 pub mod wire;

@@ -1,0 +1,593 @@
+//! `provider.toml`: parsed in full (serde, `deny_unknown_fields`), then
+//! validated into a finished [`ProviderConfig`] before anything runs.
+//!
+//! Relative paths are resolved against the directory holding the config file,
+//! so a daemon started from anywhere reads the same files. The reference data
+//! is loaded here; the TLS and directive files are only located (the network
+//! layer loads them).
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::reference::{LaReference, ReferenceError, is_la_code};
+use crate::sanitiser::{Classification, Measure, PeriodGrain, View};
+
+/// Why a configuration file cannot be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// There is no file at the path.
+    #[error(
+        "no configuration file at {path}; run the command in the directory that holds \
+         provider.toml, or name the file with --config FILE"
+    )]
+    NotFound { path: PathBuf },
+    /// The file exists but could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown, missing or mistyped key.
+    #[error("{path}: line {line}, column {column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A key has a value that parses but is not allowed.
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    /// The reference data the config names cannot be loaded.
+    #[error("{path}: `reference`: {source}")]
+    Reference {
+        path: PathBuf,
+        #[source]
+        source: ReferenceError,
+    },
+}
+
+/// A validated provider configuration.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// The provider's name, as labels show it.
+    pub provider: String,
+    /// Where the state database, agreement copies and spooled ciphertext live.
+    pub data_dir: PathBuf,
+    /// The contract package areas where the provider delivers (gate rule 2).
+    pub contract_areas: BTreeSet<String>,
+    /// The reference data file.
+    pub reference_path: PathBuf,
+    /// The LAs and the contract package areas they lie in.
+    pub reference: LaReference,
+    /// Locations of the provider's TLS material (not loaded yet).
+    pub tls: TlsPaths,
+    /// DWP's `Directive` channel, if the provider serves it.
+    pub directive: Option<DirectiveConfig>,
+    /// The LAs the provider can send to, in file order.
+    pub authorities: Vec<AuthorityConfig>,
+    /// Scheduled reports, in file order.
+    pub reports: Vec<ReportConfig>,
+}
+
+/// Where the provider's TLS files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// Client certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// Trust anchors for authority endpoints.
+    pub ca: PathBuf,
+}
+
+/// The optional listener for DWP's `Directive` service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectiveConfig {
+    pub listen: SocketAddr,
+    /// Trust anchors for DWP client certificates.
+    pub ca: PathBuf,
+    /// DNS names in DWP client certificates that may direct suspensions.
+    pub regulators: Vec<String>,
+}
+
+/// One LA the provider may push to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityConfig {
+    /// The LA code (shape checked; the gate checks it against reference data).
+    pub code: String,
+    /// `https://host:port` of the LA's endpoint.
+    pub endpoint: String,
+    /// The name its server certificate must carry.
+    pub server_name: String,
+    /// The LA's age public keys.
+    pub recipients: Vec<String>,
+}
+
+/// One scheduled report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportConfig {
+    pub name: String,
+    pub source: Source,
+    pub measure: Measure,
+    pub view: View,
+    pub rows: String,
+    pub cols: Option<String>,
+    pub period: PeriodGrain,
+    /// A cron expression in Europe/London, checked by the scheduler.
+    pub schedule: String,
+    pub recipients: Recipients,
+    /// Each LA gets only its own `la_code`'s rows.
+    pub split_by_recipient: bool,
+    pub classification: Classification,
+    pub missed: Missed,
+}
+
+/// Where a report reads its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Participant records.
+    Records(PathBuf),
+    /// Pre-aggregated counts.
+    Counts(PathBuf),
+}
+
+/// Who a report goes to (gate rule 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// Every `[[authority]]` (the gate still demands an agreement for each).
+    All,
+    /// Only these LA codes, each of which is an `[[authority]]`.
+    Only(Vec<String>),
+}
+
+impl Recipients {
+    /// Whether `la` is one of the report's recipients, given the configured
+    /// authorities.
+    pub fn includes(&self, la: &str, authorities: &[AuthorityConfig]) -> bool {
+        match self {
+            Recipients::All => authorities.iter().any(|a| a.code == la),
+            Recipients::Only(codes) => codes.iter().any(|c| c == la),
+        }
+    }
+}
+
+/// What to do about runs missed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Missed {
+    /// Run once for all the missed runs.
+    RunOnce,
+    /// Skip them; wait for the next scheduled time.
+    Skip,
+}
+
+impl ProviderConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::NotFound {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths resolve
+    /// against `path`'s directory).
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_column(text, span.start));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Validator { path }.finish(raw)
+    }
+
+    /// The `[[authority]]` with this code.
+    pub fn authority(&self, code: &str) -> Option<&AuthorityConfig> {
+        self.authorities.iter().find(|a| a.code == code)
+    }
+
+    /// The `[[report]]` with this name.
+    pub fn report(&self, name: &str) -> Option<&ReportConfig> {
+        self.reports.iter().find(|r| r.name == name)
+    }
+
+    /// The SQLite database under `data_dir`.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(crate::store::DATABASE_FILE)
+    }
+}
+
+/// Whether `name` is a valid report name: `[a-z0-9][a-z0-9-]{0,63}`.
+pub fn is_report_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    provider: String,
+    data_dir: PathBuf,
+    contract_areas: Vec<String>,
+    reference: PathBuf,
+    tls: RawTls,
+    directive: Option<RawDirective>,
+    #[serde(default)]
+    authority: Vec<RawAuthority>,
+    #[serde(default)]
+    report: Vec<RawReport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirective {
+    listen: String,
+    ca: PathBuf,
+    regulators: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    code: String,
+    endpoint: String,
+    server_name: String,
+    recipients: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    name: String,
+    source: RawSource,
+    measure: Measure,
+    #[serde(default)]
+    view: View,
+    rows: String,
+    cols: Option<String>,
+    #[serde(default)]
+    period: PeriodGrain,
+    schedule: String,
+    recipients: RawRecipients,
+    /// Defaults to the safer choice: each LA sees only its own rows.
+    #[serde(default = "default_split")]
+    split_by_recipient: bool,
+    classification: Classification,
+    missed: Missed,
+}
+
+fn default_split() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    records: Option<PathBuf>,
+    counts: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRecipients {
+    Word(String),
+    List(Vec<String>),
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        if p.is_absolute() || dir.as_os_str().is_empty() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        }
+    }
+
+    fn non_empty(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if value.trim().is_empty() {
+            return Err(self.invalid(key, "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, raw: RawConfig) -> Result<ProviderConfig, ConfigError> {
+        self.non_empty("provider", &raw.provider)?;
+        if raw.data_dir.as_os_str().is_empty() {
+            return Err(self.invalid("data_dir", "must name a directory"));
+        }
+        let reference_path = self.resolve(&raw.reference);
+        let reference =
+            LaReference::load(&reference_path).map_err(|source| ConfigError::Reference {
+                path: self.path.to_path_buf(),
+                source,
+            })?;
+
+        if raw.contract_areas.is_empty() {
+            return Err(self.invalid(
+                "contract_areas",
+                "lists no area; name the contract package areas where the provider delivers",
+            ));
+        }
+        let known_areas: BTreeSet<&str> = reference.iter().map(|la| la.cpa.as_str()).collect();
+        let mut contract_areas = BTreeSet::new();
+        for area in &raw.contract_areas {
+            if !known_areas.contains(area.as_str()) {
+                return Err(self.invalid(
+                    "contract_areas",
+                    format!(
+                        "{area:?} is not a contract package area in {}; the areas there are: {}",
+                        reference_path.display(),
+                        known_areas.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if !contract_areas.insert(area.clone()) {
+                return Err(self.invalid("contract_areas", format!("{area:?} appears twice")));
+            }
+        }
+
+        let tls = TlsPaths {
+            cert: self.resolve(&raw.tls.cert),
+            key: self.resolve(&raw.tls.key),
+            ca: self.resolve(&raw.tls.ca),
+        };
+
+        let directive = match raw.directive {
+            None => None,
+            Some(d) => {
+                let listen = d.listen.parse().map_err(|_| {
+                    self.invalid(
+                        "directive.listen",
+                        format!(
+                            "{:?} is not an address and port such as 127.0.0.1:7444",
+                            d.listen
+                        ),
+                    )
+                })?;
+                if d.regulators.is_empty() {
+                    return Err(self.invalid(
+                        "directive.regulators",
+                        "lists no DWP identity; name the DNS names in DWP client certificates",
+                    ));
+                }
+                for name in &d.regulators {
+                    self.non_empty("directive.regulators", name)?;
+                }
+                Some(DirectiveConfig {
+                    listen,
+                    ca: self.resolve(&d.ca),
+                    regulators: d.regulators,
+                })
+            }
+        };
+
+        let mut authorities = Vec::with_capacity(raw.authority.len());
+        let mut codes = HashSet::new();
+        for (i, a) in raw.authority.into_iter().enumerate() {
+            let key = |field: &str| format!("authority[{}].{field}", i + 1);
+            if !is_la_code(&a.code) {
+                return Err(self.invalid(
+                    key("code"),
+                    format!(
+                        "{:?} is not an LA code (1 to 16 ASCII letters and digits)",
+                        a.code
+                    ),
+                ));
+            }
+            if !codes.insert(a.code.clone()) {
+                return Err(self.invalid(
+                    key("code"),
+                    format!("{} has more than one [[authority]] section", a.code),
+                ));
+            }
+            if !a.endpoint.starts_with("https://") || a.endpoint.len() <= "https://".len() {
+                return Err(self.invalid(
+                    key("endpoint"),
+                    format!("{:?} must be an https:// URL", a.endpoint),
+                ));
+            }
+            self.non_empty(&key("server_name"), &a.server_name)?;
+            if a.recipients.is_empty() {
+                return Err(self.invalid(
+                    key("recipients"),
+                    "lists no age public key; ask the LA for theirs (mishare keygen makes one)",
+                ));
+            }
+            for r in &a.recipients {
+                if !r.starts_with("age1") {
+                    return Err(self.invalid(
+                        key("recipients"),
+                        format!("{r:?} is not an age public key (they begin with age1)"),
+                    ));
+                }
+            }
+            authorities.push(AuthorityConfig {
+                code: a.code,
+                endpoint: a.endpoint,
+                server_name: a.server_name,
+                recipients: a.recipients,
+            });
+        }
+
+        let mut reports = Vec::with_capacity(raw.report.len());
+        let mut names = HashSet::new();
+        for (i, r) in raw.report.into_iter().enumerate() {
+            let key = |field: &str| format!("report[{}].{field}", i + 1);
+            if !is_report_name(&r.name) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!(
+                        "{:?} is not a report name: lower-case letters, digits and '-', \
+                         starting with a letter or digit, at most 64",
+                        r.name
+                    ),
+                ));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!("{} names more than one report", r.name),
+                ));
+            }
+            let source = match (r.source.records, r.source.counts) {
+                (Some(p), None) => Source::Records(self.resolve(&p)),
+                (None, Some(p)) => Source::Counts(self.resolve(&p)),
+                _ => {
+                    return Err(self.invalid(
+                        key("source"),
+                        "needs exactly one of { records = PATH } or { counts = PATH }",
+                    ));
+                }
+            };
+            self.non_empty(&key("rows"), &r.rows)?;
+            self.non_empty(&key("schedule"), &r.schedule)?;
+            let recipients = match r.recipients {
+                RawRecipients::Word(w) if w == "all" => Recipients::All,
+                RawRecipients::Word(w) => {
+                    return Err(self.invalid(
+                        key("recipients"),
+                        format!("{w:?} is neither \"all\" nor a list of LA codes"),
+                    ));
+                }
+                RawRecipients::List(list) => {
+                    if list.is_empty() {
+                        return Err(self.invalid(
+                            key("recipients"),
+                            "is an empty list; name LA codes or write \"all\"",
+                        ));
+                    }
+                    let mut seen = HashSet::new();
+                    for code in &list {
+                        if !codes.contains(code) {
+                            return Err(self.invalid(
+                                key("recipients"),
+                                format!(
+                                    "{code:?} has no [[authority]] section; add one with its \
+                                     endpoint and key, or remove it from the list"
+                                ),
+                            ));
+                        }
+                        if !seen.insert(code) {
+                            return Err(
+                                self.invalid(key("recipients"), format!("{code} appears twice"))
+                            );
+                        }
+                    }
+                    Recipients::Only(list)
+                }
+            };
+            reports.push(ReportConfig {
+                name: r.name,
+                source,
+                measure: r.measure,
+                view: r.view,
+                rows: r.rows,
+                cols: r.cols,
+                period: r.period,
+                schedule: r.schedule,
+                recipients,
+                split_by_recipient: r.split_by_recipient,
+                classification: r.classification,
+                missed: r.missed,
+            });
+        }
+
+        Ok(ProviderConfig {
+            path: self.path.to_path_buf(),
+            provider: raw.provider,
+            data_dir: self.resolve(&raw.data_dir),
+            contract_areas,
+            reference_path,
+            reference,
+            tls,
+            directive,
+            authorities,
+            reports,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names() {
+        for good in ["a", "referrals-monthly", "0-x", &"a".repeat(64)] {
+            assert!(is_report_name(good), "{good}");
+        }
+        for bad in ["", "-a", "A", "a_b", "a b", "a/b", &"a".repeat(65)] {
+            assert!(!is_report_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, 9), (2, 3));
+    }
+}

@@ -1,0 +1,220 @@
+//! `provider.toml`: the documented example parses, and every kind of mistake
+//! is refused naming the file, the key (or line and column) and the reason.
+
+use std::path::{Path, PathBuf};
+
+use mishare::config::{ConfigError, Missed, ProviderConfig, Recipients, Source};
+use mishare::sanitiser::{Classification, Measure, PeriodGrain, View};
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+fn example() -> String {
+    std::fs::read_to_string(data("provider.example.toml")).expect("example")
+}
+
+/// The example with `from` replaced by `to` (which must occur).
+fn edited(from: &str, to: &str) -> String {
+    let text = example();
+    assert!(text.contains(from), "the example contains {from:?}");
+    text.replacen(from, to, 1)
+}
+
+fn error(text: &str) -> String {
+    ProviderConfig::from_toml(&data("provider.toml"), text)
+        .expect_err("refused")
+        .to_string()
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let config = ProviderConfig::load(&data("provider.example.toml")).expect("example parses");
+    assert_eq!(config.provider, "Example Provider Ltd");
+    assert_eq!(
+        config.data_dir,
+        data("var/provider"),
+        "relative to the config file"
+    );
+    assert_eq!(
+        config
+            .contract_areas
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["London East", "London West"]
+    );
+    assert_eq!(config.reference.len(), 3);
+    assert_eq!(config.tls.key, data("certs/provider.key"));
+    let directive = config.directive.as_ref().expect("directive");
+    assert_eq!(directive.listen.to_string(), "127.0.0.1:7444");
+    assert_eq!(directive.regulators, ["dwp.test"]);
+    let authority = config.authority("E09000002").expect("authority");
+    assert_eq!(authority.server_name, "la-e09000002.test");
+    let report = config.report("referrals-monthly").expect("report");
+    assert_eq!(
+        report.source,
+        Source::Records(data("data/participants.csv"))
+    );
+    assert_eq!(report.measure, Measure::Referrals);
+    assert_eq!(report.view, View::Counts);
+    assert_eq!(report.cols.as_deref(), Some("period"));
+    assert_eq!(report.period, PeriodGrain::Month);
+    assert_eq!(report.recipients, Recipients::All);
+    assert!(report.split_by_recipient);
+    assert_eq!(report.classification, Classification::Internal);
+    assert_eq!(report.missed, Missed::RunOnce);
+}
+
+/// DESIGN.md is the spec; the copy here must not drift from it.
+#[test]
+fn the_example_matches_design_md() {
+    let design = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/DESIGN.md");
+    let Ok(design) = std::fs::read_to_string(&design) else {
+        eprintln!("skipped: {} is not beside the crate", design.display());
+        return;
+    };
+    let start = design
+        .find("`provider.toml` (commands look")
+        .expect("config section");
+    let block = &design[start..];
+    let block = &block[block.find("```toml\n").expect("toml block") + 8..];
+    let block = &block[..block.find("```").expect("block end")];
+    let ours = example().replace(
+        "\"age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq\"",
+        "\"age1…\"",
+    );
+    assert_eq!(
+        ours, block,
+        "tests/data/provider.example.toml differs from DESIGN.md"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_line_and_column() {
+    let err = error(&edited("[tls]\n", "[tls]\nverify = false\n"));
+    assert!(
+        err.starts_with(&format!("{}: line ", data("provider.toml").display())),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `verify`"), "{err}");
+    let line = example().lines().position(|l| l == "[tls]").expect("tls") + 2;
+    assert!(err.contains(&format!("line {line}, column 1")), "{err}");
+
+    let err = error(&edited(
+        "missed = \"run-once\"",
+        "missed = \"run-once\"\nretries = 3",
+    ));
+    assert!(err.contains("unknown field `retries`"), "{err}");
+}
+
+#[test]
+fn missing_and_mistyped_keys() {
+    let err = error(&edited("provider = \"Example Provider Ltd\"\n", ""));
+    assert!(err.contains("missing field `provider`"), "{err}");
+    let err = error(&edited("missed = \"run-once\"", "missed = \"later\""));
+    assert!(err.contains("unknown variant `later`"), "{err}");
+    let err = error(&edited(
+        "classification = \"internal\"",
+        "classification = \"secret\"",
+    ));
+    assert!(err.contains("unknown variant `secret`"), "{err}");
+}
+
+#[test]
+fn validation_errors_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "contract_areas = [\"London East\", \"London West\"]",
+            "contract_areas = []",
+            "`contract_areas`: lists no area",
+        ),
+        (
+            "contract_areas = [\"London East\", \"London West\"]",
+            "contract_areas = [\"London North\"]",
+            "`contract_areas`: \"London North\" is not a contract package area",
+        ),
+        (
+            "code = \"E09000002\"",
+            "code = \"E09-000002\"",
+            "`authority[1].code`: \"E09-000002\" is not an LA code",
+        ),
+        (
+            "endpoint = \"https://127.0.0.1:7443\"",
+            "endpoint = \"http://127.0.0.1:7443\"",
+            "`authority[1].endpoint`: \"http://127.0.0.1:7443\" must be an https:// URL",
+        ),
+        (
+            "name = \"referrals-monthly\"",
+            "name = \"Referrals Monthly\"",
+            "`report[1].name`: \"Referrals Monthly\" is not a report name",
+        ),
+        (
+            "recipients = \"all\"",
+            "recipients = \"everyone\"",
+            "`report[1].recipients`: \"everyone\" is neither \"all\" nor a list of LA codes",
+        ),
+        (
+            "recipients = \"all\"",
+            "recipients = [\"E09000030\"]",
+            "`report[1].recipients`: \"E09000030\" has no [[authority]] section",
+        ),
+        (
+            "source = { records = \"data/participants.csv\" }",
+            "source = { records = \"a.csv\", counts = \"b.csv\" }",
+            "`report[1].source`: needs exactly one of",
+        ),
+        (
+            "listen = \"127.0.0.1:7444\"",
+            "listen = \"localhost\"",
+            "`directive.listen`: \"localhost\" is not an address and port",
+        ),
+        (
+            "regulators = [\"dwp.test\"]",
+            "regulators = []",
+            "`directive.regulators`: lists no DWP identity",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let err = error(&edited(from, to));
+        assert!(err.contains(want), "{to}: {err}");
+    }
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let text = example();
+    let start = text.find("[[authority]]").expect("authority");
+    let end = text.find("[[report]]").expect("report");
+    let doubled = format!("{}{}", &text[..end], &text[start..]);
+    let err = error(&doubled);
+    assert!(
+        err.contains("`authority[2].code`: E09000002 has more than one [[authority]] section"),
+        "{err}"
+    );
+
+    let report = &text[end..];
+    let err = error(&format!("{text}\n{report}"));
+    assert!(
+        err.contains("`report[2].name`: referrals-monthly names more than one report"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_reference_data_is_named() {
+    let err = error(&edited("reference/las.csv", "reference/nope.csv"));
+    assert!(
+        err.contains("`reference`: cannot read reference data"),
+        "{err}"
+    );
+    assert!(err.contains("nope.csv"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_not_found() {
+    let err = ProviderConfig::load(Path::new("/nonexistent/provider.toml")).expect_err("missing");
+    assert!(matches!(err, ConfigError::NotFound { .. }));
+}
