@@ -519,3 +519,21 @@ fn help_explains_the_exit_statuses() {
         assert!(help.contains(needle), "help lacks {needle}: {help}");
     }
 }
+
+#[test]
+fn the_recipient_is_named_from_the_provider_configuration() {
+    let dir = Dir::new();
+    dir.write("counts.csv", T5);
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/provider.example.toml");
+    let config = config.to_str().expect("utf8 path");
+    let mut args = T5_ARGS.to_vec();
+    args.extend(["--recipient", "E09000002", "--config", config]);
+    let run = dir.sanitise(&args);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stdout()
+            .starts_with("# Internal MI – for Barking and Dagenham (E09000002) only"),
+        "{}",
+        run.stdout()
+    );
+}

@@ -83,7 +83,7 @@ pub(crate) fn main() -> ExitCode {
     let global = Global { config: cli.config };
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Sanitise(args) => sanitise::run(&args),
+        Command::Sanitise(args) => sanitise::run(&args, &global),
         Command::Admin(cmd) => admin::run(cmd, &global),
     };
     ExitCode::from(match result {

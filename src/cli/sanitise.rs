@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use mishare::config::ProviderConfig;
 use mishare::reference::{LaReference, PaymentGroups, is_la_code};
 use mishare::sanitiser::{
     self, Blocked, Classification, InputError, Measure, PeriodGrain, Recipient, Sanitised,
@@ -64,7 +65,8 @@ pub(crate) struct SanitiseArgs {
     #[arg(long, value_enum)]
     classification: Option<Classification>,
 
-    /// The LA this file is for; its name from --las goes on the label.
+    /// The LA this file is for; its name goes on the label, from --las or
+    /// else from the reference data of the provider configuration.
     #[arg(long, value_name = "CODE")]
     recipient: Option<String>,
 
@@ -77,8 +79,8 @@ pub(crate) struct SanitiseArgs {
     #[arg(long)]
     strict: bool,
 
-    /// LA reference data (`la_code,la_name,cpa`), needed to name a
-    /// --recipient on the label.
+    /// LA reference data (`la_code,la_name,cpa`) to name a --recipient on
+    /// the label [default: the `reference` of --config, if that file exists].
     #[arg(long, value_name = "FILE")]
     las: Option<PathBuf>,
 
@@ -105,7 +107,7 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub(crate) fn run(args: &SanitiseArgs) -> Outcome {
+pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
     if args.counts.is_some() && args.period.is_some() {
         eprintln!(
             "error: --period applies to --records only; a counts file's own period column is \
@@ -117,22 +119,29 @@ pub(crate) fn run(args: &SanitiseArgs) -> Outcome {
         Some(path) => PaymentGroups::load(path)?,
         None => PaymentGroups::default(),
     };
-    let recipient = match (&args.recipient, &args.las) {
-        (Some(code), Some(las)) => match recipient(code, las)? {
-            Ok(r) => Some(r),
-            Err(message) => {
-                eprintln!("error: {message}");
-                return Ok(status::USAGE);
+    let recipient = match &args.recipient {
+        Some(code) => {
+            let las = match &args.las {
+                Some(path) => LaReference::load(path)?,
+                None if global.config.exists() => ProviderConfig::load(&global.config)?.reference,
+                None => {
+                    eprintln!(
+                        "error: --recipient {code} needs LA reference data to name the LA on the \
+                         label: pass --las FILE (la_code,la_name,cpa), or run where \
+                         provider.toml is (or name it with --config)"
+                    );
+                    return Ok(status::USAGE);
+                }
+            };
+            match recipient(code, &las) {
+                Ok(r) => Some(r),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Ok(status::USAGE);
+                }
             }
-        },
-        (Some(code), None) => {
-            eprintln!(
-                "error: --recipient {code} needs LA reference data to name the LA on the \
-                 label: pass --las FILE (la_code,la_name,cpa)"
-            );
-            return Ok(status::USAGE);
         }
-        (None, _) => None,
+        None => None,
     };
     let spec = TableSpec {
         view: args.view,
@@ -182,16 +191,14 @@ pub(crate) fn run(args: &SanitiseArgs) -> Outcome {
     print(&sanitised, args.format)
 }
 
-/// Looks the recipient up in the LA reference data. The inner `Err` is a
-/// mistake on the command line; the outer one a file that cannot be read.
-fn recipient(code: &str, las: &std::path::Path) -> anyhow::Result<Result<Recipient, String>> {
+/// Looks the recipient up in the LA reference data.
+fn recipient(code: &str, las: &LaReference) -> Result<Recipient, String> {
     if !is_la_code(code) {
-        return Ok(Err(format!(
+        return Err(format!(
             "--recipient {code:?} is not an LA code (1 to 16 ASCII letters and digits)"
-        )));
+        ));
     }
-    let las = LaReference::load(las)?;
-    Ok(match las.get(code) {
+    match las.get(code) {
         Some(la) => Ok(Recipient {
             code: la.code.clone(),
             name: la.name.clone(),
@@ -199,7 +206,7 @@ fn recipient(code: &str, las: &std::path::Path) -> anyhow::Result<Result<Recipie
         None => Err(format!(
             "--recipient {code} is not in the LA reference data; check the code"
         )),
-    })
+    }
 }
 
 /// Prints a block's errors and gives the exit status for it.
