@@ -27,12 +27,17 @@
 //! - [`gate`]: whether a file may go to an LA now; permits that cannot be
 //!   kept, refusals with reason codes, failing closed.
 //! - [`audit`]: the append-only, hash-chained audit log and its verification.
+//! - [`tls`]: mutual TLS 1.3 for every connection; peers identified by the
+//!   DNS name in their certificate, against an allow-list.
+//! - [`certs`]: a development PKI (never for production).
 //! - [`wire`]: the gRPC contract (`proto/mishare/v1/exchange.proto`).
 
 pub mod audit;
+pub mod certs;
 pub mod config;
 pub mod gate;
 pub mod reference;
 pub mod sanitiser;
 pub mod store;
+pub mod tls;
 pub mod wire;

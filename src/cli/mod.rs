@@ -2,6 +2,7 @@
 //! statuses. Commands call the library; nothing here holds policy.
 
 mod admin;
+mod certs;
 mod demo;
 mod sanitise;
 
@@ -66,6 +67,10 @@ enum Command {
     /// and its findings).
     Sanitise(Box<sanitise::SanitiseArgs>),
 
+    /// Certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -82,6 +87,7 @@ pub(crate) fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let global = Global { config: cli.config };
     let result = match cli.command {
+        Command::Certs(cmd) => certs::run(&cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Sanitise(args) => sanitise::run(&args, &global),
         Command::Admin(cmd) => admin::run(cmd, &global),

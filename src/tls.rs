@@ -1,0 +1,596 @@
+//! Mutual TLS: TLS 1.3 only, client certificates mandatory both ways.
+//!
+//! A peer is identified by the DNS name in its certificate's subject
+//! alternative name, checked against an allow-list during the handshake: a
+//! client whose certificate chains to the CA but names no allowed identity
+//! never gets a connection, let alone a request. The server side hands
+//! tonic a stream of finished connections ([`incoming`]) that carry the
+//! peer's identity ([`Peer`]), so handlers read who is calling from the
+//! request's extensions, never from anything the peer sent.
+//!
+//! Keys and certificates are PEM files: the development PKI from
+//! `mishare certs dev` and ones made with the `openssl` tool both work
+//! (PKCS#8, SEC1 and PKCS#1 keys; ECDSA, Ed25519 and RSA).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+/// How long a peer has to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many handshakes may be in progress at once.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// Why TLS could not be set up, or a peer was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{what} {path}: {reason}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The certificate chain and key do not make a usable identity.
+    #[error("the certificate {cert} and key {key} cannot be used together: {reason}")]
+    Identity {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    /// A certificate could not be parsed.
+    #[error("cannot read a certificate: {0}")]
+    Certificate(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// An endpoint address is not `https://HOST:PORT`.
+    #[error("endpoint {0:?} is not https://HOST:PORT")]
+    Endpoint(String),
+    /// The connection to a peer failed.
+    #[error("cannot connect to {endpoint} as {server_name}: {reason}")]
+    Connect {
+        endpoint: String,
+        server_name: String,
+        reason: String,
+    },
+}
+
+/// This side's certificate chain and private key.
+#[derive(Clone)]
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("Identity")
+            .field("names", &self.names().unwrap_or_default())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Loads a PEM certificate chain (leaf first) and its PEM private key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = load_certs(cert, "certificate chain")?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+            what: "private key",
+            path: key.to_path_buf(),
+            reason: pem_reason(&e),
+        })?;
+        let identity = Self {
+            chain,
+            key: Arc::new(key_der),
+        };
+        // Fail at start, not at the first handshake, if key and leaf differ.
+        let signing = provider()
+            .key_provider
+            .load_private_key(identity.key.clone_key())
+            .map_err(|e| TlsError::Identity {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        rustls::sign::CertifiedKey::new(identity.chain.clone(), signing)
+            .keys_match()
+            .map_err(|e| TlsError::Identity {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(identity)
+    }
+
+    /// Builds an identity from DER already in memory (tests, `certs dev`).
+    pub fn from_der(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        Self {
+            chain,
+            key: Arc::new(key),
+        }
+    }
+
+    /// The leaf certificate.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// The DNS names in the leaf certificate.
+    pub fn names(&self) -> Result<Vec<String>, TlsError> {
+        dns_names(self.leaf())
+    }
+
+    /// The private key, for signing receipts with the TLS identity.
+    pub fn signing_key(&self) -> Result<Arc<dyn rustls::sign::SigningKey>, TlsError> {
+        Ok(provider()
+            .key_provider
+            .load_private_key(self.key.clone_key())?)
+    }
+}
+
+/// Trust anchors: the CA certificates a peer's chain must lead to.
+#[derive(Debug, Clone)]
+pub struct TrustAnchors(Arc<RootCertStore>);
+
+impl TrustAnchors {
+    /// Loads every certificate in a PEM file as a trust anchor.
+    pub fn load(path: &Path) -> Result<Self, TlsError> {
+        let certs = load_certs(path, "CA certificates")?;
+        Self::from_der(certs).map_err(|reason| TlsError::Pem {
+            what: "CA certificates",
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Trust anchors from DER certificates.
+    pub fn from_der(certs: Vec<CertificateDer<'static>>) -> Result<Self, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in certs {
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+        Ok(Self(Arc::new(roots)))
+    }
+}
+
+fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |reason: String| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(pem_reason(&e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(pem_reason(&e)))?;
+    if certs.is_empty() {
+        return Err(pem_error("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "holds no PEM item of the expected kind".into()
+        }
+        other => format!("not valid PEM ({other:?})"),
+    }
+}
+
+/// The crypto this crate uses everywhere: rustls with *ring*.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The exact DNS subject alternative names in a certificate. Wildcards are
+/// returned as written; [`AllowList`] never matches them.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The identities a server accepts, by exact DNS name.
+#[derive(Debug, Clone)]
+pub struct AllowList(Arc<Vec<String>>);
+
+impl AllowList {
+    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+        Self(Arc::new(
+            names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+        ))
+    }
+
+    /// The one allowed identity a certificate names, if exactly one.
+    pub fn identify(&self, cert: &CertificateDer<'_>) -> Option<String> {
+        let names = dns_names(cert).ok()?;
+        let mut allowed = names
+            .into_iter()
+            .filter(|n| !n.contains('*') && self.0.contains(n));
+        let first = allowed.next()?;
+        // A certificate naming two allowed identities is ambiguous.
+        allowed.next().is_none().then_some(first)
+    }
+}
+
+/// The peer of an accepted connection, as its certificate proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The allow-listed DNS name in the peer's certificate.
+    pub identity: String,
+    /// Where it connected from (for logs only).
+    pub addr: Option<SocketAddr>,
+}
+
+/// A client certificate that chains to the CA but names no allowed identity
+/// (or two of them). rustls prints it with `Debug`, so that says it in words.
+struct NotAllowed(Vec<String>);
+
+impl fmt::Debug for NotAllowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for NotAllowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the certificate names {:?}: not exactly one identity on the allow-list",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotAllowed {}
+
+/// Verifies a client's chain with webpki, then requires an allow-listed name.
+#[derive(Debug)]
+struct AllowListVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    allow: AllowList,
+}
+
+impl ClientCertVerifier for AllowListVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.allow.identify(end_entity).is_none() {
+            let names = dns_names(end_entity).unwrap_or_default();
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(NotAllowed(names)))),
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+}
+
+/// A TLS 1.3 server configuration that demands a client certificate chaining
+/// to `clients` and naming an identity on `allow`.
+pub fn server_config(
+    identity: &Identity,
+    clients: &TrustAnchors,
+    allow: AllowList,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let inner = WebPkiClientVerifier::builder_with_provider(clients.0.clone(), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    let verifier = Arc::new(AllowListVerifier { inner, allow });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 client configuration presenting `identity` and trusting only
+/// servers whose chain leads to `servers`.
+pub fn client_config(
+    identity: &Identity,
+    servers: &TrustAnchors,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(servers.0.clone())
+        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// An accepted, authenticated connection.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: Peer,
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections, completes the TLS handshake (bounded in time and
+/// number) and yields only authenticated connections. Refused handshakes are
+/// logged with the peer's address and the reason, and `on_refused` is told
+/// (so the caller can audit them). The stream ends when it is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    allow: AllowList,
+    on_refused: impl Fn(SocketAddr, String) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+    let (tx, rx) = mpsc::channel(16);
+    let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let on_refused = Arc::new(on_refused);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
+            let (acceptor, allow, tx, on_refused) = (
+                acceptor.clone(),
+                allow.clone(),
+                tx.clone(),
+                on_refused.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tcp.set_nodelay(true);
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                        on_refused(addr, e.to_string());
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %addr, "TLS handshake timed out");
+                        on_refused(addr, "handshake timed out".into());
+                        return;
+                    }
+                };
+                let identity = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|leaf| allow.identify(leaf));
+                // The verifier already required this; checked again so a
+                // connection without an identity can never be served.
+                let Some(identity) = identity else {
+                    on_refused(addr, "no allowed identity after handshake".into());
+                    return;
+                };
+                let peer = Peer {
+                    identity,
+                    addr: Some(addr),
+                };
+                let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Splits `https://HOST:PORT` into the address to dial.
+pub fn dial_address(endpoint: &str) -> Result<String, TlsError> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .ok_or_else(|| TlsError::Endpoint(endpoint.to_string()))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let ok = !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@'])
+        && rest
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(rest.to_string())
+    } else {
+        Err(TlsError::Endpoint(endpoint.to_string()))
+    }
+}
+
+/// Connects to a gRPC server over mutual TLS, requiring its certificate to
+/// name `server_name`. The connection is made now, so a refused handshake is
+/// reported here rather than at the first request.
+pub async fn connect(
+    endpoint: &str,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let connect_error = |reason: String| TlsError::Connect {
+        endpoint: endpoint.to_string(),
+        server_name: server_name.to_string(),
+        reason,
+    };
+    let addr = dial_address(endpoint)?;
+    let name =
+        ServerName::try_from(server_name.to_string()).map_err(|e| connect_error(e.to_string()))?;
+    let connector = TlsConnector::from(config);
+    let uri = format!("http://{addr}");
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| connect_error(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let (addr, name, connector) = (addr.clone(), name.clone(), connector.clone());
+            async move {
+                let tcp = TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| connect_error(error_chain(&e)))?;
+    Ok(channel)
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_address_takes_only_https_host_port() {
+        assert_eq!(
+            dial_address("https://127.0.0.1:7443").expect("ok"),
+            "127.0.0.1:7443"
+        );
+        assert_eq!(
+            dial_address("https://la.test:443/").expect("ok"),
+            "la.test:443"
+        );
+        for bad in [
+            "http://127.0.0.1:1",
+            "https://host",
+            "https://h:99999",
+            "https://u@h:1",
+            "https://h:1/x",
+        ] {
+            assert!(dial_address(bad).is_err(), "{bad}");
+        }
+    }
+}
