@@ -34,7 +34,7 @@ mod table;
 pub use counts::read_counts;
 pub use findings::{Blocked, Code, Finding, Severity};
 pub use input::InputError;
-pub use records::read_records;
+pub use records::{read_records, read_records_split};
 pub use rounding::{MAX_COUNT, Rounded};
 pub use rules::{Body, METHOD, PUBLISHED_LABEL, Sanitised, check_spec, internal_label, sanitise};
 pub use spec::*;

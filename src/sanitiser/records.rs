@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use memchr::{memchr, memchr_iter, memrchr};
+use rustc_hash::FxHashMap;
 
 use super::findings::{Code, ErrorSink};
 use super::input::{self, Header, InputError};
@@ -47,20 +48,48 @@ pub fn read_records(
     spec: &TableSpec,
     groups: &PaymentGroups,
 ) -> Result<CountTable, InputError> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    read_records_with(input, source, spec, groups, workers, BLOCK)
+    let mut tables = read_records_with(input, source, spec, groups, None, workers(), BLOCK)?;
+    Ok(tables.pop().expect("one table when not split"))
 }
 
-/// [`read_records`] with the worker count and block size chosen, so tests can
-/// drive many small blocks through several workers.
+/// Reads participant records once and makes one table per value of
+/// `column` in `parts` (for example one per recipient LA by `la_code`), each
+/// the table `read_records` would give with `--where column=part`. Records
+/// for other values are not counted.
+pub fn read_records_split(
+    input: impl Read,
+    source: &str,
+    spec: &TableSpec,
+    groups: &PaymentGroups,
+    column: &str,
+    parts: &[String],
+) -> Result<Vec<CountTable>, InputError> {
+    read_records_with(
+        input,
+        source,
+        spec,
+        groups,
+        Some((column, parts)),
+        workers(),
+        BLOCK,
+    )
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The records pass with the split, worker count and block size chosen, so
+/// tests can drive many small blocks through several workers.
 pub(crate) fn read_records_with(
     mut input: impl Read,
     source: &str,
     spec: &TableSpec,
     groups: &PaymentGroups,
+    split: Option<(&str, &[String])>,
     workers: usize,
     block: usize,
-) -> Result<CountTable, InputError> {
+) -> Result<Vec<CountTable>, InputError> {
     super::check_spec(spec)?;
     let io = |error| InputError::Io {
         input: source.to_string(),
@@ -75,7 +104,7 @@ pub(crate) fn read_records_with(
         .into());
     };
     let header = parse_header(&header, source)?;
-    let plan = Plan::new(&header, spec, source)?;
+    let plan = Plan::new(&header, spec, split, source)?;
 
     let workers = workers.max(1);
     let (full_tx, full_rx) = sync_channel::<Block>(workers * 2);
@@ -100,10 +129,12 @@ pub(crate) fn read_records_with(
     let (read, tallies) = results;
     read.map_err(io)?;
 
-    let mut tally = Tally::default();
+    let mut merged: Vec<Tally> = (0..plan.parts()).map(|_| Tally::default()).collect();
     let mut errors = ErrorSink::default();
-    for (t, e) in tallies {
-        tally.merge(t);
+    for (parts, e) in tallies {
+        for (into, t) in merged.iter_mut().zip(parts) {
+            into.merge(t);
+        }
         errors.merge(e);
     }
     if let Some(line) = reader.too_long {
@@ -117,7 +148,11 @@ pub(crate) fn read_records_with(
         );
     }
     errors.finish()?;
-    Ok(tally.into_table(spec, groups, source)?)
+    let tables = merged
+        .into_iter()
+        .map(|t| t.into_table(spec, groups, source))
+        .collect::<Result<_, _>>()?;
+    Ok(tables)
 }
 
 /// A run of whole records and the line the first one starts on.
@@ -146,10 +181,19 @@ struct Plan {
     rows: Source,
     cols: Option<Source>,
     filters: Vec<(Source, Vec<u8>)>,
+    /// Count only stage dates on or before this `YYYY-MM-DD`.
+    until: Option<[u8; 10]>,
+    /// The column that splits records into parts, and each part's index.
+    split: Option<(usize, FxHashMap<Vec<u8>, usize>)>,
 }
 
 impl Plan {
-    fn new(header: &Header, spec: &TableSpec, source: &str) -> Result<Self, super::Blocked> {
+    fn new(
+        header: &Header,
+        spec: &TableSpec,
+        split: Option<(&str, &[String])>,
+        source: &str,
+    ) -> Result<Self, super::Blocked> {
         let date_column = spec.measure.date_column();
         let date = header.require(date_column, Code::MissingColumn, source, || {
             format!(
@@ -175,7 +219,29 @@ impl Plan {
             }
             filters.push((at, value.as_bytes().to_vec()));
         }
+        let split = match split {
+            Some((column, parts)) => {
+                let at = header.require(column, Code::UnknownDimension, source, || {
+                    format!("no column `{column}` to split the records by")
+                })?;
+                let index = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.as_bytes().to_vec(), i))
+                    .collect();
+                Some((at, index))
+            }
+            None => None,
+        };
+        let until = spec.until.map(|d| {
+            let text = d.format("%Y-%m-%d").to_string();
+            let mut bytes = [0u8; 10];
+            bytes.copy_from_slice(text.as_bytes());
+            bytes
+        });
         Ok(Self {
+            until,
+            split,
             fields: header.len(),
             names: (0..header.len())
                 .map(|i| header.name(i).to_string())
@@ -192,13 +258,18 @@ impl Plan {
         })
     }
 
-    /// Tallies one record (already split into fields).
+    /// How many tables the pass makes.
+    fn parts(&self) -> usize {
+        self.split.as_ref().map_or(1, |(_, index)| index.len())
+    }
+
+    /// Tallies one record (already split into fields) into its part's tally.
     #[inline]
     fn record(
         &self,
         fields: &[&[u8]],
         line: u64,
-        tally: &mut Tally,
+        tallies: &mut [Tally],
         errors: &mut ErrorSink,
         source: &str,
     ) {
@@ -231,9 +302,16 @@ impl Plan {
             }
         }
         let date = fields[self.date];
-        if !valid || date.is_empty() {
+        if !valid || date.is_empty() || self.until.is_some_and(|u| date > &u[..]) {
             return;
         }
+        let tally = match &self.split {
+            None => &mut tallies[0],
+            Some((at, index)) => match index.get(fields[*at]) {
+                Some(&i) => &mut tallies[i],
+                None => return,
+            },
+        };
         let mut period_buf = [0u8; 7];
         let period: &[u8] = match self.grain {
             PeriodGrain::Month => &date[..7],
@@ -337,8 +415,8 @@ fn work(
     free: SyncSender<Vec<u8>>,
     plan: &Plan,
     source: &str,
-) -> (Tally, ErrorSink) {
-    let mut tally = Tally::default();
+) -> (Vec<Tally>, ErrorSink) {
+    let mut tally: Vec<Tally> = (0..plan.parts()).map(|_| Tally::default()).collect();
     let mut errors = ErrorSink::default();
     loop {
         let block = {
@@ -359,7 +437,7 @@ fn tally_block(
     block: &Block,
     plan: &Plan,
     source: &str,
-    tally: &mut Tally,
+    tally: &mut [Tally],
     errors: &mut ErrorSink,
 ) {
     let bytes = &block.bytes[..];
@@ -396,7 +474,7 @@ fn tally_block_slowly(
     block: &Block,
     plan: &Plan,
     source: &str,
-    tally: &mut Tally,
+    tally: &mut [Tally],
     errors: &mut ErrorSink,
 ) {
     let mut reader = csv::ReaderBuilder::new()
@@ -624,9 +702,11 @@ mod tests {
             "in.csv",
             spec,
             &PaymentGroups::default(),
+            None,
             workers,
             block,
         )
+        .map(|mut tables| tables.pop().expect("one table"))
         .map_err(|e| match e {
             InputError::Blocked(b) => b,
             other => panic!("unexpected I/O error: {other}"),
@@ -764,6 +844,20 @@ mod tests {
     }
 
     #[test]
+    fn until_leaves_out_later_dates() {
+        let mut input = String::from(HEADER);
+        input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        input += &record(2, "E1", "JSA 25+", "N", ["2012-02-01", "", "", "", ""]);
+        let mut s = spec("period", None);
+        s.until = chrono::NaiveDate::from_ymd_opt(2012, 1, 31);
+        let t = read(input.as_bytes(), &s, 1, BLOCK).expect("ok");
+        assert_eq!(
+            (t.rows(), t.cells()),
+            (&["2012-01".to_string()][..], &[vec![1]][..])
+        );
+    }
+
+    #[test]
     fn a_header_alone_is_an_empty_table() {
         let t = read(HEADER.as_bytes(), &spec("payment_group", None), 2, 16).expect("ok");
         assert!(t.rows().is_empty());
@@ -834,6 +928,31 @@ mod tests {
             let expected: usize = records.iter().filter(|r| r.3.is_some()).count();
             let counted: u64 = whole.cells().iter().flatten().sum();
             prop_assert_eq!(counted as usize, expected);
+        }
+
+        /// One pass split by LA gives each LA the table a filtered pass gives.
+        #[test]
+        fn a_split_pass_equals_one_filtered_pass_per_part(
+            records in prop::collection::vec(arb_record(), 0..60),
+            block in 8usize..300,
+            workers in 1usize..4,
+        ) {
+            let mut input = String::from(HEADER);
+            for (i, (la, g, _, date, _)) in records.iter().enumerate() {
+                let date = date.clone().unwrap_or_default();
+                input += &format!("P{i},{la},{g},N,{date},,,,\n");
+            }
+            let s = spec("payment_group", Some("period"));
+            let parts = vec!["E1".to_string(), "E3".to_string(), "E9".to_string()];
+            let split = read_records_with(input.as_bytes(), "in.csv", &s, &PaymentGroups::default(), Some(("la_code", &parts)), workers, block)
+                .expect("valid");
+            prop_assert_eq!(split.len(), 3);
+            for (part, table) in parts.iter().zip(&split) {
+                let mut filtered = s.clone();
+                filtered.filters.push(("la_code".into(), part.clone()));
+                let expected = read(input.as_bytes(), &filtered, 1, BLOCK).expect("valid");
+                prop_assert_eq!(table, &expected);
+            }
         }
 
         #[test]

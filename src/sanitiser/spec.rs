@@ -176,6 +176,9 @@ pub struct TableSpec {
     pub filters: Vec<(String, String)>,
     /// The grain of `period` for participant records.
     pub period: PeriodGrain,
+    /// Participant records: count only stage dates on or before this day
+    /// (a scheduled report leaves out the period still in progress).
+    pub until: Option<chrono::NaiveDate>,
     /// `None` is treated as internal, with `W_UNCLASSIFIED` (R10).
     pub classification: Option<Classification>,
     pub recipient: Option<Recipient>,
@@ -195,6 +198,7 @@ impl TableSpec {
             cols: None,
             filters: Vec::new(),
             period: PeriodGrain::default(),
+            until: None,
             classification: None,
             recipient: None,
             strict: false,
