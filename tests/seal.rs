@@ -118,7 +118,11 @@ fn seal_reader_reads_through_a_bounded_buffer() {
     struct Watch(std::io::Take<std::io::Repeat>);
     impl Read for Watch {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            assert!(buf.len() <= 1 << 20, "asked for {} bytes at once", buf.len());
+            assert!(
+                buf.len() <= 1 << 20,
+                "asked for {} bytes at once",
+                buf.len()
+            );
             self.0.read(buf)
         }
     }
@@ -153,8 +157,7 @@ fn two_seals_of_the_same_plaintext_differ_and_both_open() {
 #[test]
 fn a_file_for_several_recipients_opens_with_each_key() {
     let (one, two) = (La::new(), La::new());
-    let recipients =
-        Recipients::parse(&[&one.recipient, &two.recipient]).expect("two recipients");
+    let recipients = Recipients::parse(&[&one.recipient, &two.recipient]).expect("two recipients");
     assert_eq!(recipients.len(), 2);
     let mut out = Vec::new();
     seal(b"shared", &recipients, &mut out).expect("seal");
@@ -199,7 +202,11 @@ fn truncated_ciphertext_never_opens() {
     }
     for cut in cuts {
         let result = open_all(&sealed[..cut], &ids);
-        assert!(result.is_err(), "a file cut at {cut} of {} opened", sealed.len());
+        assert!(
+            result.is_err(),
+            "a file cut at {cut} of {} opened",
+            sealed.len()
+        );
     }
     // Data after the last chunk is refused too.
     let mut longer = sealed.clone();
@@ -272,7 +279,10 @@ fn check_header_accepts_a_sealed_file_and_refuses_others() {
 
     // Some other age version.
     let err = check_header(&b"age-encryption.org/v2\nwhatever\n"[..]).expect_err("v2");
-    assert!(matches!(err, SealError::UnknownFormat | SealError::NotAge), "{err:?}");
+    assert!(
+        matches!(err, SealError::UnknownFormat | SealError::NotAge),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -283,7 +293,11 @@ fn bad_recipients_are_named_by_index_and_truncated() {
     let la = La::new();
     let cases: &[(&[&str], usize, &str)] = &[
         (&[&la.recipient, "age1notarealkeyatall"], 1, "age1notareal…"),
-        (&["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"], 0, "ssh-ed25519 …"),
+        (
+            &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"],
+            0,
+            "ssh-ed25519 …",
+        ),
         (&[""], 0, ""),
     ];
     for (entries, index, shown) in cases {
@@ -297,7 +311,10 @@ fn bad_recipients_are_named_by_index_and_truncated() {
             }
             other => panic!("{other:?}"),
         }
-        assert!(err.to_string().starts_with(&format!("recipients[{index}] ")));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("recipients[{index}] "))
+        );
     }
     let empty: &[&str] = &[];
     assert!(matches!(
@@ -324,7 +341,10 @@ fn generate_writes_the_standard_format_owner_only_and_never_overwrites() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&la.key).expect("stat").permissions().mode();
+        let mode = std::fs::metadata(&la.key)
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 
@@ -345,7 +365,11 @@ fn identity_files_are_read_as_age_reads_them_and_errors_say_where() {
 
     // CRLF endings, blank lines and extra comments are fine.
     let crlf = la.path("crlf.txt");
-    std::fs::write(&crlf, format!("\r\n# mine\r\n{}", text.replace('\n', "\r\n"))).expect("w");
+    std::fs::write(
+        &crlf,
+        format!("\r\n# mine\r\n{}", text.replace('\n', "\r\n")),
+    )
+    .expect("w");
     let ids = Identities::load(&crlf).expect("CRLF file");
     assert_eq!(ids.recipients(), vec![la.recipient.clone()]);
 
@@ -363,7 +387,10 @@ fn identity_files_are_read_as_age_reads_them_and_errors_say_where() {
     let comments = la.path("comments.txt");
     std::fs::write(&comments, "# nothing here\n\n").expect("w");
     let err = Identities::load(&comments).expect_err("no keys");
-    assert!(matches!(err, SealError::IdentityFileEmpty { .. }), "{err:?}");
+    assert!(
+        matches!(err, SealError::IdentityFileEmpty { .. }),
+        "{err:?}"
+    );
 
     // A damaged key line is reported by number, and its text never shown.
     let secret = text.lines().nth(2).expect("key line");
@@ -377,7 +404,10 @@ fn identity_files_are_read_as_age_reads_them_and_errors_say_where() {
     let sealed = la.path("file.age");
     std::fs::write(&sealed, la.seal(b"x")).expect("w");
     let err = Identities::load(&sealed).expect_err("an encrypted file");
-    assert!(matches!(err, SealError::IdentityFileInvalid { .. }), "{err:?}");
+    assert!(
+        matches!(err, SealError::IdentityFileInvalid { .. }),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -418,7 +448,11 @@ fn age_decrypts_what_mishare_seals() {
         let plaintext = data(len);
         let file = la.path("report.age");
         std::fs::write(&file, la.seal(&plaintext)).expect("write sealed");
-        let out = run(Command::new(&age).arg("-d").arg("-i").arg(&la.key).arg(&file));
+        let out = run(Command::new(&age)
+            .arg("-d")
+            .arg("-i")
+            .arg(&la.key)
+            .arg(&file));
         assert!(out.stdout == plaintext, "len {len}: age gave other bytes");
     }
 }
@@ -501,6 +535,14 @@ fn mishare(dir: &Path, args: &[&str]) -> Output {
         .expect("run mishare")
 }
 
+/// `mishare decrypt FILE --identity KEY --out out.csv` in `dir`.
+fn decrypt_to_out_csv(dir: &Path, file: &str, key: &str) -> Output {
+    mishare(
+        dir,
+        &["decrypt", file, "--identity", key, "--out", "out.csv"],
+    )
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -525,7 +567,10 @@ fn keygen_prints_the_recipient_and_refuses_to_overwrite() {
     assert_eq!(recipient, format!("{}\n", ids.recipients()[0]));
     let hint = stderr(&first);
     assert!(hint.contains("keep it secret"), "{hint}");
-    assert!(hint.contains("Give the provider only the public key"), "{hint}");
+    assert!(
+        hint.contains("Give the provider only the public key"),
+        "{hint}"
+    );
 
     let before = std::fs::read(dir.path().join("k.txt")).expect("read");
     let again = mishare(dir.path(), &["keygen", "--out", "k.txt"]);
@@ -536,7 +581,10 @@ fn keygen_prints_the_recipient_and_refuses_to_overwrite() {
         "error: k.txt already exists; a key is never overwritten (files encrypted to it \
          could not be opened again): choose another name or move the old file away\n"
     );
-    assert_eq!(std::fs::read(dir.path().join("k.txt")).expect("read"), before);
+    assert_eq!(
+        std::fs::read(dir.path().join("k.txt")).expect("read"),
+        before
+    );
 }
 
 #[test]
@@ -550,10 +598,7 @@ fn decrypt_out_writes_the_file_only_when_it_all_decrypts() {
 
     // A wrong key: status 1, the message, and no file at all.
     let before = listing(dir);
-    let out = mishare(
-        dir,
-        &["decrypt", "in.age", "--identity", "other.key", "--out", "out.csv"],
-    );
+    let out = decrypt_to_out_csv(dir, "in.age", "other.key");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
@@ -568,13 +613,11 @@ fn decrypt_out_writes_the_file_only_when_it_all_decrypts() {
     damaged[last] ^= 1;
     std::fs::write(dir.join("damaged.age"), &damaged).expect("w");
     let before = listing(dir);
-    let out = mishare(
-        dir,
-        &["decrypt", "damaged.age", "--identity", "key.txt", "--out", "out.csv"],
-    );
+    let out = decrypt_to_out_csv(dir, "damaged.age", "key.txt");
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
     assert!(
-        stderr(&out).starts_with("error: cannot decrypt damaged.age: the encrypted file is damaged"),
+        stderr(&out)
+            .starts_with("error: cannot decrypt damaged.age: the encrypted file is damaged"),
         "{}",
         stderr(&out)
     );
@@ -582,19 +625,17 @@ fn decrypt_out_writes_the_file_only_when_it_all_decrypts() {
 
     // Not an age file at all.
     std::fs::write(dir.join("plain.csv"), b"a,b\n1,2\n").expect("w");
-    let out = mishare(
-        dir,
-        &["decrypt", "plain.csv", "--identity", "key.txt", "--out", "out.csv"],
-    );
+    let out = decrypt_to_out_csv(dir, "plain.csv", "key.txt");
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not an age v1 encrypted file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an age v1 encrypted file"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.join("out.csv").exists());
 
     // The right key: the file, whole.
-    let out = mishare(
-        dir,
-        &["decrypt", "in.age", "--identity", "key.txt", "--out", "out.csv"],
-    );
+    let out = decrypt_to_out_csv(dir, "in.age", "key.txt");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
     assert!(std::fs::read(dir.join("out.csv")).expect("read") == plaintext);
@@ -619,5 +660,9 @@ fn decrypt_to_stdout_and_its_errors() {
 
     let out = mishare(dir, &["decrypt", "none.age", "--identity", "key.txt"]);
     assert_eq!(out.status.code(), Some(66));
-    assert!(stderr(&out).starts_with("error: cannot open none.age: "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: cannot open none.age: "),
+        "{}",
+        stderr(&out)
+    );
 }
