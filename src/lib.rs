@@ -27,6 +27,8 @@
 //! - [`gate`]: whether a file may go to an LA now; permits that cannot be
 //!   kept, refusals with reason codes, failing closed.
 //! - [`audit`]: the append-only, hash-chained audit log and its verification.
+//! - [`seal`]: age encryption of each LA's file to its X25519 recipients,
+//!   streaming, with the ciphertext's size and SHA-256; decryption and keys.
 //! - [`tls`]: mutual TLS 1.3 for every connection; peers identified by the
 //!   DNS name in their certificate, against an allow-list.
 //! - [`certs`]: a development PKI (never for production).
@@ -38,6 +40,7 @@ pub mod config;
 pub mod gate;
 pub mod reference;
 pub mod sanitiser;
+pub mod seal;
 pub mod store;
 pub mod tls;
 pub mod wire;

@@ -4,6 +4,7 @@
 mod admin;
 mod certs;
 mod demo;
+mod keys;
 mod sanitise;
 
 use std::path::PathBuf;
@@ -71,6 +72,13 @@ enum Command {
     #[command(subcommand)]
     Certs(certs::CertsCommand),
 
+    /// Make an age identity for an LA: writes the secret key file and prints
+    /// the public key (age1…) to give the provider.
+    Keygen(keys::KeygenArgs),
+
+    /// Decrypt a delivered file with the LA's age identity file.
+    Decrypt(keys::DecryptArgs),
+
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -90,6 +98,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Certs(cmd) => certs::run(&cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Sanitise(args) => sanitise::run(&args, &global),
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Decrypt(args) => keys::decrypt(&args),
         Command::Admin(cmd) => admin::run(cmd, &global),
     };
     ExitCode::from(match result {
