@@ -455,13 +455,10 @@ impl Validator<'_> {
                     "lists no age public key; ask the LA for theirs (mishare keygen makes one)",
                 ));
             }
-            for r in &a.recipients {
-                if !r.starts_with("age1") {
-                    return Err(self.invalid(
-                        key("recipients"),
-                        format!("{r:?} is not an age public key (they begin with age1)"),
-                    ));
-                }
+            // Parsed now so a mistyped key fails at start, not at the first
+            // send; the error shows at most a few characters of the entry.
+            if let Err(e) = crate::seal::Recipients::parse(&a.recipients) {
+                return Err(self.invalid(key("recipients"), e.to_string()));
             }
             authorities.push(AuthorityConfig {
                 code: a.code,

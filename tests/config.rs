@@ -149,6 +149,11 @@ fn validation_errors_name_the_key() {
             "`authority[1].endpoint`: \"http://127.0.0.1:7443\" must be an https:// URL",
         ),
         (
+            "\"age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq\"",
+            "\"AGE-SECRET-KEY-1QQQQ\"",
+            "`authority[1].recipients`: ",
+        ),
+        (
             "name = \"referrals-monthly\"",
             "name = \"Referrals Monthly\"",
             "`report[1].name`: \"Referrals Monthly\" is not a report name",
