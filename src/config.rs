@@ -125,7 +125,8 @@ pub struct ReportConfig {
     pub rows: String,
     pub cols: Option<String>,
     pub period: PeriodGrain,
-    /// A cron expression in Europe/London, checked by the scheduler.
+    /// A five-field cron expression in Europe/London, checked at load
+    /// ([`crate::schedule::Schedule`]).
     pub schedule: String,
     pub recipients: Recipients,
     /// Each LA gets only its own `la_code`'s rows.
@@ -500,6 +501,9 @@ impl Validator<'_> {
             };
             self.non_empty(&key("rows"), &r.rows)?;
             self.non_empty(&key("schedule"), &r.schedule)?;
+            if let Err(e) = r.schedule.parse::<crate::schedule::Schedule>() {
+                return Err(self.invalid(key("schedule"), e.to_string()));
+            }
             let recipients = match r.recipients {
                 RawRecipients::Word(w) if w == "all" => Recipients::All,
                 RawRecipients::Word(w) => {

@@ -22,6 +22,7 @@
 //! - [`sanitiser`]: the disclosure-control engine. Reads counts or
 //!   participant records, rounds to 20, recomputes totals, turns outcome
 //!   measures into shares, labels the output and reports findings.
+//! - [`schedule`]: five-field cron in Europe/London, clock changes included.
 //! - [`store`]: the provider's SQLite state: agreements with their history,
 //!   suspensions, migrations; owner-only, WAL mode.
 //! - [`gate`]: whether a file may go to an LA now; permits that cannot be
@@ -40,6 +41,7 @@ pub mod config;
 pub mod gate;
 pub mod reference;
 pub mod sanitiser;
+pub mod schedule;
 pub mod seal;
 pub mod store;
 pub mod tls;

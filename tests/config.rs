@@ -154,6 +154,11 @@ fn validation_errors_name_the_key() {
             "`authority[1].recipients`: ",
         ),
         (
+            "schedule = \"0 6 2 * *\"",
+            "schedule = \"0 6 31 2 *\"",
+            "`report[1].schedule`: schedule \"0 6 31 2 *\": no date ever matches it",
+        ),
+        (
             "name = \"referrals-monthly\"",
             "name = \"Referrals Monthly\"",
             "`report[1].name`: \"Referrals Monthly\" is not a report name",
