@@ -261,12 +261,10 @@ impl PartialFile {
 }
 
 /// Whether `reader` starts with a valid age v1 header. Parsing the header
-/// needs no key.
+/// needs no key; [`crate::seal::check_header`] also bounds how much of a
+/// hostile header is read.
 pub fn check_age_header(reader: impl Read) -> Result<(), String> {
-    match age::Decryptor::new(reader) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
-    }
+    crate::seal::check_header(reader).map_err(|e| e.to_string())
 }
 
 /// The length and SHA-256 of a file.

@@ -6,7 +6,7 @@ use crate::wire::v1;
 use super::error::ExchangeError;
 
 /// The age v1 magic every payload starts with.
-pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+pub const AGE_MAGIC: &[u8] = crate::seal::AGE_V1_MAGIC;
 
 /// A manifest whose every field has been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
