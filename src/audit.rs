@@ -16,7 +16,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Row, Transaction};
+use rusqlite::{Connection, Row, Transaction};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -43,6 +43,20 @@ pub enum Kind {
     GatePermit,
     /// The gate refused a file for an LA.
     GateRefusal,
+    /// An authority endpoint stored a file and signed its receipt.
+    TransferAccepted,
+    /// An authority endpoint answered a repeated push of a stored file with
+    /// its original receipt.
+    TransferRepeated,
+    /// An authority endpoint refused a push (with the gRPC code).
+    TransferRefused,
+    /// An authority endpoint found at start a file it had stored but not
+    /// recorded (it stopped between the two), and recorded it.
+    TransferRecovered,
+    /// An authority endpoint removed a partial transfer left idle too long.
+    PartialRemoved,
+    /// An authority endpoint refused a TLS handshake.
+    HandshakeRefused,
 }
 
 impl Kind {
@@ -56,6 +70,12 @@ impl Kind {
             Kind::SuspensionLifted => "suspension_lifted",
             Kind::GatePermit => "gate_permit",
             Kind::GateRefusal => "gate_refusal",
+            Kind::TransferAccepted => "transfer_accepted",
+            Kind::TransferRepeated => "transfer_repeated",
+            Kind::TransferRefused => "transfer_refused",
+            Kind::TransferRecovered => "transfer_recovered",
+            Kind::PartialRemoved => "partial_removed",
+            Kind::HandshakeRefused => "handshake_refused",
         }
     }
 }
@@ -149,7 +169,9 @@ pub fn entry_hash(
 
 /// Appends an entry inside the caller's write transaction, which must have
 /// been begun IMMEDIATE (see [`Store::write`]) so no other writer can take
-/// the same sequence number.
+/// the same sequence number. Any database with the `audit_log` and
+/// `audit_head` tables of the provider's first migration will do (the
+/// authority endpoint's has them too).
 pub(crate) fn append(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
@@ -260,7 +282,12 @@ impl fmt::Display for Problem {
 /// Recomputes the chain from the rows and names the first broken entry.
 /// `Err` only when the database cannot be read at all.
 pub fn verify(store: &Store) -> Result<Verification, StoreError> {
-    let conn = store.conn();
+    verify_connection(store.conn())
+}
+
+/// [`verify`] on any database holding an audit log (the authority
+/// endpoint's, for one).
+pub fn verify_connection(conn: &Connection) -> Result<Verification, StoreError> {
     let (head_seq, head_hash): (i64, String) =
         conn.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))

@@ -33,11 +33,17 @@
 //!   DNS name in their certificate, against an allow-list.
 //! - [`certs`]: a development PKI (never for production).
 //! - [`wire`]: the gRPC contract (`proto/mishare/v1/exchange.proto`).
+//! - [`authority`]: the LA's endpoint: receives pushes, verifies and stores
+//!   files in its inbox, answers with signed receipts.
+//! - [`receipt`]: receipts signed with the endpoint's TLS key, and their
+//!   offline verification.
 
 pub mod audit;
+pub mod authority;
 pub mod certs;
 pub mod config;
 pub mod gate;
+pub mod receipt;
 pub mod reference;
 pub mod sanitiser;
 pub mod seal;

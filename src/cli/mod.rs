@@ -2,6 +2,7 @@
 //! statuses. Commands call the library; nothing here holds policy.
 
 mod admin;
+mod authority;
 mod certs;
 mod demo;
 mod keys;
@@ -81,6 +82,14 @@ enum Command {
 
     #[command(flatten)]
     Admin(admin::AdminCommand),
+
+    /// The LA's endpoint: receive files from providers (authority.toml).
+    #[command(subcommand)]
+    Authority(authority::AuthorityCommand),
+
+    /// Signed receipts from an LA's endpoint.
+    #[command(subcommand)]
+    Receipt(authority::ReceiptCommand),
 }
 
 /// Options every command can see.
@@ -101,6 +110,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Keygen(args) => keys::keygen(&args),
         Command::Decrypt(args) => keys::decrypt(&args),
         Command::Admin(cmd) => admin::run(cmd, &global),
+        Command::Authority(cmd) => authority::run(&cmd, &global),
+        Command::Receipt(cmd) => authority::receipt(&cmd),
     };
     ExitCode::from(match result {
         Ok(code) => code,

@@ -121,37 +121,7 @@ impl Store {
     /// Opens (creating if needed) the database under `data_dir` and brings
     /// its schema up to date.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(io(data_dir))?;
-        owner_only(data_dir, 0o700)?;
-
-        let db = data_dir.join(DATABASE_FILE);
-        // Created here with 0600 so SQLite never makes it with the umask's
-        // mode; SQLite gives the -wal and -shm files the database's mode.
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&db)
-            .map_err(io(&db))?;
-        owner_only(&db, 0o600)?;
-
-        let mut conn = Connection::open(&db)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        let mode = enable_wal(&conn)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(%mode, "SQLite refused WAL mode; readers may wait for writers");
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        migrate(&mut conn, &db)?;
+        let conn = open_database(data_dir, DATABASE_FILE, migrations::MIGRATIONS)?;
         Ok(Self {
             conn,
             data_dir: data_dir.to_path_buf(),
@@ -180,6 +150,49 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
+}
+
+/// Opens (creating if needed) the database `file` under `data_dir` the way
+/// every mishare daemon keeps its state: `data_dir` 0700 and the database
+/// 0600, WAL, `synchronous = FULL`, a busy timeout, and `migrations` applied
+/// in order (tracked with `PRAGMA user_version`).
+pub(crate) fn open_database(
+    data_dir: &Path,
+    file: &str,
+    migrations: &[&str],
+) -> Result<Connection, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(io(data_dir))?;
+    owner_only(data_dir, 0o700)?;
+
+    let db = data_dir.join(file);
+    // Created here with 0600 so SQLite never makes it with the umask's
+    // mode; SQLite gives the -wal and -shm files the database's mode.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db)
+        .map_err(io(&db))?;
+    owner_only(&db, 0o600)?;
+
+    let mut conn = Connection::open(&db)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    let mode = enable_wal(&conn)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "SQLite refused WAL mode; readers may wait for writers");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    migrate(&mut conn, &db, migrations)?;
+    Ok(conn)
 }
 
 /// Switches the database to WAL (a no-op once it is). Two processes creating
@@ -218,11 +231,11 @@ fn owner_only(path: &Path, want: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<(), StoreError> {
     let version = |conn: &Connection| -> rusqlite::Result<i64> {
         conn.pragma_query_value(None, "user_version", |r| r.get(0))
     };
-    let known = migrations::MIGRATIONS.len();
+    let known = migrations.len();
     if version(conn)? == known as i64 {
         return Ok(());
     }
@@ -237,11 +250,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             known,
         });
     }
-    for (i, sql) in migrations::MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(found as usize)
-    {
+    for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }

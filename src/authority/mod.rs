@@ -1,0 +1,425 @@
+//! The authority endpoint: `mishare authority run --config authority.toml`.
+//!
+//! An LA runs one. It serves `Exchange` over mutual TLS to the providers on
+//! its `[[provider]]` list, and nobody else:
+//!
+//! - [`service`]: `Push` and `QueryTransfer`; every manifest field checked
+//!   before it touches a path or the database ([`manifest`]);
+//! - [`inbox`]: partial files under `data_dir/partial/`, finished ones moved
+//!   atomically into `inbox/<provider>/`;
+//! - [`state`]: transfers, receipts and the endpoint's own audit log in
+//!   `data_dir/authority.db`;
+//! - [`error`]: the one place errors become gRPC statuses.
+//!
+//! [`serve`] takes its listener and its shutdown as parameters, so tests run
+//! the real endpoint on `127.0.0.1:0` and stop it when they choose.
+
+pub mod error;
+pub mod inbox;
+pub mod manifest;
+pub mod service;
+pub mod state;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::Stream;
+
+use crate::audit::Kind;
+use crate::config::AuthorityEndpointConfig;
+use crate::receipt::{ReceiptError, ReceiptSigner};
+use crate::store::StoreError;
+use crate::tls::{self, TlsError};
+use crate::wire::v1::exchange_server::ExchangeServer;
+
+use self::error::{ExchangeError, InternalError, blocking};
+use self::inbox::{Inbox, hash_file};
+use self::service::{Claims, ExchangeService, Shared, now_ms};
+use self::state::State;
+
+/// Room for a chunk's framing on top of `max_chunk_bytes` in one message.
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// How long pushes cancelled after the grace period have to wind down.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
+/// How many refused handshakes may wait to be audited.
+const AUDIT_QUEUE: usize = 1024;
+
+/// Why the endpoint could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// The state database could not be opened.
+    #[error("the endpoint's state: {0}")]
+    State(#[from] StoreError),
+    /// The inbox or the partial folder could not be used, or reconciling
+    /// them with the state at start failed.
+    #[error("the endpoint's files: {0}")]
+    Files(#[from] InternalError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The endpoint's key cannot sign receipts.
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<ExchangeError> for AuthorityError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Internal(i) => AuthorityError::Files(i),
+            other => AuthorityError::Files(InternalError::Inconsistent(other.to_string())),
+        }
+    }
+}
+
+/// Binds `config.listen` and serves until `shutdown` completes.
+pub async fn run(
+    config: AuthorityEndpointConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AuthorityError> {
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AuthorityError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves `Exchange` on `listener` until `shutdown` completes, then stops
+/// accepting connections, lets pushes in flight finish within
+/// `shutdown_grace`, cancels any still running (they keep what is durable),
+/// and returns.
+///
+/// Before accepting anything it reconciles the state with the files: a file
+/// already in the inbox whose transfer is not marked complete (the endpoint
+/// stopped between the two) is completed if its size and digest match, and
+/// partial files no transfer owns are removed.
+pub async fn serve(
+    config: AuthorityEndpointConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AuthorityError> {
+    let signer = ReceiptSigner::new(&config.identity)?;
+    let (state, inbox) = {
+        let (data_dir, inbox_dir, code) = (
+            config.data_dir.clone(),
+            config.inbox.clone(),
+            config.code.clone(),
+        );
+        let signer = signer.clone();
+        blocking(move || {
+            let state = State::open(&data_dir, &code)?;
+            let inbox = Inbox::open(&inbox_dir, &data_dir)?;
+            reconcile(&state, &inbox, &signer)?;
+            Ok((Arc::new(state), Arc::new(inbox)))
+        })
+        .await?
+    };
+
+    let allow = config.allow_list();
+    let server_config =
+        tls::server_config(&config.identity, &config.provider_anchors, allow.clone())?;
+
+    // Refused handshakes are audited by one writer task, fed through a
+    // bounded queue (the TLS layer reports them from its own tasks).
+    let (audit_tx, audit_rx) = mpsc::channel::<RefusedHandshake>(AUDIT_QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let writer = tokio::spawn(audit_writer(state.clone(), audit_rx, stop_rx.clone()));
+    let connections = tls::incoming(listener, server_config, allow, move |addr, reason| {
+        if audit_tx
+            .try_send(RefusedHandshake { addr, reason })
+            .is_err()
+        {
+            tracing::error!(peer = %addr, "the audit queue is full or closed; a refused handshake was not audited");
+        }
+    });
+
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        state: state.clone(),
+        inbox,
+        signer,
+        streams: Arc::new(Semaphore::new(config.max_streams)),
+        claims: Claims::default(),
+        abort: abort_rx,
+        config,
+    });
+    let sweeper = tokio::spawn(sweeper(shared.clone(), stop_rx.clone()));
+
+    let max_message = usize::try_from(shared.config.max_chunk_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(MESSAGE_OVERHEAD);
+    let service = ExchangeServer::new(ExchangeService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(MESSAGE_OVERHEAD);
+
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let connections = UntilClosing {
+        inner: Some(connections),
+        closing: Box::pin(closed(closing_rx.clone())),
+    };
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(connections, closed(closing_rx));
+    tokio::pin!(server);
+    tracing::info!(code = %shared.config.code, "authority endpoint serving");
+
+    let served = tokio::select! {
+        served = &mut server => served.map_err(AuthorityError::from),
+        () = shutdown => {
+            let grace = shared.config.shutdown_grace;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: accepting no new connections; pushes in flight may finish"
+            );
+            let _ = closing_tx.send(true);
+            let drained = async {
+                let served = (&mut server).await;
+                idle(&shared).await;
+                served
+            };
+            match tokio::time::timeout(grace, drained).await {
+                Ok(served) => {
+                    tracing::info!("every push in flight finished within the grace period");
+                    served.map_err(AuthorityError::from)
+                }
+                Err(_) => {
+                    let running = shared.config.max_streams - shared.streams.available_permits();
+                    tracing::warn!(
+                        running,
+                        "the shutdown grace period expired; cancelling the pushes still \
+                         running (what they sent that is durable is kept for a resume)"
+                    );
+                    let _ = abort_tx.send(true);
+                    let wound_down = tokio::time::timeout(ABORT_WAIT, async {
+                        let _ = (&mut server).await;
+                        idle(&shared).await;
+                    })
+                    .await;
+                    if wound_down.is_err() {
+                        tracing::warn!("pushes did not wind down in time; stopping anyway");
+                    }
+                    Ok(())
+                }
+            }
+        }
+    };
+
+    let _ = stop_tx.send(true);
+    if let Err(e) = sweeper.await {
+        tracing::error!(error = %e, "the partial-transfer sweep task failed");
+    }
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "the audit writer task failed");
+    }
+    tracing::info!("authority endpoint stopped");
+    served
+}
+
+/// Waits until no push holds a stream permit.
+async fn idle(shared: &Shared) {
+    let all = u32::try_from(shared.config.max_streams).unwrap_or(u32::MAX);
+    // Acquiring every permit means every push has ended; they are given
+    // back at once.
+    let _ = shared.streams.acquire_many(all).await;
+}
+
+async fn closed(mut closing: watch::Receiver<bool>) {
+    until_set(&mut closing).await;
+}
+
+/// Waits until the flag is set (or its sender is gone). The borrow the
+/// wait returns is dropped here, so callers' futures stay `Send`.
+pub(crate) async fn until_set(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|&set| set).await;
+}
+
+/// The connection stream, ended (and the accept loop with it, so the
+/// listening socket closes) as soon as shutdown begins, even while tonic
+/// drains the connections it has.
+struct UntilClosing<S> {
+    inner: Option<S>,
+    closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<S: Stream + Unpin> Stream for UntilClosing<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.inner.is_some() && self.closing.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+        }
+        match self.inner.as_mut() {
+            None => Poll::Ready(None),
+            Some(inner) => Pin::new(inner).poll_next(cx),
+        }
+    }
+}
+
+struct RefusedHandshake {
+    addr: SocketAddr,
+    reason: String,
+}
+
+async fn audit_writer(
+    state: Arc<State>,
+    mut queue: mpsc::Receiver<RefusedHandshake>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            () = until_set(&mut stop) => {
+                // Write what is already queued, then end.
+                queue.close();
+                queue.recv().await
+            }
+        };
+        let Some(refused) = next else { return };
+        let state = state.clone();
+        let written = blocking(move || {
+            let detail = json!({
+                "peer_addr": refused.addr.to_string(),
+                "reason": refused.reason,
+            });
+            Ok(state.audit(Kind::HandshakeRefused, "unauthenticated", &detail)?)
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot audit a refused handshake");
+        }
+    }
+}
+
+/// Removes partial transfers with no progress for `partial_ttl`.
+async fn sweeper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every =
+        (shared.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = until_set(&mut stop) => return,
+        }
+        if let Err(e) = sweep(&shared).await {
+            tracing::error!(error = %e, "cannot remove idle partial transfers");
+        }
+    }
+}
+
+/// One pass of the idle sweep; how many partial transfers it removed.
+pub(crate) async fn sweep(shared: &Shared) -> Result<usize, ExchangeError> {
+    let ttl_ms = i64::try_from(shared.config.partial_ttl.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms().saturating_sub(ttl_ms);
+    let state = shared.state.clone();
+    let idle = blocking(move || Ok(state.idle_before(cutoff)?)).await?;
+    let mut removed = 0;
+    for t in idle {
+        // A transfer a stream is writing is not idle, whatever its row says.
+        let Some(claim) = shared.claims.try_claim(&t.provider, &t.transfer_id) else {
+            continue;
+        };
+        let (state, inbox) = (shared.state.clone(), shared.inbox.clone());
+        let gone = blocking(move || {
+            let detail = json!({
+                "provider": t.provider,
+                "transfer_id": t.transfer_id,
+                "committed": t.committed,
+                "size": t.size,
+                "idle_since_unix_ms": t.updated_ms,
+            });
+            let gone = state.remove_idle(&t.provider, &t.transfer_id, cutoff, &detail)?;
+            if gone {
+                inbox.discard(&t.provider, &t.transfer_id)?;
+                tracing::info!(provider = %t.provider, transfer_id = %t.transfer_id, "removed an idle partial transfer");
+            }
+            Ok(gone)
+        })
+        .await;
+        drop(claim);
+        if gone? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Brings files and state into agreement at start (nothing else runs yet).
+fn reconcile(state: &State, inbox: &Inbox, signer: &ReceiptSigner) -> Result<(), ExchangeError> {
+    let mut owned = HashSet::new();
+    for t in state.incomplete()? {
+        let sound = crate::config::is_provider_id(&t.provider)
+            && manifest::is_transfer_id(&t.transfer_id)
+            && crate::config::is_report_name(&t.report)
+            && manifest::is_period(&t.period);
+        if !sound {
+            tracing::error!(provider = %t.provider, transfer_id = %t.transfer_id, "a transfer row holds names mishare never writes; left alone");
+            continue;
+        }
+        let stored_as = t.stored_as();
+        let target = inbox.final_path(&t.provider, &stored_as);
+        if t.committed == t.size && target.exists() {
+            let (len, digest) = hash_file(&target)?;
+            if len == t.size && digest.as_slice() == t.sha256.as_slice() {
+                let receipt = signer
+                    .sign(&t.transfer_id, &digest, t.size, &stored_as, now_ms())
+                    .map_err(InternalError::from)?;
+                let detail = json!({
+                    "transfer_id": t.transfer_id,
+                    "report": t.report,
+                    "period": t.period,
+                    "size": t.size,
+                    "sha256": crate::receipt::hex(&digest),
+                    "stored_as": stored_as,
+                    "received_unix_ms": receipt.received_unix_ms,
+                });
+                state.complete(&t.provider, &receipt, Kind::TransferRecovered, &detail)?;
+                inbox.discard(&t.provider, &t.transfer_id)?;
+                tracing::info!(provider = %t.provider, transfer_id = %t.transfer_id, "recorded a file stored before the endpoint stopped");
+                continue;
+            }
+            tracing::error!(
+                path = %target.display(),
+                "an inbox file has the name of an incomplete transfer but other contents; it is \
+                 never overwritten, so that transfer cannot complete until it is moved aside"
+            );
+        }
+        owned.insert(inbox.partial_path(&t.provider, &t.transfer_id));
+    }
+    for path in inbox.partial_files()? {
+        if !owned.contains(&path) {
+            tracing::info!(path = %path.display(), "removing a partial file no transfer owns");
+            std::fs::remove_file(&path).map_err(|source| InternalError::Io {
+                what: "cannot remove",
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! `Exchange`: the receive service. The provider is whoever its certificate
+//! proved ([`tls::Peer`]); nothing a request says changes that.
+//!
+//! A push runs in its own task, so that if the provider goes away mid-stream
+//! the bytes it did send are still fsynced and recorded for a resume.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{OwnedMutexGuard, Semaphore, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::audit::Kind;
+use crate::config::AuthorityEndpointConfig;
+use crate::receipt::ReceiptSigner;
+use crate::tls;
+use crate::wire::v1::exchange_server::Exchange;
+use crate::wire::v1::push_request::Body;
+use crate::wire::v1::{Chunk, PushRequest, QueryTransferRequest, Receipt, TransferStatus};
+
+use super::error::{ExchangeError, InternalError, blocking};
+use super::inbox::{Inbox, PartialFile};
+use super::manifest::{self, AGE_MAGIC, Manifest, shown};
+use super::state::{self, State};
+
+/// What every push and query shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: AuthorityEndpointConfig,
+    pub state: Arc<State>,
+    pub inbox: Arc<Inbox>,
+    pub signer: ReceiptSigner,
+    /// One permit per push in progress.
+    pub streams: Arc<Semaphore>,
+    pub claims: Claims,
+    /// Set when the shutdown grace has expired: pushes stop at once.
+    pub abort: watch::Receiver<bool>,
+}
+
+/// The `Exchange` service of an authority endpoint.
+#[derive(Debug, Clone)]
+pub struct ExchangeService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Exchange for ExchangeService {
+    async fn push(
+        &self,
+        request: Request<Streaming<PushRequest>>,
+    ) -> Result<Response<Receipt>, Status> {
+        let shared = self.shared.clone();
+        let addr = peer_addr(&request);
+        let provider = match shared.provider(&request) {
+            Ok(p) => p,
+            Err(e) => {
+                shared
+                    .audit_refusal("unknown", addr.as_deref(), None, &e)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        // Taken here so that a push over the limit never starts a task.
+        let permit = match shared.streams.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let e = ExchangeError::OverLimit(format!(
+                    "{} pushes are already in progress; try again later",
+                    shared.config.max_streams
+                ));
+                shared
+                    .audit_refusal(&provider, addr.as_deref(), None, &e)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        let stream = request.into_inner();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let result = shared.push(&provider, stream).await;
+            match result {
+                Ok(receipt) => Ok(receipt),
+                Err((e, m)) => {
+                    shared
+                        .audit_refusal(&provider, addr.as_deref(), m.as_ref(), &e)
+                        .await;
+                    Err(e)
+                }
+            }
+        });
+        match task.await {
+            Ok(Ok(receipt)) => Ok(Response::new(receipt)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(join) => Err(ExchangeError::Internal(InternalError::Join(join.to_string())).into()),
+        }
+    }
+
+    async fn query_transfer(
+        &self,
+        request: Request<QueryTransferRequest>,
+    ) -> Result<Response<TransferStatus>, Status> {
+        let provider = self.shared.provider(&request)?;
+        let transfer_id = request.into_inner().transfer_id;
+        if !manifest::is_transfer_id(&transfer_id) {
+            return Err(ExchangeError::Invalid(format!(
+                "transfer_id {} is not 8 to 64 ASCII letters, digits and '-'",
+                shown(&transfer_id)
+            ))
+            .into());
+        }
+        let state = self.shared.state.clone();
+        let id = transfer_id.clone();
+        let found = blocking(move || Ok(state.get(&provider, &id)?)).await?;
+        let status = match found {
+            None => TransferStatus {
+                transfer_id,
+                committed: 0,
+                complete: false,
+                receipt: None,
+            },
+            Some(t) => TransferStatus {
+                transfer_id,
+                committed: t.committed,
+                complete: t.receipt.is_some(),
+                receipt: t.receipt,
+            },
+        };
+        Ok(Response::new(status))
+    }
+}
+
+fn peer_addr<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<tls::Peer>()
+        .and_then(|p| p.addr)
+        .map(|a| a.to_string())
+}
+
+/// A refusal, with the manifest if it got that far (for the audit log).
+type Refused = (ExchangeError, Option<Manifest>);
+
+/// One push's transfer once its manifest is accepted.
+struct Session {
+    provider: String,
+    manifest: Manifest,
+    /// `None` while it is with a blocking task, and after commit or discard.
+    file: Option<PartialFile>,
+}
+
+/// The messages of one push, each within the idle limit.
+struct Messages {
+    stream: Streaming<PushRequest>,
+    idle: Duration,
+    abort: watch::Receiver<bool>,
+}
+
+impl Messages {
+    async fn next(&mut self) -> Result<Option<Body>, ExchangeError> {
+        if *self.abort.borrow() {
+            return Err(ExchangeError::ShuttingDown);
+        }
+        let idle = self.idle;
+        tokio::select! {
+            received = tokio::time::timeout(idle, self.stream.message()) => match received {
+                Err(_) => Err(ExchangeError::Idle(format!(
+                    "nothing received for {} s; the push was cancelled: resume it from its \
+                     committed offset",
+                    idle.as_secs()
+                ))),
+                Ok(Err(status)) => Err(match status.code() {
+                    tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+                        ExchangeError::OverLimit(status.message().to_string())
+                    }
+                    tonic::Code::Internal => ExchangeError::Invalid(format!(
+                        "a message could not be decoded: {}",
+                        status.message()
+                    )),
+                    _ => ExchangeError::Disconnected(status.message().to_string()),
+                }),
+                Ok(Ok(None)) => Ok(None),
+                Ok(Ok(Some(PushRequest { body: Some(body) }))) => Ok(Some(body)),
+                Ok(Ok(Some(PushRequest { body: None }))) => {
+                    Err(ExchangeError::Invalid("a PushRequest with no body".into()))
+                }
+            },
+            () = super::until_set(&mut self.abort) => Err(ExchangeError::ShuttingDown),
+        }
+    }
+}
+
+/// What the database says when a push begins.
+enum Begin {
+    /// Complete already: the original receipt.
+    Done(Receipt),
+    /// Write from here.
+    Write(PartialFile),
+}
+
+impl Shared {
+    /// The provider identity the connection's certificate proved.
+    fn provider<T>(&self, request: &Request<T>) -> Result<String, ExchangeError> {
+        let peer = request
+            .extensions()
+            .get::<tls::Peer>()
+            .ok_or_else(|| ExchangeError::NotPermitted("no verified client certificate".into()))?;
+        if !self.config.serves(&peer.identity) {
+            return Err(ExchangeError::NotPermitted(format!(
+                "{} is not a provider this endpoint serves",
+                peer.identity
+            )));
+        }
+        Ok(peer.identity.clone())
+    }
+
+    async fn push(
+        self: &Arc<Self>,
+        provider: &str,
+        stream: Streaming<PushRequest>,
+    ) -> Result<Receipt, Refused> {
+        let mut messages = Messages {
+            stream,
+            idle: self.config.stream_idle,
+            abort: self.abort.clone(),
+        };
+        let wire = match messages.next().await.map_err(|e| (e, None))? {
+            Some(Body::Manifest(m)) => m,
+            Some(_) => {
+                return Err((
+                    ExchangeError::Invalid("the first message must be a Manifest".into()),
+                    None,
+                ));
+            }
+            None => {
+                return Err((
+                    ExchangeError::Invalid("the stream ended before its Manifest".into()),
+                    None,
+                ));
+            }
+        };
+        let m = manifest::validate(wire, &self.config.code, self.config.max_file_bytes)
+            .map_err(|e| (e, None))?;
+        let with_m = |e: ExchangeError| (e, Some(m.clone()));
+
+        // One stream per transfer at a time. A provider that reconnects
+        // before this endpoint has noticed its old stream is gone waits for
+        // it rather than failing.
+        let _claim = self
+            .claims
+            .claim(provider, &m.transfer_id, self.config.stream_idle)
+            .await
+            .ok_or_else(|| {
+                with_m(ExchangeError::WrongOffset(format!(
+                    "another stream is pushing transfer {}; wait for it to end, then ask \
+                     QueryTransfer where to resume",
+                    m.transfer_id
+                )))
+            })?;
+
+        let begin = {
+            let (state, inbox) = (self.state.clone(), self.inbox.clone());
+            let (provider, m) = (provider.to_string(), m.clone());
+            blocking(move || begin(&state, &inbox, &provider, &m))
+                .await
+                .map_err(with_m)?
+        };
+        let file = match begin {
+            Begin::Done(receipt) => {
+                self.audit_repeat(provider, &m, &receipt).await;
+                return Ok(receipt);
+            }
+            Begin::Write(file) => file,
+        };
+        let mut session = Session {
+            provider: provider.to_string(),
+            manifest: m.clone(),
+            file: Some(file),
+        };
+        let result = self.receive(&mut session, &mut messages).await;
+        if result.is_err() {
+            // Keep what arrived: it is fsynced and recorded so the push can
+            // resume from it.
+            if let Err(e) = self.save_progress(&mut session).await {
+                tracing::error!(
+                    provider,
+                    transfer_id = %m.transfer_id,
+                    error = %e,
+                    "cannot record the progress of an interrupted push"
+                );
+            }
+        }
+        result.map_err(with_m)
+    }
+
+    async fn receive(
+        &self,
+        session: &mut Session,
+        messages: &mut Messages,
+    ) -> Result<Receipt, ExchangeError> {
+        loop {
+            match messages.next().await? {
+                None => {
+                    return Err(ExchangeError::Disconnected(
+                        "the stream ended without a Commit".into(),
+                    ));
+                }
+                Some(Body::Manifest(_)) => {
+                    return Err(ExchangeError::Invalid(
+                        "a second Manifest in one stream".into(),
+                    ));
+                }
+                Some(Body::Chunk(chunk)) => self.chunk(session, chunk).await?,
+                Some(Body::Commit(_)) => return self.commit(session).await,
+            }
+        }
+    }
+
+    async fn chunk(&self, session: &mut Session, chunk: Chunk) -> Result<(), ExchangeError> {
+        let m = &session.manifest;
+        let have = session.file.as_ref().map_or(0, PartialFile::len);
+        if chunk.offset != have {
+            return Err(ExchangeError::WrongOffset(format!(
+                "a chunk at offset {}, but the endpoint has {have} bytes of transfer {}; the \
+                 next chunk must be at offset {have}",
+                chunk.offset, m.transfer_id
+            )));
+        }
+        let len = chunk.data.len() as u64;
+        if len > self.config.max_chunk_bytes {
+            return Err(ExchangeError::OverLimit(format!(
+                "a chunk of {len} bytes; this endpoint accepts at most {}",
+                self.config.max_chunk_bytes
+            )));
+        }
+        if have + len > m.size {
+            return Err(ExchangeError::Invalid(format!(
+                "a chunk ending at {} goes beyond the manifest's size {}",
+                have + len,
+                m.size
+            )));
+        }
+        if have < AGE_MAGIC.len() as u64 {
+            let start = have as usize;
+            let n = (AGE_MAGIC.len() - start).min(chunk.data.len());
+            if chunk.data[..n] != AGE_MAGIC[start..start + n] {
+                return Err(ExchangeError::Invalid(
+                    "not an age v1 file: it does not begin with age-encryption.org/v1".into(),
+                ));
+            }
+        }
+        let mut file = session
+            .file
+            .take()
+            .ok_or_else(|| InternalError::Inconsistent("the partial file was lost".into()))?;
+        let (state, m, provider) = (self.state.clone(), m.clone(), session.provider.clone());
+        let sync_every = self.config.sync_every_bytes;
+        let file = blocking(move || {
+            file.write(&chunk.data)?;
+            if file.unsynced() >= sync_every {
+                let durable = file.sync()?;
+                state
+                    .record_committed(&provider, &m, durable, now_ms())
+                    .map_err(InternalError::from)?;
+            }
+            Ok(file)
+        })
+        .await?;
+        session.file = Some(file);
+        Ok(())
+    }
+
+    /// Verifies the whole file, moves it into the inbox, then signs and
+    /// records the receipt: in that order, so a receipt always means a
+    /// durable, visible, verified file.
+    async fn commit(&self, session: &mut Session) -> Result<Receipt, ExchangeError> {
+        let mut file = session
+            .file
+            .take()
+            .ok_or_else(|| InternalError::Inconsistent("the partial file was lost".into()))?;
+        let (state, inbox, signer) = (self.state.clone(), self.inbox.clone(), self.signer.clone());
+        let (provider, m) = (session.provider.clone(), session.manifest.clone());
+        blocking(move || {
+            let durable = file.sync()?;
+            let discard = |file: PartialFile, why: String| -> Result<Receipt, ExchangeError> {
+                file.discard()?;
+                state.forget(&provider, &m.transfer_id)?;
+                Err(ExchangeError::DataLoss(format!(
+                    "{why}; the partial transfer was discarded: push it again from offset 0"
+                )))
+            };
+            if file.len() != m.size {
+                let why = format!(
+                    "Commit after {} bytes, but the manifest's size is {}",
+                    file.len(),
+                    m.size
+                );
+                return discard(file, why);
+            }
+            if file.digest() != m.sha256 {
+                return discard(
+                    file,
+                    "the SHA-256 of the bytes received does not match the manifest's".into(),
+                );
+            }
+            state.record_committed(&provider, &m, durable, now_ms())?;
+            if let Err(why) = file.check_age_header()? {
+                file.discard()?;
+                state.forget(&provider, &m.transfer_id)?;
+                return Err(ExchangeError::Invalid(format!(
+                    "not an age v1 file: {why}; the partial transfer was discarded"
+                )));
+            }
+            drop(file);
+            let stored_as = m.stored_as();
+            inbox.publish(&provider, &m.transfer_id, &stored_as, m.size, &m.sha256)?;
+            let receipt = signer
+                .sign(&m.transfer_id, &m.sha256, m.size, &stored_as, now_ms())
+                .map_err(InternalError::from)?;
+            state.complete(
+                &provider,
+                &receipt,
+                Kind::TransferAccepted,
+                &accepted_detail(&m, &receipt),
+            )?;
+            tracing::info!(
+                provider,
+                transfer_id = %m.transfer_id,
+                size = m.size,
+                stored_as,
+                "file received"
+            );
+            Ok(receipt)
+        })
+        .await
+    }
+
+    /// After an interrupted push: fsync and record what arrived, or remove
+    /// the partial file if nothing of it was ever recorded.
+    async fn save_progress(&self, session: &mut Session) -> Result<(), ExchangeError> {
+        let Some(mut file) = session.file.take() else {
+            return Ok(());
+        };
+        let (state, inbox) = (self.state.clone(), self.inbox.clone());
+        let (provider, m) = (session.provider.clone(), session.manifest.clone());
+        blocking(move || {
+            if file.is_empty() {
+                let recorded = state.get(&provider, &m.transfer_id)?.is_some();
+                drop(file);
+                if !recorded {
+                    inbox.discard(&provider, &m.transfer_id)?;
+                }
+                return Ok(());
+            }
+            let durable = file.sync()?;
+            state.record_committed(&provider, &m, durable, now_ms())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_repeat(&self, provider: &str, m: &Manifest, receipt: &Receipt) {
+        let detail = json!({
+            "transfer_id": m.transfer_id,
+            "stored_as": receipt.stored_as,
+            "size": receipt.size,
+            "sha256": crate::receipt::hex(&receipt.sha256),
+        });
+        self.audit(Kind::TransferRepeated, &state::actor(provider), detail)
+            .await;
+    }
+
+    /// Records a refused push: the peer, the gRPC code and what it was told.
+    pub(crate) async fn audit_refusal(
+        &self,
+        provider: &str,
+        addr: Option<&str>,
+        m: Option<&Manifest>,
+        e: &ExchangeError,
+    ) {
+        let mut detail = json!({
+            "code": format!("{:?}", e.code()),
+            "reason": e.public_message(),
+            "peer_addr": addr,
+        });
+        if let Some(m) = m {
+            detail["transfer_id"] = json!(m.transfer_id);
+            detail["report"] = json!(m.report);
+            detail["period"] = json!(m.period);
+            detail["size"] = json!(m.size);
+        }
+        tracing::info!(provider, code = ?e.code(), reason = %e.public_message(), "push refused");
+        self.audit(Kind::TransferRefused, &state::actor(provider), detail)
+            .await;
+    }
+
+    async fn audit(&self, kind: Kind, actor: &str, detail: serde_json::Value) {
+        let state = self.state.clone();
+        let actor = actor.to_string();
+        let written = blocking(move || Ok(state.audit(kind, &actor, &detail)?)).await;
+        if let Err(e) = written {
+            tracing::error!(%kind, error = %e, "cannot write to the audit log");
+        }
+    }
+}
+
+/// Looks the transfer up and opens its partial file at the durable offset.
+fn begin(
+    state: &State,
+    inbox: &Inbox,
+    provider: &str,
+    m: &Manifest,
+) -> Result<Begin, ExchangeError> {
+    let mut committed = 0;
+    match state.get(provider, &m.transfer_id)? {
+        Some(t) if t.receipt.is_some() => {
+            return if t.size == m.size && t.sha256 == m.sha256 {
+                Ok(Begin::Done(t.receipt.expect("checked above")))
+            } else {
+                Err(ExchangeError::Invalid(format!(
+                    "transfer {} is already complete with another size or SHA-256; a new file \
+                     needs a new transfer id",
+                    m.transfer_id
+                )))
+            };
+        }
+        Some(t) if !t.same_as(m) => {
+            return Err(ExchangeError::Invalid(format!(
+                "transfer {} is in progress with another manifest (report, period, \
+                 classification, size or SHA-256 differ); a new file needs a new transfer id",
+                m.transfer_id
+            )));
+        }
+        Some(t) => committed = t.committed,
+        None => {}
+    }
+    let file = match inbox.open_partial(provider, &m.transfer_id, committed)? {
+        Some(file) => file,
+        None => {
+            tracing::warn!(
+                provider,
+                transfer_id = %m.transfer_id,
+                committed,
+                "the partial file is shorter than its committed size (changed outside \
+                 mishare); the transfer starts again from 0"
+            );
+            state.forget(provider, &m.transfer_id)?;
+            inbox.discard(provider, &m.transfer_id)?;
+            committed = 0;
+            inbox
+                .open_partial(provider, &m.transfer_id, 0)?
+                .ok_or_else(|| InternalError::Inconsistent("an empty file is short".into()))?
+        }
+    };
+    if m.offset != committed {
+        if committed == 0 {
+            drop(file);
+            inbox.discard(provider, &m.transfer_id)?;
+        }
+        return Err(ExchangeError::WrongOffset(format!(
+            "the manifest starts at offset {}, but the endpoint has committed {committed} bytes \
+             of transfer {}; start at offset {committed}",
+            m.offset, m.transfer_id
+        )));
+    }
+    Ok(Begin::Write(file))
+}
+
+fn accepted_detail(m: &Manifest, receipt: &Receipt) -> serde_json::Value {
+    json!({
+        "transfer_id": m.transfer_id,
+        "report": m.report,
+        "period": m.period,
+        "classification": m.classification,
+        "size": m.size,
+        "sha256": crate::receipt::hex(&m.sha256),
+        "stored_as": receipt.stored_as,
+        "received_unix_ms": receipt.received_unix_ms,
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+type ClaimMap = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// Which transfers a stream (or the idle sweep) is working on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Claims(Arc<Mutex<ClaimMap>>);
+
+/// Held while working on one transfer.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    guard: Option<OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    key: (String, String),
+    claims: Claims,
+}
+
+impl Claims {
+    fn map(&self) -> std::sync::MutexGuard<'_, ClaimMap> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn entry(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+        self.map().entry(key.clone()).or_default().clone()
+    }
+
+    /// Claims the transfer, waiting up to `wait` for another holder.
+    pub(crate) async fn claim(&self, provider: &str, id: &str, wait: Duration) -> Option<Claim> {
+        let key = (provider.to_string(), id.to_string());
+        let lock = self.entry(&key);
+        let guard = tokio::time::timeout(wait, lock.clone().lock_owned())
+            .await
+            .ok();
+        self.finish(key, lock, guard)
+    }
+
+    /// Claims the transfer only if nobody holds it.
+    pub(crate) fn try_claim(&self, provider: &str, id: &str) -> Option<Claim> {
+        let key = (provider.to_string(), id.to_string());
+        let lock = self.entry(&key);
+        let guard = lock.clone().try_lock_owned().ok();
+        self.finish(key, lock, guard)
+    }
+
+    fn finish(
+        &self,
+        key: (String, String),
+        lock: Arc<tokio::sync::Mutex<()>>,
+        guard: Option<OwnedMutexGuard<()>>,
+    ) -> Option<Claim> {
+        let claim = Claim {
+            guard,
+            lock,
+            key,
+            claims: self.clone(),
+        };
+        // Without the guard, dropping the claim tidies the map.
+        claim.guard.is_some().then_some(claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.claims.map();
+        // The map's reference and this one: nobody else holds or awaits it
+        // (clones are only taken with the map locked).
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}

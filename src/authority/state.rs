@@ -1,0 +1,363 @@
+//! The endpoint's state: one SQLite database, `data_dir/authority.db`,
+//! opened like the provider's (owner-only, WAL, `synchronous = FULL`,
+//! numbered migrations): transfers in progress and complete, their receipts,
+//! and the endpoint's own hash-chained audit log ([`crate::audit`]).
+//!
+//! Every key includes the provider identity, so one provider never sees or
+//! touches another's transfer of the same id. `committed` is only ever set
+//! to a length already fsynced to the partial file.
+//!
+//! The API is synchronous; the service calls it through `spawn_blocking`.
+//! One connection, behind a mutex: each call is a few small statements.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::audit::{self, Kind, Verification};
+use crate::store::{StoreError, open_database};
+use crate::wire::v1::Receipt;
+
+use super::manifest::Manifest;
+
+/// The database file under `data_dir`.
+pub const DATABASE_FILE: &str = "authority.db";
+
+const MIGRATIONS: &[&str] = &[
+    // 1: transfers (with their receipts) and the audit log.
+    r#"
+CREATE TABLE transfers (
+    provider        TEXT NOT NULL,           -- the DNS name its certificate proved
+    transfer_id     TEXT NOT NULL,
+    report          TEXT NOT NULL,
+    period          TEXT NOT NULL,
+    classification  TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          BLOB NOT NULL,
+    committed       INTEGER NOT NULL,        -- bytes fsynced to the partial file
+    started_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL,        -- last progress, for the idle sweep
+    stored_as       TEXT,                    -- set when complete, with the receipt
+    received_ms     INTEGER,
+    signature       BLOB,
+    PRIMARY KEY (provider, transfer_id),
+    CHECK (committed >= 0 AND committed <= size),
+    CHECK ((stored_as IS NULL) = (signature IS NULL)),
+    CHECK ((stored_as IS NULL) = (received_ms IS NULL))
+);
+CREATE INDEX transfers_idle ON transfers(updated_ms) WHERE stored_as IS NULL;
+
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    time      TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    la        TEXT,
+    detail    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE TABLE audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
+];
+
+/// A transfer as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub provider: String,
+    pub transfer_id: String,
+    pub report: String,
+    pub period: String,
+    pub classification: String,
+    pub size: u64,
+    pub sha256: Vec<u8>,
+    /// Bytes durable in the partial file (the size, once complete).
+    pub committed: u64,
+    pub updated_ms: i64,
+    /// Set once the file is in the inbox.
+    pub receipt: Option<Receipt>,
+}
+
+impl Transfer {
+    /// Whether `m` describes the same transfer (a resumed push must).
+    pub fn same_as(&self, m: &Manifest) -> bool {
+        self.report == m.report
+            && self.period == m.period
+            && self.classification == m.classification
+            && self.size == m.size
+            && self.sha256 == m.sha256
+    }
+
+    /// The inbox file name.
+    pub fn stored_as(&self) -> String {
+        format!("{}_{}_{}.age", self.period, self.report, self.transfer_id)
+    }
+}
+
+/// The endpoint's database.
+#[derive(Debug)]
+pub struct State {
+    conn: Mutex<Connection>,
+    /// This LA's code, recorded with every audit entry.
+    code: String,
+}
+
+impl State {
+    /// Opens (creating if needed) `data_dir/authority.db`.
+    pub fn open(data_dir: &Path, code: &str) -> Result<Self, StoreError> {
+        let conn = open_database(data_dir, DATABASE_FILE, MIGRATIONS)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            code: code.to_string(),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (its
+        // transaction rolls back), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The transfer `transfer_id` of `provider`, if any.
+    pub fn get(&self, provider: &str, transfer_id: &str) -> Result<Option<Transfer>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!("{SELECT} WHERE provider = ?1 AND transfer_id = ?2"),
+                params![provider, transfer_id],
+                read_transfer,
+            )
+            .optional()?)
+    }
+
+    /// Every transfer not complete.
+    pub fn incomplete(&self) -> Result<Vec<Transfer>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{SELECT} WHERE stored_as IS NULL"))?;
+        let rows = stmt.query_map([], read_transfer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Incomplete transfers with no progress since `cutoff_ms`.
+    pub fn idle_before(&self, cutoff_ms: i64) -> Result<Vec<Transfer>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE stored_as IS NULL AND updated_ms < ?1"
+        ))?;
+        let rows = stmt.query_map([cutoff_ms], read_transfer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that `committed` bytes of the transfer are durable (fsynced).
+    pub fn record_committed(
+        &self,
+        provider: &str,
+        m: &Manifest,
+        committed: u64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO transfers (provider, transfer_id, report, period, classification,
+                 size, sha256, committed, started_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT (provider, transfer_id) DO UPDATE
+                 SET committed = excluded.committed, updated_ms = excluded.updated_ms
+                 WHERE stored_as IS NULL",
+            params![
+                provider,
+                m.transfer_id,
+                m.report,
+                m.period,
+                m.classification,
+                m.size as i64,
+                m.sha256.as_slice(),
+                committed as i64,
+                now_ms,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets an incomplete transfer (its partial file is gone or going).
+    pub fn forget(&self, provider: &str, transfer_id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM transfers WHERE provider = ?1 AND transfer_id = ?2
+                 AND stored_as IS NULL",
+            params![provider, transfer_id],
+        )?;
+        Ok(())
+    }
+
+    /// Marks the transfer complete with its receipt and audits it, in one
+    /// transaction: a receipt exists only with its audit entry.
+    pub fn complete(
+        &self,
+        provider: &str,
+        receipt: &Receipt,
+        kind: Kind,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE transfers SET committed = size, stored_as = ?3, received_ms = ?4,
+                 signature = ?5, updated_ms = ?4
+             WHERE provider = ?1 AND transfer_id = ?2 AND stored_as IS NULL
+                 AND size = ?6 AND sha256 = ?7",
+            params![
+                provider,
+                receipt.transfer_id,
+                receipt.stored_as,
+                receipt.received_unix_ms,
+                receipt.signature,
+                receipt.size as i64,
+                receipt.sha256,
+            ],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::Corrupt {
+                what: "transfer",
+                value: format!(
+                    "{provider}/{}: no incomplete row to complete",
+                    receipt.transfer_id
+                ),
+            });
+        }
+        audit::append(
+            &tx,
+            Utc::now(),
+            kind,
+            &actor(provider),
+            Some(&self.code),
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes an incomplete transfer idle since before `cutoff_ms` and
+    /// audits it; `false` if it made progress meanwhile or is gone.
+    pub fn remove_idle(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+        cutoff_ms: i64,
+        detail: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = tx.execute(
+            "DELETE FROM transfers WHERE provider = ?1 AND transfer_id = ?2
+                 AND stored_as IS NULL AND updated_ms < ?3",
+            params![provider, transfer_id, cutoff_ms],
+        )?;
+        if removed == 1 {
+            audit::append(
+                &tx,
+                Utc::now(),
+                Kind::PartialRemoved,
+                "endpoint",
+                Some(&self.code),
+                detail,
+            )?;
+        }
+        tx.commit()?;
+        Ok(removed == 1)
+    }
+
+    /// Appends one audit entry on its own.
+    pub fn audit(
+        &self,
+        kind: Kind,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        audit::append(&tx, Utc::now(), kind, actor, Some(&self.code), detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Checks the audit chain.
+    pub fn verify_audit(&self) -> Result<Verification, StoreError> {
+        audit::verify_connection(&self.conn())
+    }
+
+    /// Every audit entry, in order.
+    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, time, kind, actor, la, detail, prev_hash, hash FROM audit_log
+             ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(audit::Entry {
+                seq: r.get(0)?,
+                time: r.get(1)?,
+                kind: r.get(2)?,
+                actor: r.get(3)?,
+                la: r.get(4)?,
+                detail: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// How a provider appears as an audit actor.
+pub fn actor(provider: &str) -> String {
+    format!("provider:{provider}")
+}
+
+const SELECT: &str = "SELECT provider, transfer_id, report, period, classification, size, sha256,
+    committed, updated_ms, stored_as, received_ms, signature FROM transfers";
+
+fn read_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<Transfer> {
+    let transfer_id: String = r.get(1)?;
+    let size = r.get::<_, i64>(5)? as u64;
+    let sha256: Vec<u8> = r.get(6)?;
+    let stored_as: Option<String> = r.get(9)?;
+    let received_ms: Option<i64> = r.get(10)?;
+    let signature: Option<Vec<u8>> = r.get(11)?;
+    let receipt = match (stored_as, received_ms, signature) {
+        (Some(stored_as), Some(received_unix_ms), Some(signature)) => Some(Receipt {
+            transfer_id: transfer_id.clone(),
+            sha256: sha256.clone(),
+            size,
+            stored_as,
+            received_unix_ms,
+            signature,
+        }),
+        _ => None,
+    };
+    Ok(Transfer {
+        provider: r.get(0)?,
+        transfer_id,
+        report: r.get(2)?,
+        period: r.get(3)?,
+        classification: r.get(4)?,
+        size,
+        sha256,
+        committed: r.get::<_, i64>(7)? as u64,
+        updated_ms: r.get(8)?,
+        receipt,
+    })
+}

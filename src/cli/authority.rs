@@ -1,0 +1,195 @@
+//! `mishare authority run|audit verify` (the LA's endpoint) and
+//! `mishare receipt verify` (anyone holding a receipt and the endpoint's
+//! certificate).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use mishare::audit::Verification;
+use mishare::authority;
+use mishare::authority::state::{DATABASE_FILE, State};
+use mishare::config::AuthorityEndpointConfig;
+use mishare::receipt;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::{Global, Outcome, status};
+
+/// The file `authority` commands read when `--config` is not given.
+const DEFAULT_CONFIG: &str = "authority.toml";
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AuthorityCommand {
+    /// Run the LA's endpoint: receive files from the providers in
+    /// authority.toml (--config; ./authority.toml when not given) until
+    /// SIGTERM or SIGINT.
+    Run,
+    /// The endpoint's audit log.
+    #[command(subcommand)]
+    Audit(AuthorityAuditCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AuthorityAuditCommand {
+    /// Check the endpoint's audit chain; names the first entry that breaks it.
+    Verify,
+    /// Print the endpoint's audit log, one JSON object per line.
+    Export,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ReceiptCommand {
+    /// Check a receipt's signature offline against the endpoint's
+    /// certificate. Exit status 0 if valid, 1 (with the reason) if not.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct VerifyArgs {
+    /// The receipt, as JSON.
+    #[arg(value_name = "RECEIPT.json")]
+    receipt: PathBuf,
+
+    /// The endpoint's certificate (PEM; the first certificate is used).
+    #[arg(long, value_name = "ENDPOINT.pem")]
+    cert: PathBuf,
+}
+
+/// `--config` is shared with the provider's commands, whose default is
+/// `provider.toml`; left at that default, `authority` commands read
+/// `./authority.toml` instead.
+fn config_path(global: &Global) -> PathBuf {
+    if global.config == Path::new("provider.toml") {
+        PathBuf::from(DEFAULT_CONFIG)
+    } else {
+        global.config.clone()
+    }
+}
+
+fn load(global: &Global) -> Result<AuthorityEndpointConfig, u8> {
+    AuthorityEndpointConfig::load(&config_path(global)).map_err(|e| {
+        eprintln!("error: {e}");
+        status::CONFIG
+    })
+}
+
+pub(crate) fn run(command: &AuthorityCommand, global: &Global) -> Outcome {
+    let config = match load(global) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match command {
+        AuthorityCommand::Run => serve(config),
+        AuthorityCommand::Audit(AuthorityAuditCommand::Verify) => audit_verify(&config),
+        AuthorityCommand::Audit(AuthorityAuditCommand::Export) => audit_export(&config),
+    }
+}
+
+fn serve(config: AuthorityEndpointConfig) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listen = config.listen;
+        let shutdown = signals()?;
+        eprintln!("mishare authority endpoint for {} on {listen}", config.code);
+        authority::run(config, shutdown).await?;
+        Ok(0)
+    })
+}
+
+/// SIGTERM or SIGINT, as one future.
+fn signals() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+        eprintln!("{name}: shutting down");
+    })
+}
+
+fn open_state(config: &AuthorityEndpointConfig) -> anyhow::Result<State> {
+    let db = config.data_dir.join(DATABASE_FILE);
+    if !db.exists() {
+        anyhow::bail!(
+            "there is no endpoint state at {}; has `mishare authority run` been started with \
+             this configuration?",
+            db.display()
+        );
+    }
+    Ok(State::open(&config.data_dir, &config.code)?)
+}
+
+fn audit_verify(config: &AuthorityEndpointConfig) -> Outcome {
+    let state = open_state(config)?;
+    match state.verify_audit()? {
+        Verification::Intact { entries, head } => {
+            println!("audit chain intact: {entries} entries");
+            println!("last entry hash: {head}");
+            Ok(0)
+        }
+        Verification::Broken(broken) => {
+            eprintln!("error: {broken}");
+            Ok(status::FAILURE)
+        }
+    }
+}
+
+fn audit_export(config: &AuthorityEndpointConfig) -> Outcome {
+    let state = open_state(config)?;
+    let mut out = String::new();
+    for entry in state.audit_entries()? {
+        out.push_str(&entry.to_json().to_string());
+        out.push('\n');
+    }
+    super::write_stdout(out.as_bytes())
+}
+
+pub(crate) fn receipt(command: &ReceiptCommand) -> Outcome {
+    let ReceiptCommand::Verify(args) = command;
+    let text = std::fs::read_to_string(&args.receipt)
+        .with_context(|| format!("cannot read the receipt {}", args.receipt.display()))?;
+    let cert = CertificateDer::from_pem_file(&args.cert).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read a PEM certificate from {}: {e:?}",
+            args.cert.display()
+        )
+    })?;
+    let checked = receipt::from_json(&text).and_then(|r| receipt::verify(&r, &cert).map(|()| r));
+    match checked {
+        Ok(r) => {
+            let signer = mishare::tls::dns_names(&cert)
+                .map(|names| names.join(", "))
+                .unwrap_or_default();
+            let received = chrono::DateTime::from_timestamp_millis(r.received_unix_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| r.received_unix_ms.to_string());
+            println!(
+                "receipt valid: transfer {} stored as {}, {} bytes, sha256 {}, received {}, \
+                 signed by {} ({})",
+                r.transfer_id,
+                r.stored_as,
+                r.size,
+                receipt::hex(&r.sha256),
+                received,
+                if signer.is_empty() {
+                    "the certificate's key"
+                } else {
+                    &signer
+                },
+                receipt::scheme_name(&r).unwrap_or_default(),
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("receipt invalid: {e}");
+            Ok(status::FAILURE)
+        }
+    }
+}
