@@ -37,6 +37,8 @@
 //!   files in its inbox, answers with signed receipts.
 //! - [`receipt`]: receipts signed with the endpoint's TLS key, and their
 //!   offline verification.
+//! - [`report`]: a report run: the source read once, one sanitised CSV per
+//!   recipient LA, in memory, for the last complete period.
 
 pub mod audit;
 pub mod authority;
@@ -45,6 +47,7 @@ pub mod config;
 pub mod gate;
 pub mod receipt;
 pub mod reference;
+pub mod report;
 pub mod sanitiser;
 pub mod seal;
 pub mod store;
