@@ -39,6 +39,8 @@
 //!   offline verification.
 //! - [`report`]: a report run: the source read once, one sanitised CSV per
 //!   recipient LA, in memory, for the last complete period.
+//! - [`outbox`]: report runs and deliveries; ciphertext sealed and spooled
+//!   with its SHA-256 before the first byte goes out; receipts.
 
 pub mod audit;
 pub mod authority;
@@ -46,6 +48,7 @@ pub mod certs;
 pub mod config;
 pub mod gate;
 pub mod receipt;
+pub mod outbox;
 pub mod reference;
 pub mod report;
 pub mod sanitiser;
