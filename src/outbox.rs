@@ -48,7 +48,7 @@ pub enum OutboxError {
     Seal {
         la: String,
         #[source]
-        source: SealError,
+        source: Box<SealError>,
     },
     /// The spool could not be written or read.
     #[error("spool {path}: {source}")]
@@ -269,15 +269,12 @@ pub fn spool(
             .open(&path)
             .map_err(io)?;
         let mut out = BufWriter::new(file);
-        let sealed = seal::seal(plaintext, recipients, &mut out).map_err(|source| {
-            OutboxError::Seal {
+        let sealed =
+            seal::seal(plaintext, recipients, &mut out).map_err(|source| OutboxError::Seal {
                 la: to.la.to_string(),
-                source,
-            }
-        })?;
-        let file = out
-            .into_inner()
-            .map_err(|e| io(e.into_error()))?;
+                source: Box::new(source),
+            })?;
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         sync_dir(&dir)?;
         Ok(sealed)
@@ -576,7 +573,10 @@ pub fn mark_failed(
     )
 }
 
-#[allow(clippy::too_many_arguments, reason = "one private helper for two callers")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private helper for two callers"
+)]
 fn finish_unsent(
     store: &mut Store,
     id: i64,
@@ -612,13 +612,16 @@ fn finish_unsent(
 
 /// Opens a delivery's spooled ciphertext for reading.
 pub fn open_spooled(delivery: &Delivery) -> Result<File, OutboxError> {
-    let path = delivery.spool_path.as_ref().ok_or_else(|| OutboxError::Io {
-        path: PathBuf::from(format!("{SPOOL_DIR}/{}.age", delivery.transfer_id)),
-        source: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "the ciphertext is no longer spooled",
-        ),
-    })?;
+    let path = delivery
+        .spool_path
+        .as_ref()
+        .ok_or_else(|| OutboxError::Io {
+            path: PathBuf::from(format!("{SPOOL_DIR}/{}.age", delivery.transfer_id)),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the ciphertext is no longer spooled",
+            ),
+        })?;
     File::open(path).map_err(|source| OutboxError::Io {
         path: path.clone(),
         source,
@@ -662,7 +665,14 @@ mod tests {
         for good in ["abcdEF12", "a-b-c-d-e", &"a".repeat(64)] {
             assert!(is_transfer_id(good), "{good}");
         }
-        for bad in ["short", "", "abc/defgh", "abc.defgh", "../../etc", &"a".repeat(65)] {
+        for bad in [
+            "short",
+            "",
+            "abc/defgh",
+            "abc.defgh",
+            "../../etc",
+            &"a".repeat(65),
+        ] {
             assert!(!is_transfer_id(bad), "{bad}");
         }
     }

@@ -138,7 +138,9 @@ impl LaResult {
                 "{} delivered {stored_as} sha256 {sha256} receipt verified",
                 self.la
             ),
-            LaOutcome::Refused { reason, detail } => format!("{} refused {reason}: {detail}", self.la),
+            LaOutcome::Refused { reason, detail } => {
+                format!("{} refused {reason}: {detail}", self.la)
+            }
             LaOutcome::Failed { error } => format!("{} failed: {error}", self.la),
         }
     }
@@ -150,7 +152,11 @@ pub enum Progress {
     /// The run will push to this many LAs.
     Pushing { total: usize },
     /// One LA is done.
-    Finished { la: String, done: usize, total: usize },
+    Finished {
+        la: String,
+        done: usize,
+        total: usize,
+    },
 }
 
 /// How `send-now` behaves.
@@ -203,14 +209,21 @@ pub async fn send_now(
 
     // The gate at planning: a refused LA is never read for, sealed or sent.
     let (plan_config, plan_store, plan_las) = (config.clone(), store.clone(), las.clone());
-    let (report_name, actor, at) = (report_config.name.clone(), options.actor.clone(), options.at);
+    let (report_name, actor, at) = (
+        report_config.name.clone(),
+        options.actor.clone(),
+        options.at,
+    );
     let planned = tokio::task::spawn_blocking(move || {
-        let mut store = plan_store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut store = plan_store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut gate = Gate::new(&plan_config, &mut store, actor);
         plan_las
             .into_iter()
             .map(|la| {
-                let answer = gate.authorise(&la, &report_name, Utc::now(), Stage::Plan, |_permit| {});
+                let answer =
+                    gate.authorise(&la, &report_name, Utc::now(), Stage::Plan, |_permit| {});
                 (la, answer)
             })
             .collect::<Vec<_>>()
@@ -242,7 +255,9 @@ pub async fn send_now(
         .map_err(|e| SendError::Task(e.to_string()))??;
 
         let run_id = {
-            let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut store = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             outbox::start_run(
                 &mut store,
                 &run.report,
@@ -289,12 +304,14 @@ pub async fn send_now(
                 let _slot = limit.acquire_owned().await;
                 let spool_la = la.clone();
                 let spooled = tokio::task::spawn_blocking(move || {
-                    let authority = config.authority(&spool_la).ok_or_else(|| {
-                        format!("{spool_la} has no [[authority]] section")
-                    })?;
+                    let authority = config
+                        .authority(&spool_la)
+                        .ok_or_else(|| format!("{spool_la} has no [[authority]] section"))?;
                     let recipients =
                         Recipients::parse(&authority.recipients).map_err(|e| e.to_string())?;
-                    let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut store = store
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     outbox::spool(
                         &mut store,
                         Addressed {

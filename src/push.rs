@@ -406,11 +406,16 @@ async fn attempt_once(
     delivery: &Delivery,
     authority: &crate::config::AuthorityConfig,
 ) -> Attempt {
-    let (channel, server_cert) =
-        match connect(&authority.endpoint, &authority.server_name, courier.tls.clone()).await {
-            Ok(c) => c,
-            Err(e) => return Attempt::Retry(e.to_string()),
-        };
+    let (channel, server_cert) = match connect(
+        &authority.endpoint,
+        &authority.server_name,
+        courier.tls.clone(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return Attempt::Retry(e.to_string()),
+    };
     let mut client = ExchangeClient::new(channel);
 
     let status = match client
@@ -528,7 +533,8 @@ async fn feed(
 ) -> Result<(), Attempt> {
     let file = outbox::open_spooled(delivery).map_err(|e| failed(e.to_string(), false))?;
     let mut file = tokio::fs::File::from_std(file);
-    let local = |e: std::io::Error| failed(format!("cannot read the spooled ciphertext: {e}"), false);
+    let local =
+        |e: std::io::Error| failed(format!("cannot read the spooled ciphertext: {e}"), false);
     file.seek(SeekFrom::Start(offset)).await.map_err(local)?;
     let mut at = offset;
     let mut buf = vec![0u8; courier.options.chunk_bytes];
@@ -611,8 +617,14 @@ async fn finish(
             sha256: hex(&receipt.sha256),
             verification,
         }),
-        Ok(Err(e)) => failed(format!("delivered, but the receipt could not be stored: {e}"), false),
-        Err(e) => failed(format!("delivered, but the receipt could not be stored: {e}"), false),
+        Ok(Err(e)) => failed(
+            format!("delivered, but the receipt could not be stored: {e}"),
+            false,
+        ),
+        Err(e) => failed(
+            format!("delivered, but the receipt could not be stored: {e}"),
+            false,
+        ),
     }
 }
 

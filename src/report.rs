@@ -86,7 +86,9 @@ pub fn last_complete_period(grain: PeriodGrain, at: DateTime<Utc>) -> Period {
     let current_start_month = (today.month0() / months) * months + 1;
     let current_start = NaiveDate::from_ymd_opt(today.year(), current_start_month, 1)
         .expect("the first of a month exists");
-    let last_day = current_start.pred_opt().expect("dates before year 1 are not used");
+    let last_day = current_start
+        .pred_opt()
+        .expect("dates before year 1 are not used");
     let first_month = (last_day.month0() / months) * months + 1;
     let first_day = NaiveDate::from_ymd_opt(last_day.year(), first_month, 1)
         .expect("the first of a month exists");
@@ -220,10 +222,9 @@ pub fn run_report(
             let source = path.display().to_string();
             let file = File::open(path).map_err(|e| read_error(path, e))?;
             if report.split_by_recipient {
-                let tables = sanitiser::read_records_split(
-                    file, &source, &spec, &groups, "la_code", las,
-                )
-                .map_err(|e| source_blocked(e, path))?;
+                let tables =
+                    sanitiser::read_records_split(file, &source, &spec, &groups, "la_code", las)
+                        .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .zip(&tables)
                     .map(|(la, table)| finish(la, &spec_for(la, &spec), table))
@@ -290,17 +291,62 @@ mod tests {
     #[test]
     fn last_complete_period_in_london() {
         let cases = [
-            ("2012-10-15T12:00:00Z", PeriodGrain::Month, "2012-09", "2012-09-30"),
-            ("2013-01-01T00:30:00Z", PeriodGrain::Month, "2012-12", "2012-12-31"),
+            (
+                "2012-10-15T12:00:00Z",
+                PeriodGrain::Month,
+                "2012-09",
+                "2012-09-30",
+            ),
+            (
+                "2013-01-01T00:30:00Z",
+                PeriodGrain::Month,
+                "2012-12",
+                "2012-12-31",
+            ),
             // 23:30 UTC on 31 October is still October in London (GMT).
-            ("2012-10-31T23:30:00Z", PeriodGrain::Month, "2012-09", "2012-09-30"),
+            (
+                "2012-10-31T23:30:00Z",
+                PeriodGrain::Month,
+                "2012-09",
+                "2012-09-30",
+            ),
             // 23:30 UTC on 30 September is 00:30 BST on 1 October.
-            ("2012-09-30T23:30:00Z", PeriodGrain::Month, "2012-09", "2012-09-30"),
-            ("2012-09-30T22:30:00Z", PeriodGrain::Month, "2012-08", "2012-08-31"),
-            ("2012-03-01T12:00:00Z", PeriodGrain::Month, "2012-02", "2012-02-29"),
-            ("2012-10-15T12:00:00Z", PeriodGrain::Quarter, "2012-Q3", "2012-09-30"),
-            ("2012-09-30T12:00:00Z", PeriodGrain::Quarter, "2012-Q2", "2012-06-30"),
-            ("2013-02-01T12:00:00Z", PeriodGrain::Quarter, "2012-Q4", "2012-12-31"),
+            (
+                "2012-09-30T23:30:00Z",
+                PeriodGrain::Month,
+                "2012-09",
+                "2012-09-30",
+            ),
+            (
+                "2012-09-30T22:30:00Z",
+                PeriodGrain::Month,
+                "2012-08",
+                "2012-08-31",
+            ),
+            (
+                "2012-03-01T12:00:00Z",
+                PeriodGrain::Month,
+                "2012-02",
+                "2012-02-29",
+            ),
+            (
+                "2012-10-15T12:00:00Z",
+                PeriodGrain::Quarter,
+                "2012-Q3",
+                "2012-09-30",
+            ),
+            (
+                "2012-09-30T12:00:00Z",
+                PeriodGrain::Quarter,
+                "2012-Q2",
+                "2012-06-30",
+            ),
+            (
+                "2013-02-01T12:00:00Z",
+                PeriodGrain::Quarter,
+                "2012-Q4",
+                "2012-12-31",
+            ),
         ];
         for (when, grain, name, last) in cases {
             let p = last_complete_period(grain, at(when));
