@@ -55,7 +55,8 @@ pub enum Kind {
     TransferRecovered,
     /// An authority endpoint removed a partial transfer left idle too long.
     PartialRemoved,
-    /// An authority endpoint refused a TLS handshake.
+    /// An authority endpoint, or a provider's `Directive` service, refused a
+    /// TLS handshake.
     HandshakeRefused,
     /// An LA's file was sealed and its ciphertext spooled for delivery.
     DeliverySpooled,

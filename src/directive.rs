@@ -5,7 +5,7 @@
 //! `[directive] ca` and naming one of `regulators` (checked during the
 //! handshake, so anyone else never gets as far as a request). The DWP
 //! identity comes from the certificate and is the actor of every audit
-//! entry. `Suspend` and `Lift` are the only way a DWP suspension is made or
+//! entry; a refused handshake is audited too. `Suspend` and `Lift` are the only way a DWP suspension is made or
 //! lifted; a provider suspension cannot be lifted here.
 //!
 //! Every request field is validated before it reaches the store. Errors
@@ -13,12 +13,14 @@
 //! causes are logged, never sent.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{self, Kind};
@@ -337,6 +339,42 @@ impl Directive for DirectiveService {
     }
 }
 
+/// How many refused handshakes may wait to be audited.
+const REFUSAL_QUEUE: usize = 256;
+
+/// Records each refused handshake in the audit log; ends when the listener
+/// is gone.
+async fn audit_refusals(data_dir: PathBuf, mut queue: mpsc::Receiver<(SocketAddr, String)>) {
+    while let Some((addr, why)) = queue.recv().await {
+        let data_dir = data_dir.clone();
+        let written = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut store = Store::open(&data_dir)?;
+            let tx = store.write()?;
+            let detail = json!({
+                "service": "Directive",
+                "peer_addr": addr.to_string(),
+                "reason": why,
+            });
+            audit::append(
+                &tx,
+                Utc::now(),
+                Kind::HandshakeRefused,
+                "unauthenticated",
+                None,
+                &detail,
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot audit a refused handshake"),
+            Err(e) => tracing::error!(error = %e, "cannot audit a refused handshake"),
+        }
+    }
+}
+
 /// Why the `Directive` service could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -363,9 +401,14 @@ pub async fn serve(
     let allow = AllowList::new(directive.regulators.iter().cloned());
     let server = tls::server_config(&identity, &anchors, allow.clone())?;
     let local = listener.local_addr().ok();
-    let incoming = tls::incoming(listener, server, allow, |addr, why| {
+    // Refused handshakes are audited by one task; a flood beyond the queue
+    // is logged only, so it cannot hold up the listener.
+    let (refusals, queue) = mpsc::channel::<(SocketAddr, String)>(REFUSAL_QUEUE);
+    let incoming = tls::incoming(listener, server, allow, move |addr, why| {
         tracing::warn!(peer = %addr, reason = %why, "refused a Directive connection");
+        let _ = refusals.try_send((addr, why));
     });
+    tokio::spawn(audit_refusals(config.data_dir.clone(), queue));
     tracing::info!(listen = ?local, regulators = ?directive.regulators, "serving Directive to DWP");
     tonic::transport::Server::builder()
         .add_service(DirectiveServer::new(DirectiveService::new(
