@@ -3,9 +3,10 @@
 //! validated into a finished [`ProviderConfig`] before anything runs.
 //!
 //! Relative paths are resolved against the directory holding the config file,
-//! so a daemon started from anywhere reads the same files. The reference data
-//! is loaded here; the TLS and directive files are only located (the network
-//! layer loads them).
+//! so a daemon started from anywhere reads the same files. For `provider.toml`
+//! the reference data is loaded here and the TLS and directive files are only
+//! located (the network layer loads them); for `authority.toml` the TLS
+//! identity and trust anchors are loaded and the key checked here.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;

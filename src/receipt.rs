@@ -43,9 +43,9 @@ use crate::wire::v1::Receipt;
 /// The domain-separation prefix of the signed byte string.
 pub const DOMAIN: &[u8] = b"mishare-receipt-v1\0";
 
-/// The schemes a receipt may be signed with, most preferred first. Legacy
-/// schemes (SHA-1, RSA PKCS#1 v1.5 where PSS will do) are not offered, and
-/// not accepted.
+/// The schemes a receipt may be signed with (the key picks the one it
+/// supports; rustls prefers RSA-PSS SHA-512 for RSA keys). Legacy schemes
+/// (SHA-1, RSA PKCS#1 v1.5) are not offered, and not accepted.
 const SCHEMES: &[SignatureScheme] = &[
     SignatureScheme::ED25519,
     SignatureScheme::ECDSA_NISTP256_SHA256,

@@ -92,9 +92,21 @@ fn serve(config: AuthorityEndpointConfig) -> Outcome {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listen = config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {listen} (`listen` in {})",
+                    config.path.display()
+                )
+            })?;
+        let local = listener.local_addr().unwrap_or(listen);
         let shutdown = signals()?;
-        eprintln!("mishare authority endpoint for {} on {listen}", config.code);
-        authority::run(config, shutdown).await?;
+        eprintln!(
+            "mishare authority endpoint for {} listening on {local}",
+            config.code
+        );
+        authority::serve(config, listener, shutdown).await?;
         Ok(0)
     })
 }
