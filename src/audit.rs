@@ -55,8 +55,21 @@ pub enum Kind {
     TransferRecovered,
     /// An authority endpoint removed a partial transfer left idle too long.
     PartialRemoved,
-    /// An authority endpoint refused a TLS handshake.
+    /// An authority endpoint, or a provider's `Directive` service, refused a
+    /// TLS handshake.
     HandshakeRefused,
+    /// An LA's file was sealed and its ciphertext spooled for delivery.
+    DeliverySpooled,
+    /// An LA's endpoint stored a file and its receipt was kept.
+    DeliveryDelivered,
+    /// A delivery was stopped by the gate: refused at a check, or cut off in
+    /// flight by a suspension. Nothing was committed.
+    DeliveryRefused,
+    /// A delivery could not be completed (the endpoint refused it, or it
+    /// stayed unreachable).
+    DeliveryFailed,
+    /// A call to the `Directive` service, by a DWP identity.
+    DirectiveCall,
 }
 
 impl Kind {
@@ -76,6 +89,11 @@ impl Kind {
             Kind::TransferRecovered => "transfer_recovered",
             Kind::PartialRemoved => "partial_removed",
             Kind::HandshakeRefused => "handshake_refused",
+            Kind::DeliverySpooled => "delivery_spooled",
+            Kind::DeliveryDelivered => "delivery_delivered",
+            Kind::DeliveryRefused => "delivery_refused",
+            Kind::DeliveryFailed => "delivery_failed",
+            Kind::DirectiveCall => "directive_call",
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | file | what |
 //! |---|---|
 //! | `ca.pem` | the CA certificate: the trust anchor on both sides |
-//! | `provider.pem`, `provider.key` | the provider's client certificate (DNS name `provider.test` by default) |
+//! | `provider.pem`, `provider.key` | the provider's certificate (DNS name `provider.test` by default), for client and server authentication: it pushes to LA endpoints and serves `Directive` |
 //! | `la-<code>.pem`, `la-<code>.key` | each LA endpoint's server certificate, DNS name `la-<code>.test` |
 //! | `dwp.pem`, `dwp.key` | a DWP client certificate (`dwp.test`), for the `Directive` service |
 //! | `README.txt` | this warning |
@@ -45,8 +45,11 @@ pub enum CertsError {
 pub enum Usage {
     /// A TLS client (a provider, DWP).
     Client,
-    /// A TLS server (an LA endpoint, a provider's `Directive` service).
+    /// A TLS server (an LA endpoint).
     Server,
+    /// Both: a provider, which is a client of LA endpoints and serves DWP's
+    /// `Directive` service with the same certificate.
+    ClientAndServer,
 }
 
 /// When a certificate is valid.
@@ -141,10 +144,14 @@ impl DevCa {
         let mut params = CertificateParams::new(vec![dns_name.to_string()])?;
         params.distinguished_name = name_of(dns_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match usage {
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        }];
+        params.extended_key_usages = match usage {
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::ClientAndServer => vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
+        };
         set_validity(&mut params, validity);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
@@ -229,7 +236,7 @@ pub fn write_dev_pki(
     };
     let provider_pair = write_pair(
         "provider",
-        &ca.issue(provider, Usage::Client, Validity::Current)?,
+        &ca.issue(provider, Usage::ClientAndServer, Validity::Current)?,
     )?;
     let dwp_pair = write_pair("dwp", &ca.issue(dwp, Usage::Client, Validity::Current)?)?;
     let mut la_files = Vec::new();

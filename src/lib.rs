@@ -38,14 +38,29 @@
 //!   files in its inbox, answers with signed receipts.
 //! - [`receipt`]: receipts signed with the endpoint's TLS key, and their
 //!   offline verification.
+//! - [`report`]: a report run: the source read once, one sanitised CSV per
+//!   recipient LA, in memory, for the last complete period.
+//! - [`outbox`]: report runs and deliveries; ciphertext sealed and spooled
+//!   with its SHA-256 before the first byte goes out; receipts.
+//! - [`push`]: one delivery streamed to its LA's endpoint, the gate asked at
+//!   transfer start and before commit, cut off in flight by a suspension,
+//!   resumed after a dropped connection.
+//! - [`directive`]: DWP's `Directive` service (suspend, lift, list), over
+//!   mutual TLS to DWP identities only.
+//! - [`provider`]: the provider daemon (`provider run`) and `send-now`.
 
 pub mod audit;
 pub mod authority;
 pub mod certs;
 pub mod config;
+pub mod directive;
 pub mod gate;
+pub mod outbox;
+pub mod provider;
+pub mod push;
 pub mod receipt;
 pub mod reference;
+pub mod report;
 pub mod sanitiser;
 pub mod schedule;
 pub mod seal;

@@ -6,6 +6,7 @@ mod authority;
 mod certs;
 mod demo;
 mod keys;
+mod provider;
 mod sanitise;
 
 use std::path::PathBuf;
@@ -90,6 +91,19 @@ enum Command {
     /// Signed receipts from an LA's endpoint.
     #[command(subcommand)]
     Receipt(authority::ReceiptCommand),
+
+    /// The provider daemon (provider.toml).
+    #[command(subcommand)]
+    Provider(provider::ProviderCommand),
+
+    /// Reports: what an LA would receive.
+    #[command(subcommand)]
+    Report(provider::ReportCommand),
+
+    /// Run a report now and deliver it: the gate, seal, spool and push, one
+    /// line per LA. Exits non-zero only if a delivery the gate permitted
+    /// failed.
+    SendNow(provider::SendNowArgs),
 }
 
 /// Options every command can see.
@@ -112,6 +126,9 @@ pub(crate) fn main() -> ExitCode {
         Command::Admin(cmd) => admin::run(cmd, &global),
         Command::Authority(cmd) => authority::run(&cmd, &global),
         Command::Receipt(cmd) => authority::receipt(&cmd),
+        Command::Provider(cmd) => provider::run(&cmd, &global),
+        Command::Report(cmd) => provider::preview(&cmd, &global),
+        Command::SendNow(args) => provider::send_now(&args, &global),
     };
     ExitCode::from(match result {
         Ok(code) => code,

@@ -81,4 +81,50 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
+    // 2: the outbox: report runs, one delivery per LA and run, receipts.
+    r#"
+CREATE TABLE report_runs (
+    id            INTEGER PRIMARY KEY,
+    report        TEXT NOT NULL,
+    period        TEXT NOT NULL,                 -- 2012-09, 2012-Q3
+    scheduled_for TEXT,                          -- NULL for send-now
+    started_at    TEXT NOT NULL,
+    actor         TEXT NOT NULL
+);
+
+CREATE TABLE deliveries (
+    id             INTEGER PRIMARY KEY,
+    run_id         INTEGER NOT NULL REFERENCES report_runs(id),
+    la_code        TEXT NOT NULL,
+    transfer_id    TEXT NOT NULL UNIQUE,
+    report         TEXT NOT NULL,
+    period         TEXT NOT NULL,
+    classification TEXT NOT NULL CHECK (classification IN ('internal', 'published')),
+    state          TEXT NOT NULL
+        CHECK (state IN ('queued', 'sending', 'delivered', 'refused', 'dead', 'failed')),
+    size           INTEGER NOT NULL CHECK (size >= 0),
+    sha256         TEXT NOT NULL,                -- of the ciphertext, lower-case hex
+    spool_file     TEXT,                         -- under data_dir/spool/; NULL once removed
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    reason         TEXT,                         -- the gate's code when refused
+    last_error     TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    UNIQUE (run_id, la_code)
+);
+CREATE INDEX deliveries_state ON deliveries(state, id);
+CREATE INDEX deliveries_la ON deliveries(la_code, id);
+
+CREATE TABLE receipts (
+    delivery_id      INTEGER PRIMARY KEY REFERENCES deliveries(id),
+    transfer_id      TEXT NOT NULL UNIQUE,
+    sha256           TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    stored_as        TEXT NOT NULL,
+    received_unix_ms INTEGER NOT NULL,
+    signature        BLOB NOT NULL,
+    verification     TEXT NOT NULL,              -- how the signature was checked
+    stored_at        TEXT NOT NULL
+);
+"#,
 ];

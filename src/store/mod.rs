@@ -175,12 +175,30 @@ pub(crate) fn open_database(
     let db = data_dir.join(file);
     // Created here with 0600 so SQLite never makes it with the umask's
     // mode; SQLite gives the -wal and -shm files the database's mode.
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&db)
-        .map_err(io(&db))?;
+    //
+    // Only when it is missing: closing any descriptor of the database file
+    // drops every POSIX lock this process holds on it, including those of
+    // its open SQLite connections (https://sqlite.org/howtocorrupt.html,
+    // 2.2). Another process would then think those connections gone, and
+    // on closing its own could checkpoint and remove the WAL under them:
+    // a corrupt database. A daemon opens a Store per blocking task while
+    // others are open, so an existing file is touched only by SQLite.
+    match std::fs::symlink_metadata(&db) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&db)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(&db)(e)),
+            }
+        }
+        Err(e) => return Err(io(&db)(e)),
+    }
     owner_only(&db, 0o600)?;
 
     let mut conn = Connection::open(&db)?;

@@ -1,0 +1,359 @@
+//! A report run: one configured `[[report]]`, made into one sanitised CSV per
+//! recipient LA, in memory.
+//!
+//! The source is read **once** for all the LAs of a run: participant records
+//! in one pass split by `la_code` ([`sanitiser::read_records_split`]), a
+//! counts file read into memory once and filtered per LA. Each LA's table is
+//! then sanitised with that LA named on the label. A table the sanitiser
+//! blocks is that LA's failure, with every reason kept; the other LAs go on.
+//!
+//! A run covers the last **complete** period before the time it is made for
+//! (Europe/London): at any time in October 2012 a monthly report covers
+//! `2012-09`, and participant records dated after 30 September are left out,
+//! so an unfinished period never leaves.
+//!
+//! Plaintext lives only here, in [`Zeroizing`] buffers, until it is sealed.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use zeroize::Zeroizing;
+
+use crate::config::{ProviderConfig, ReportConfig, Source};
+use crate::gate::london_date;
+use crate::reference::PaymentGroups;
+use crate::sanitiser::{
+    self, Blocked, Finding, InputError, PeriodGrain, Recipient, TableSpec, render,
+};
+
+/// The largest counts file a report reads into memory. Counts are
+/// pre-aggregated; a file this size is surely participant records.
+pub const MAX_COUNTS_BYTES: u64 = 256 << 20;
+
+/// Why a report could not be run at all (for any LA).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// No `[[report]]` has this name.
+    #[error("there is no [[report]] named {0:?} in the configuration")]
+    UnknownReport(String),
+    /// The LA is not one of the report's recipients.
+    #[error(
+        "{la} is not a recipient of report {report}; its `recipients` and [[authority]] \
+         sections say who is"
+    )]
+    NotARecipient { report: String, la: String },
+    /// The source file could not be opened or read.
+    #[error("report {report}: cannot read {path}: {source}")]
+    Read {
+        report: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The counts file is larger than [`MAX_COUNTS_BYTES`].
+    #[error(
+        "report {report}: {path} is over {MAX_COUNTS_BYTES} bytes, too large for a counts \
+         file; is it participant records (source = {{ records = … }})?"
+    )]
+    CountsTooLarge { report: String, path: String },
+    /// The source itself is blocked (bad rows, missing columns): no LA can
+    /// get a file from it.
+    #[error("report {report}: the source is blocked:\n{blocked}")]
+    SourceBlocked { report: String, blocked: Blocked },
+}
+
+/// The period a run covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// As the manifest carries it: `2012-09` or `2012-Q3`.
+    pub name: String,
+    /// Its first day.
+    pub first_day: NaiveDate,
+    /// Its last day: records dated later are not counted.
+    pub last_day: NaiveDate,
+}
+
+/// The last complete period of `grain` before `at`, in Europe/London.
+pub fn last_complete_period(grain: PeriodGrain, at: DateTime<Utc>) -> Period {
+    let today = london_date(at);
+    let months = match grain {
+        PeriodGrain::Month => 1,
+        PeriodGrain::Quarter => 3,
+    };
+    // The first day of the period `today` is in.
+    let current_start_month = (today.month0() / months) * months + 1;
+    let current_start = NaiveDate::from_ymd_opt(today.year(), current_start_month, 1)
+        .expect("the first of a month exists");
+    let last_day = current_start
+        .pred_opt()
+        .expect("dates before year 1 are not used");
+    let first_month = (last_day.month0() / months) * months + 1;
+    let first_day = NaiveDate::from_ymd_opt(last_day.year(), first_month, 1)
+        .expect("the first of a month exists");
+    let name = match grain {
+        PeriodGrain::Month => format!("{:04}-{:02}", last_day.year(), last_day.month()),
+        PeriodGrain::Quarter => format!("{:04}-Q{}", last_day.year(), last_day.month0() / 3 + 1),
+    };
+    Period {
+        name,
+        first_day,
+        last_day,
+    }
+}
+
+/// One LA's file from a run.
+#[derive(Debug)]
+pub struct LaFile {
+    /// The LA's code.
+    pub la: String,
+    /// The CSV and its findings, or why the sanitiser blocked it.
+    pub outcome: Result<Rendered, Blocked>,
+}
+
+/// A sanitised table, rendered: exactly the bytes the LA receives.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The CSV. Plaintext: zeroed when dropped, never written to disk.
+    pub csv: Zeroizing<Vec<u8>>,
+    /// Findings for the provider's operator (never part of the file).
+    pub findings: Vec<Finding>,
+}
+
+/// A whole run: its period and one file per LA, in the order asked.
+#[derive(Debug)]
+pub struct ReportRun {
+    pub report: String,
+    pub period: Period,
+    pub files: Vec<LaFile>,
+}
+
+/// The LAs a report goes to, in `[[authority]]` order (rule 3 of the gate
+/// is still checked for each at every stage).
+pub fn recipients(config: &ProviderConfig, report: &ReportConfig) -> Vec<String> {
+    config
+        .authorities
+        .iter()
+        .filter(|a| report.recipients.includes(&a.code, &config.authorities))
+        .map(|a| a.code.clone())
+        .collect()
+}
+
+/// Finds report `name` and checks that every one of `las` is a recipient;
+/// `None` means all of the report's recipients.
+pub fn select<'c>(
+    config: &'c ProviderConfig,
+    name: &str,
+    la: Option<&str>,
+) -> Result<(&'c ReportConfig, Vec<String>), ReportError> {
+    let report = config
+        .report(name)
+        .ok_or_else(|| ReportError::UnknownReport(name.to_string()))?;
+    let all = recipients(config, report);
+    let las = match la {
+        None => all,
+        Some(la) if all.iter().any(|c| c == la) => vec![la.to_string()],
+        Some(la) => {
+            return Err(ReportError::NotARecipient {
+                report: name.to_string(),
+                la: la.to_string(),
+            });
+        }
+    };
+    Ok((report, las))
+}
+
+/// Runs `report` for `las` as of `at`: reads its source once, sanitises one
+/// table per LA and renders each in memory. Blocking (file I/O and the
+/// records pass): async callers use `spawn_blocking`.
+pub fn run_report(
+    config: &ProviderConfig,
+    report: &ReportConfig,
+    las: &[String],
+    at: DateTime<Utc>,
+) -> Result<ReportRun, ReportError> {
+    let period = last_complete_period(report.period, at);
+    let groups = PaymentGroups::default();
+    let base = TableSpec {
+        view: report.view,
+        cols: report.cols.clone(),
+        period: report.period,
+        classification: Some(report.classification),
+        ..TableSpec::new(report.measure, report.rows.clone())
+    };
+    let recipient = |la: &str| Recipient {
+        code: la.to_string(),
+        name: config
+            .reference
+            .get(la)
+            .map_or_else(|| la.to_string(), |e| e.name.clone()),
+    };
+    let spec_for = |la: &str, spec: &TableSpec| TableSpec {
+        recipient: Some(recipient(la)),
+        ..spec.clone()
+    };
+    let read_error = |path: &std::path::Path, source| ReportError::Read {
+        report: report.name.clone(),
+        path: path.display().to_string(),
+        source,
+    };
+    let source_blocked = |e: InputError, path: &std::path::Path| match e {
+        InputError::Blocked(blocked) => ReportError::SourceBlocked {
+            report: report.name.clone(),
+            blocked,
+        },
+        InputError::Io { error, .. } => read_error(path, error),
+    };
+    let finish = |la: &str, spec: &TableSpec, table: &sanitiser::CountTable| LaFile {
+        la: la.to_string(),
+        outcome: sanitiser::sanitise(spec, table).map(|s| Rendered {
+            csv: Zeroizing::new(render::csv(&s)),
+            findings: s.findings().to_vec(),
+        }),
+    };
+
+    let files = match &report.source {
+        Source::Records(path) => {
+            let spec = TableSpec {
+                until: Some(period.last_day),
+                ..base
+            };
+            let source = path.display().to_string();
+            let file = File::open(path).map_err(|e| read_error(path, e))?;
+            if report.split_by_recipient {
+                let tables =
+                    sanitiser::read_records_split(file, &source, &spec, &groups, "la_code", las)
+                        .map_err(|e| source_blocked(e, path))?;
+                las.iter()
+                    .zip(&tables)
+                    .map(|(la, table)| finish(la, &spec_for(la, &spec), table))
+                    .collect()
+            } else {
+                let table = sanitiser::read_records(file, &source, &spec, &groups)
+                    .map_err(|e| source_blocked(e, path))?;
+                las.iter()
+                    .map(|la| finish(la, &spec_for(la, &spec), &table))
+                    .collect()
+            }
+        }
+        Source::Counts(path) => {
+            let source = path.display().to_string();
+            let file = File::open(path).map_err(|e| read_error(path, e))?;
+            let mut bytes = Vec::new();
+            BufReader::new(file)
+                .take(MAX_COUNTS_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| read_error(path, e))?;
+            if bytes.len() as u64 > MAX_COUNTS_BYTES {
+                return Err(ReportError::CountsTooLarge {
+                    report: report.name.clone(),
+                    path: source,
+                });
+            }
+            let bytes = Zeroizing::new(bytes);
+            if report.split_by_recipient {
+                let mut files = Vec::with_capacity(las.len());
+                for la in las {
+                    let mut spec = spec_for(la, &base);
+                    spec.filters.push(("la_code".to_string(), la.clone()));
+                    let table = sanitiser::read_counts(&bytes[..], &source, &spec, &groups)
+                        .map_err(|e| source_blocked(e, path))?;
+                    files.push(finish(la, &spec, &table));
+                }
+                files
+            } else {
+                let table = sanitiser::read_counts(&bytes[..], &source, &base, &groups)
+                    .map_err(|e| source_blocked(e, path))?;
+                las.iter()
+                    .map(|la| finish(la, &spec_for(la, &base), &table))
+                    .collect()
+            }
+        }
+    };
+    Ok(ReportRun {
+        report: report.name.clone(),
+        period,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn last_complete_period_in_london() {
+        let cases = [
+            (
+                "2012-10-15T12:00:00Z",
+                PeriodGrain::Month,
+                "2012-09",
+                "2012-09-30",
+            ),
+            (
+                "2013-01-01T00:30:00Z",
+                PeriodGrain::Month,
+                "2012-12",
+                "2012-12-31",
+            ),
+            // 23:30 UTC on 31 October is still October in London (GMT).
+            (
+                "2012-10-31T23:30:00Z",
+                PeriodGrain::Month,
+                "2012-09",
+                "2012-09-30",
+            ),
+            // 23:30 UTC on 30 September is 00:30 BST on 1 October.
+            (
+                "2012-09-30T23:30:00Z",
+                PeriodGrain::Month,
+                "2012-09",
+                "2012-09-30",
+            ),
+            (
+                "2012-09-30T22:30:00Z",
+                PeriodGrain::Month,
+                "2012-08",
+                "2012-08-31",
+            ),
+            (
+                "2012-03-01T12:00:00Z",
+                PeriodGrain::Month,
+                "2012-02",
+                "2012-02-29",
+            ),
+            (
+                "2012-10-15T12:00:00Z",
+                PeriodGrain::Quarter,
+                "2012-Q3",
+                "2012-09-30",
+            ),
+            (
+                "2012-09-30T12:00:00Z",
+                PeriodGrain::Quarter,
+                "2012-Q2",
+                "2012-06-30",
+            ),
+            (
+                "2013-02-01T12:00:00Z",
+                PeriodGrain::Quarter,
+                "2012-Q4",
+                "2012-12-31",
+            ),
+        ];
+        for (when, grain, name, last) in cases {
+            let p = last_complete_period(grain, at(when));
+            assert_eq!(p.name, name, "{when} {grain:?}");
+            assert_eq!(p.last_day.to_string(), last, "{when} {grain:?}");
+        }
+        let q = last_complete_period(PeriodGrain::Quarter, at("2012-10-15T12:00:00Z"));
+        assert_eq!(q.first_day.to_string(), "2012-07-01");
+    }
+}

@@ -1,0 +1,436 @@
+//! Delivery on real sockets: a temporary provider directory with a PKI made
+//! in the test, one real authority endpoint per LA on 127.0.0.1:0, age keys
+//! made in the test, participant records, and a TCP proxy that can cut or
+//! stall a connection.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use chrono::Utc;
+use mishare::certs::{DevCa, Usage, Validity, la_server_name};
+use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
+use mishare::report::last_complete_period;
+use mishare::sanitiser::PeriodGrain;
+use mishare::store::{AgreementRequest, NewAgreement, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+
+/// The LAs of these tests: two in each of the provider's areas.
+pub const LAS_CSV: &str = "\
+la_code,la_name,cpa
+E09000002,Barking and Dagenham,London East
+E09000030,Tower Hamlets,London East
+E09000009,Ealing,London West
+E09000005,Brent,London West
+E08000025,Birmingham,Birmingham and the Black Country
+";
+
+/// The provider's identity in its certificate.
+pub const PROVIDER_ID: &str = "provider.test";
+
+/// DWP's identity in its certificate.
+pub const DWP_ID: &str = "dwp.test";
+
+/// One LA: its endpoint, inbox and age key.
+pub struct La {
+    pub code: String,
+    /// Where the provider is told the endpoint is (a proxy, if one is put
+    /// in front).
+    pub endpoint: SocketAddr,
+    /// Where the endpoint really listens.
+    pub real: SocketAddr,
+    pub inbox: PathBuf,
+    pub identity_file: PathBuf,
+    pub recipient: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// A provider and its LAs.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub ca: DevCa,
+    pub las: Vec<La>,
+    /// Where the Directive service listens, when configured.
+    pub directive: Option<SocketAddr>,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for la in &mut self.las {
+            if let Some(stop) = la.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+}
+
+impl Net {
+    /// A PKI, age keys and one running endpoint for each of `codes`; then a
+    /// provider.toml naming them (see [`Net::write_config`]).
+    pub async fn start(codes: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        for sub in ["reference", "certs", "data", "keys"] {
+            std::fs::create_dir(root.join(sub)).expect("mkdir");
+        }
+        std::fs::write(root.join("reference/las.csv"), LAS_CSV).expect("las");
+        std::fs::write(root.join("agreement.pdf"), b"%PDF-1.4 signed agreement\n").expect("doc");
+        let ca = DevCa::new("test CA").expect("ca");
+        std::fs::write(root.join("certs/ca.pem"), ca.cert_pem()).expect("ca.pem");
+        let write_pair = |stem: &str, name: &str, usage: Usage| {
+            let issued = ca.issue(name, usage, Validity::Current).expect("issue");
+            std::fs::write(root.join(format!("certs/{stem}.pem")), &issued.cert_pem).expect("cert");
+            std::fs::write(root.join(format!("certs/{stem}.key")), &issued.key_pem).expect("key");
+        };
+        write_pair("provider", PROVIDER_ID, Usage::ClientAndServer);
+        write_pair("dwp", DWP_ID, Usage::Client);
+
+        let mut las = Vec::new();
+        for code in codes {
+            let stem = format!("la-{}", code.to_ascii_lowercase());
+            write_pair(&stem, &la_server_name(code), Usage::Server);
+            let identity_file = root.join(format!("keys/{code}.key"));
+            let recipient = mishare::seal::generate(&identity_file).expect("age key");
+            let la_dir = root.join(&stem);
+            std::fs::create_dir(&la_dir).expect("mkdir");
+            let toml = format!(
+                "code = \"{code}\"\nlisten = \"127.0.0.1:0\"\ninbox = \"inbox\"\n\
+                 data_dir = \"state\"\nmax_file_bytes = 1073741824\n\n\
+                 [tls]\ncert = \"../certs/{stem}.pem\"\nkey = \"../certs/{stem}.key\"\n\
+                 ca = \"../certs/ca.pem\"\n\n\
+                 [[provider]]\nid = \"{PROVIDER_ID}\"\nname = \"Example Provider Ltd\"\n"
+            );
+            let path = la_dir.join("authority.toml");
+            std::fs::write(&path, &toml).expect("authority.toml");
+            let config =
+                AuthorityEndpointConfig::from_toml(&path, &toml).expect("authority config");
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let real = listener.local_addr().expect("addr");
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = mishare::authority::serve(config, listener, shutdown).await {
+                    panic!("the authority endpoint failed: {e}");
+                }
+            });
+            las.push(La {
+                code: code.to_string(),
+                endpoint: real,
+                real,
+                inbox: la_dir.join("inbox").join(PROVIDER_ID),
+                identity_file,
+                recipient,
+                stop: Some(stop),
+            });
+        }
+        let net = Self {
+            dir,
+            ca,
+            las,
+            directive: None,
+        };
+        net.write_records();
+        net.write_config();
+        net
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("provider.toml")
+    }
+
+    pub fn config(&self) -> ProviderConfig {
+        ProviderConfig::load(&self.config_path()).expect("provider config")
+    }
+
+    pub fn la(&self, code: &str) -> &La {
+        self.las
+            .iter()
+            .find(|l| l.code == code)
+            .expect("a known LA")
+    }
+
+    /// Puts a proxy in front of `code`'s endpoint and rewrites provider.toml
+    /// to go through it.
+    pub async fn proxy(&mut self, code: &str, mode: ProxyMode) -> Proxy {
+        let la = self
+            .las
+            .iter_mut()
+            .find(|l| l.code == code)
+            .expect("a known LA");
+        let proxy = Proxy::start(la.real, mode).await;
+        la.endpoint = proxy.addr;
+        self.write_config();
+        proxy
+    }
+
+    /// Serves Directive on a port of its own and names it in provider.toml.
+    pub async fn directive_listener(&mut self) -> TcpListener {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.directive = Some(listener.local_addr().expect("addr"));
+        self.write_config();
+        listener
+    }
+
+    /// provider.toml: every LA as an [[authority]], report
+    /// `referrals-monthly` (records, split by LA, to all).
+    pub fn write_config(&self) {
+        let mut text = String::from(
+            "provider = \"Example Provider Ltd\"\ndata_dir = \"var/provider\"\n\
+             contract_areas = [\"London East\", \"London West\"]\n\
+             reference = \"reference/las.csv\"\n\n\
+             [tls]\ncert = \"certs/provider.pem\"\nkey = \"certs/provider.key\"\n\
+             ca = \"certs/ca.pem\"\n\n",
+        );
+        if let Some(addr) = self.directive {
+            text.push_str(&format!(
+                "[directive]\nlisten = \"{addr}\"\nca = \"certs/ca.pem\"\n\
+                 regulators = [\"{DWP_ID}\"]\n\n"
+            ));
+        }
+        for la in &self.las {
+            text.push_str(&format!(
+                "[[authority]]\ncode = \"{}\"\nendpoint = \"https://{}\"\n\
+                 server_name = \"{}\"\nrecipients = [\"{}\"]\n\n",
+                la.code,
+                la.endpoint,
+                la_server_name(&la.code),
+                la.recipient
+            ));
+        }
+        text.push_str(
+            "[[report]]\nname = \"referrals-monthly\"\n\
+             source = { records = \"data/participants.csv\" }\n\
+             measure = \"referrals\"\nview = \"counts\"\nrows = \"payment_group\"\n\
+             cols = \"period\"\nperiod = \"month\"\nschedule = \"0 6 2 * *\"\n\
+             recipients = \"all\"\nsplit_by_recipient = true\n\
+             classification = \"internal\"\nmissed = \"run-once\"\n",
+        );
+        std::fs::write(self.config_path(), text).expect("provider.toml");
+    }
+
+    /// Participant records for every LA in the last complete month, and
+    /// some this month that must not be sent.
+    fn write_records(&self) {
+        let last = last_complete_period(PeriodGrain::Month, Utc::now());
+        let this_month = last.last_day.succ_opt().expect("a day after");
+        let mut text = String::from(
+            "participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
+             job_start_date,job_outcome_date,first_sustainment_date\n",
+        );
+        let mut n = 0;
+        for (i, la) in self.las.iter().enumerate() {
+            for (group, count) in [("JSA 18-24", 137 + 10 * i), ("ESA Ex-IB", 61)] {
+                for _ in 0..count {
+                    n += 1;
+                    text.push_str(&format!(
+                        "P{n},{},{group},N,{},,,,\n",
+                        la.code, last.first_day
+                    ));
+                }
+            }
+            for _ in 0..45 {
+                n += 1;
+                text.push_str(&format!("P{n},{},JSA 25+,N,{this_month},,,,\n", la.code));
+            }
+        }
+        std::fs::write(self.path("data/participants.csv"), text).expect("records");
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.config().data_dir).expect("store")
+    }
+
+    /// An agreement signed a year ago, not expiring.
+    pub fn add_agreement(&self, la: &str) {
+        let config = self.config();
+        let today = Utc::now().date_naive();
+        let signed = (today - chrono::Duration::days(365)).to_string();
+        let request = AgreementRequest {
+            la,
+            representative: "Jo Bloggs <jo.bloggs@example.gov.uk>",
+            signed: &signed,
+            expires: None,
+            document: &self.path("agreement.pdf"),
+        };
+        let new = NewAgreement::validate(&request, &config, today).expect("valid agreement");
+        self.store()
+            .add_agreement(&new, "provider:tester", Utc::now())
+            .expect("agreement added");
+    }
+
+    /// Files in an LA's inbox.
+    pub fn inbox(&self, code: &str) -> Vec<PathBuf> {
+        let dir = &self.la(code).inbox;
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
+    }
+
+    /// Decrypts a delivered file with the LA's key.
+    pub fn decrypt(&self, code: &str, file: &Path) -> Vec<u8> {
+        use std::io::Read;
+        let identities =
+            mishare::seal::Identities::load(&self.la(code).identity_file).expect("identity");
+        let mut opened = mishare::seal::open(std::fs::File::open(file).expect("open"), &identities)
+            .expect("decrypt");
+        let mut out = Vec::new();
+        opened.read_to_end(&mut out).expect("plaintext");
+        out
+    }
+
+    /// Files left in the spool.
+    pub fn spool(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.config().data_dir.join("spool")) {
+            Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Runs `mishare ARGS` in the directory, off the async reactor so the
+    /// endpoints in this process keep serving.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let dir = self.dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_mishare"))
+                .args(&args)
+                .current_dir(dir)
+                .env("USER", "tester")
+                .env_remove("MISHARE_LOG")
+                .output()
+                .expect("run mishare")
+        })
+        .await
+        .expect("join")
+    }
+}
+
+/// What a [`Proxy`] does to the provider → endpoint direction.
+#[derive(Debug, Clone, Copy)]
+pub enum ProxyMode {
+    /// Forwards everything.
+    Pass,
+    /// The first connection is cut after this many bytes; later ones pass.
+    CutFirstAfter(u64),
+    /// Stops forwarding after this many bytes until released.
+    StallAfter(u64),
+}
+
+/// A TCP proxy in front of an endpoint.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    /// Bytes forwarded provider → endpoint, per connection, in order.
+    pub forwarded: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
+    /// Told when a connection stalls.
+    pub stalled: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr, mode: ProxyMode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let forwarded = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stalled = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let (c, f, s, r) = (
+            connections.clone(),
+            forwarded.clone(),
+            stalled.clone(),
+            release.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let index = c.fetch_add(1, Ordering::SeqCst);
+                let count = Arc::new(AtomicU64::new(0));
+                f.lock().expect("lock").push(count.clone());
+                let limit = match mode {
+                    ProxyMode::Pass => None,
+                    ProxyMode::CutFirstAfter(n) if index == 0 => Some((n, false)),
+                    ProxyMode::CutFirstAfter(_) => None,
+                    ProxyMode::StallAfter(n) => Some((n, true)),
+                };
+                let (s, r) = (s.clone(), r.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let sent = count.load(Ordering::SeqCst);
+                        let allowed = match limit {
+                            None => n,
+                            Some((max, _)) => usize::try_from(max.saturating_sub(sent))
+                                .unwrap_or(usize::MAX)
+                                .min(n),
+                        };
+                        if sw.write_all(&buf[..allowed]).await.is_err() {
+                            break;
+                        }
+                        count.fetch_add(allowed as u64, Ordering::SeqCst);
+                        if allowed < n {
+                            match limit {
+                                Some((_, true)) => {
+                                    s.notify_one();
+                                    r.notified().await;
+                                    // Released: drop the connection and
+                                    // what it held.
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                    back.abort();
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            forwarded,
+            stalled,
+            release,
+        }
+    }
+
+    /// Lets a stalled connection go (it is closed, what it held dropped).
+    pub fn release(&self) {
+        self.release.notify_waiters();
+    }
+
+    /// Bytes forwarded on connection `i`.
+    pub fn forwarded(&self, i: usize) -> u64 {
+        self.forwarded.lock().expect("lock")[i].load(Ordering::SeqCst)
+    }
+}

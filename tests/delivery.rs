@@ -1,0 +1,352 @@
+//! Delivery end to end: `send-now` (the library function and the binary)
+//! against real authority endpoints on 127.0.0.1:0, with a PKI and age keys
+//! made in the test. Refusals, a suspension cutting a push off in flight,
+//! and a push resumed after its connection was cut.
+
+#[path = "common/net.rs"]
+mod net;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use mishare::gate::Reason;
+use mishare::outbox::{self, Addressed, DeliveryState};
+use mishare::provider::{self, LaOutcome, SendOptions};
+use mishare::push::{self, Courier, Delivered, PushOptions, StateWatch};
+use mishare::sanitiser::Classification;
+use mishare::seal::Recipients;
+use mishare::store::{Maker, Scope};
+use net::{Net, ProxyMode};
+use sha2::{Digest, Sha256};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn count(net: &Net, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+/// Audit entries of `kind` for `la`, as JSON details.
+fn audit(net: &Net, kind: &str, la: &str) -> Vec<serde_json::Value> {
+    mishare::audit::entries(&net.store(), None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == kind && e.la.as_deref() == Some(la))
+        .map(|e| serde_json::from_str(&e.detail).expect("detail"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_now_delivers_exactly_what_preview_prints() {
+    let net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+
+    // The library function.
+    let results = provider::send_now(
+        Arc::new(net.config()),
+        "referrals-monthly",
+        Some("E09000002"),
+        SendOptions::now("provider:tester"),
+    )
+    .await
+    .expect("send-now runs");
+    assert_eq!(results.len(), 1, "{results:?}");
+    let LaOutcome::Delivered {
+        stored_as,
+        sha256,
+        verification,
+    } = &results[0].outcome
+    else {
+        panic!("delivered: {results:?}");
+    };
+    assert!(verification.starts_with("verified"), "{verification}");
+    let files = net.inbox("E09000002");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        files[0].file_name().and_then(|n| n.to_str()),
+        Some(stored_as.as_str())
+    );
+    let ciphertext = std::fs::read(&files[0]).expect("read");
+    assert_eq!(&hex(&Sha256::digest(&ciphertext)), sha256);
+
+    let preview = net
+        .run(&[
+            "report",
+            "preview",
+            "referrals-monthly",
+            "--la",
+            "E09000002",
+        ])
+        .await;
+    assert_eq!(preview.status.code(), Some(0), "{preview:?}");
+    let plaintext = net.decrypt("E09000002", &files[0]);
+    assert_eq!(
+        String::from_utf8_lossy(&plaintext),
+        String::from_utf8_lossy(&preview.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&plaintext).contains("Barking and Dagenham"),
+        "labelled for the LA"
+    );
+    assert_eq!(count(&net, "SELECT count(*) FROM receipts"), 1);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered' AND spool_file IS NULL"
+        ),
+        1
+    );
+    assert!(net.spool().is_empty(), "{:?}", net.spool());
+    assert_eq!(audit(&net, "delivery_delivered", "E09000002").len(), 1);
+    assert!(net.inbox("E09000009").is_empty());
+
+    // The binary.
+    let out = net
+        .run(&["send-now", "referrals-monthly", "--la", "E09000009"])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let files = net.inbox("E09000009");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().and_then(|n| n.to_str()).expect("name");
+    let digest = hex(&Sha256::digest(std::fs::read(&files[0]).expect("read")));
+    assert_eq!(
+        stdout,
+        format!("E09000009 delivered {name} sha256 {digest} receipt verified\n")
+    );
+    let preview = net
+        .run(&[
+            "report",
+            "preview",
+            "referrals-monthly",
+            "--la",
+            "E09000009",
+        ])
+        .await;
+    assert_eq!(net.decrypt("E09000009", &files[0]), preview.stdout);
+    assert_eq!(count(&net, "SELECT count(*) FROM receipts"), 2);
+    assert!(net.spool().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_las_get_nothing_and_each_refusal_is_audited() {
+    let net = Net::start(&["E09000002", "E09000030", "E09000009", "E09000005"]).await;
+    net.add_agreement("E09000002");
+    // E09000030: no agreement.
+    net.add_agreement("E09000009");
+    net.store()
+        .revoke_agreement("E09000009", "breach", "provider:tester", Utc::now())
+        .expect("revoke");
+    net.add_agreement("E09000005");
+    net.store()
+        .suspend(
+            Scope::La("E09000005".into()),
+            Maker::Provider,
+            "investigation",
+            None,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("suspend");
+
+    let out = net.run(&["send-now", "referrals-monthly"]).await;
+    // Refusals are the gate doing its job, not failures.
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].starts_with("E09000002 delivered "), "{stdout}");
+    assert_eq!(
+        lines[1],
+        "E09000030 refused NO_AGREEMENT: no agreement is on file"
+    );
+    assert_eq!(
+        lines[2],
+        "E09000009 refused AGREEMENT_REVOKED: the agreement was revoked"
+    );
+    assert!(
+        lines[3].starts_with("E09000005 refused SUSPENDED_BY_PROVIDER: suspended by the provider"),
+        "{stdout}"
+    );
+
+    assert_eq!(net.inbox("E09000002").len(), 1);
+    for (la, code) in [
+        ("E09000030", "NO_AGREEMENT"),
+        ("E09000009", "AGREEMENT_REVOKED"),
+        ("E09000005", "SUSPENDED_BY_PROVIDER"),
+    ] {
+        assert!(net.inbox(la).is_empty(), "{la} got a file");
+        let refusals = audit(&net, "gate_refusal", la);
+        assert_eq!(refusals.len(), 1, "{la}: {refusals:?}");
+        assert_eq!(refusals[0]["reason"], code, "{la}");
+        assert_eq!(refusals[0]["stage"], "plan", "{la}");
+    }
+    // A refused LA is never sealed or spooled.
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
+    assert!(net.spool().is_empty());
+}
+
+/// A courier over the test's provider state, for pushes driven directly.
+fn courier(net: &Net, options: PushOptions) -> (Courier, Arc<Mutex<mishare::store::Store>>) {
+    let config = Arc::new(net.config());
+    let tls = Courier::client_tls(&config).expect("tls");
+    let store = Arc::new(Mutex::new(net.store()));
+    let watch = StateWatch::start(config.data_dir.clone(), options.watch_interval).expect("watch");
+    let courier = Courier::new(
+        config,
+        tls,
+        store.clone(),
+        watch,
+        "provider:tester",
+        options,
+    );
+    (courier, store)
+}
+
+/// Seals `size` bytes for `la` and spools them as one delivery.
+fn spool_large(net: &Net, la: &str, size: usize) -> outbox::Delivery {
+    let mut store = net.store();
+    let run = outbox::start_run(
+        &mut store,
+        "referrals-monthly",
+        "2012-09",
+        None,
+        "provider:tester",
+        Utc::now(),
+    )
+    .expect("run");
+    let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let recipients = Recipients::parse(&[net.la(la).recipient.clone()]).expect("recipients");
+    outbox::spool(
+        &mut store,
+        Addressed {
+            run_id: run,
+            la,
+            report: "referrals-monthly",
+            period: "2012-09",
+            classification: Classification::Internal,
+        },
+        &plaintext,
+        &recipients,
+        "provider:tester",
+        Utc::now(),
+    )
+    .expect("spooled")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_cuts_off_a_push_in_flight() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    // Far more than the HTTP/2 windows: the push cannot reach its commit
+    // while the proxy holds the connection.
+    let proxy = net
+        .proxy("E09000002", ProxyMode::StallAfter(256 * 1024))
+        .await;
+    let delivery = spool_large(&net, "E09000002", 16 << 20);
+    assert!(delivery.spool_path.as_ref().is_some_and(|p| p.exists()));
+    let (courier, _) = courier(
+        &net,
+        PushOptions {
+            chunk_bytes: 64 * 1024,
+            ..PushOptions::default()
+        },
+    );
+    let push = {
+        let delivery = delivery.clone();
+        tokio::spawn(async move { push::deliver(&courier, &delivery).await })
+    };
+    proxy.stalled.notified().await;
+
+    // The operator suspends from another process's point of view: its own
+    // connection to the database, on another thread.
+    let data_dir = net.config().data_dir;
+    tokio::task::spawn_blocking(move || {
+        mishare::store::Store::open(&data_dir)
+            .expect("store")
+            .suspend(
+                Scope::La("E09000002".into()),
+                Maker::Provider,
+                "stop now",
+                None,
+                "provider:operator",
+                Utc::now(),
+            )
+            .expect("suspend")
+    })
+    .await
+    .expect("join");
+
+    let outcome = push.await.expect("join");
+    let Delivered::Refused { reason, stage, .. } = &outcome else {
+        panic!("refused: {outcome:?}");
+    };
+    assert_eq!(*reason, Reason::SuspendedByProvider);
+    assert_eq!(stage, "in_flight");
+    proxy.release();
+
+    assert!(net.inbox("E09000002").is_empty());
+    let stored = outbox::delivery(&net.store(), delivery.id).expect("delivery");
+    assert_eq!(stored.state, DeliveryState::Refused);
+    assert_eq!(stored.reason.as_deref(), Some("SUSPENDED_BY_PROVIDER"));
+    assert!(stored.spool_path.is_none());
+    assert!(net.spool().is_empty(), "withheld ciphertext is not kept");
+    let refused = audit(&net, "delivery_refused", "E09000002");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "SUSPENDED_BY_PROVIDER");
+    // The endpoint never saw a Commit.
+    assert_eq!(
+        audit(&net, "gate_permit", "E09000002")
+            .iter()
+            .filter(|d| d["stage"] == "before_commit")
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_connection_resumes_from_the_committed_offset() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let proxy = net
+        .proxy("E09000002", ProxyMode::CutFirstAfter(1 << 20))
+        .await;
+    let delivery = spool_large(&net, "E09000002", 4 << 20);
+    let spooled = std::fs::read(delivery.spool_path.as_ref().expect("spooled")).expect("read");
+    let (courier, _) = courier(
+        &net,
+        PushOptions {
+            chunk_bytes: 64 * 1024,
+            backoff: Duration::from_millis(50),
+            ..PushOptions::default()
+        },
+    );
+    let outcome = push::deliver(&courier, &delivery).await;
+    let Delivered::Delivered { sha256, .. } = &outcome else {
+        panic!("delivered: {outcome:?}");
+    };
+    assert_eq!(sha256, &delivery.sha256_hex());
+
+    let files = net.inbox("E09000002");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let received = std::fs::read(&files[0]).expect("read");
+    assert_eq!(received, spooled, "the same ciphertext, resumed");
+    assert_eq!(hex(&Sha256::digest(&received)), delivery.sha256_hex());
+
+    let connections = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(connections >= 2, "{connections} connections");
+    let last = proxy.forwarded(connections - 1);
+    assert!(
+        last < delivery.size,
+        "the last connection sent {last} bytes of a {}-byte file: it started again from 0",
+        delivery.size
+    );
+    let stored = outbox::delivery(&net.store(), delivery.id).expect("delivery");
+    assert_eq!(stored.state, DeliveryState::Delivered);
+    assert!(stored.attempts >= 2, "{}", stored.attempts);
+    assert!(net.spool().is_empty());
+}
