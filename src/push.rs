@@ -33,11 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
@@ -406,7 +403,7 @@ async fn attempt_once(
     delivery: &Delivery,
     authority: &crate::config::AuthorityConfig,
 ) -> Attempt {
-    let (channel, server_cert) = match connect(
+    let (channel, server_cert) = match tls::connect_recording(
         &authority.endpoint,
         &authority.server_name,
         courier.tls.clone(),
@@ -573,7 +570,7 @@ async fn finish(
     courier: &Courier,
     delivery: &Delivery,
     receipt: Receipt,
-    server_cert: &ServerCert,
+    server_cert: &tls::ServerCertificate,
 ) -> Attempt {
     if receipt.transfer_id != delivery.transfer_id
         || receipt.sha256 != delivery.sha256
@@ -626,55 +623,6 @@ async fn finish(
             false,
         ),
     }
-}
-
-/// The certificate the endpoint presented on the latest connection.
-type ServerCert = Arc<Mutex<Option<CertificateDer<'static>>>>;
-
-/// [`tls::connect`], keeping the endpoint's leaf certificate so the
-/// receipt can be checked against the certificate that was actually
-/// verified for this LA's server name.
-async fn connect(
-    endpoint: &str,
-    server_name: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<(tonic::transport::Channel, ServerCert), TlsError> {
-    let connect_error = |reason: String| TlsError::Connect {
-        endpoint: endpoint.to_string(),
-        server_name: server_name.to_string(),
-        reason,
-    };
-    let addr = tls::dial_address(endpoint)?;
-    let name =
-        ServerName::try_from(server_name.to_string()).map_err(|e| connect_error(e.to_string()))?;
-    let connector = TlsConnector::from(config);
-    let seen: ServerCert = Arc::new(Mutex::new(None));
-    let keep = seen.clone();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| connect_error(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let (addr, name, connector, keep) =
-                (addr.clone(), name.clone(), connector.clone(), keep.clone());
-            async move {
-                let tcp = TcpStream::connect(&addr).await?;
-                tcp.set_nodelay(true)?;
-                let tls = connector.connect(name, tcp).await?;
-                let leaf = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .cloned();
-                *keep.lock().unwrap_or_else(PoisonError::into_inner) = leaf;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .map_err(|e| connect_error(tls::error_chain(&e)))?;
-    Ok((channel, seen))
 }
 
 #[cfg(test)]

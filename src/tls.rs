@@ -517,6 +517,10 @@ pub fn dial_address(endpoint: &str) -> Result<String, TlsError> {
     }
 }
 
+/// The leaf certificate a server presented on the latest connection of a
+/// channel (a channel reconnects on its own, so it is updated each time).
+pub type ServerCertificate = Arc<std::sync::Mutex<Option<CertificateDer<'static>>>>;
+
 /// Connects to a gRPC server over mutual TLS, requiring its certificate to
 /// name `server_name`. The connection is made now, so a refused handshake is
 /// reported here rather than at the first request.
@@ -525,6 +529,16 @@ pub async fn connect(
     server_name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<tonic::transport::Channel, TlsError> {
+    Ok(connect_recording(endpoint, server_name, config).await?.0)
+}
+
+/// [`connect`], also keeping the server's leaf certificate, the one just
+/// verified for `server_name` (a provider checks receipts against it).
+pub async fn connect_recording(
+    endpoint: &str,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<(tonic::transport::Channel, ServerCertificate), TlsError> {
     let connect_error = |reason: String| TlsError::Connect {
         endpoint: endpoint.to_string(),
         server_name: server_name.to_string(),
@@ -534,24 +548,35 @@ pub async fn connect(
     let name =
         ServerName::try_from(server_name.to_string()).map_err(|e| connect_error(e.to_string()))?;
     let connector = TlsConnector::from(config);
-    let uri = format!("http://{addr}");
-    let channel = tonic::transport::Endpoint::from_shared(uri)
+    let seen: ServerCertificate = Arc::default();
+    let keep = seen.clone();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| connect_error(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let (addr, name, connector) = (addr.clone(), name.clone(), connector.clone());
+            let (addr, name, connector, keep) =
+                (addr.clone(), name.clone(), connector.clone(), keep.clone());
             async move {
                 let tcp = TcpStream::connect(&addr).await?;
                 tcp.set_nodelay(true)?;
                 let tls = connector.connect(name, tcp).await?;
+                let leaf = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .cloned();
+                *keep
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = leaf;
                 Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         }))
         .await
         .map_err(|e| connect_error(error_chain(&e)))?;
-    Ok(channel)
+    Ok((channel, seen))
 }
 
 /// An error and its sources, joined with ": ".
