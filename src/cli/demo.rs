@@ -3,20 +3,26 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
-use chrono::{Days, NaiveDate};
-use mishare::reference::{LaReference, PaymentGroups};
-use mishare::sanitiser::{
-    self, Classification, InputError, Measure, PeriodGrain, Recipient, TableSpec, View, render,
-};
+use chrono::{Days, NaiveDate, Utc};
+use mishare::certs::{self, la_server_name};
+use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
+use mishare::provider::{LaOutcome, SendOptions};
+use mishare::reference::PaymentGroups;
+use mishare::sanitiser::{self, InputError, Measure, TableSpec};
+use mishare::store::{AgreementRequest, Maker, NewAgreement, Scope, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Keep the demo's files in DIR (created if missing) instead of a
-    /// temporary directory that is removed at the end.
+    /// Keep the demo's files (PKI, keys, configs, inboxes, state) in DIR,
+    /// which must not already hold a demo, instead of a temporary directory
+    /// removed at the end.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 
@@ -25,149 +31,298 @@ pub(crate) struct DemoArgs {
     participants: u32,
 }
 
-/// The demo's local authorities: two in the provider's contract package
+/// The demo's local authorities: four in the provider's contract package
 /// areas, one outside them.
 const LAS: &str = "la_code,la_name,cpa
 E09000002,Barking and Dagenham,London East
 E09000030,Tower Hamlets,London East
 E09000009,Ealing,London West
+E09000005,Brent,London West
 E08000025,Birmingham,West Midlands Birmingham Solihull & Black Country
 ";
+
+/// Every LA gets an endpoint; what the gate will say about each.
+const CODES: [&str; 5] = [
+    "E09000002",
+    "E09000030",
+    "E09000009",
+    "E09000005",
+    "E08000025",
+];
+const WITH_AGREEMENT: [&str; 4] = ["E09000002", "E09000030", "E09000009", "E08000025"];
+const SUSPENDED: &str = "E09000009";
+
+const PROVIDER_ID: &str = "provider.test";
+const REPORT: &str = "referrals-quarterly";
 
 const HEADER: &str = "participant_id,la_code,payment_group,disability,referral_date,\
                       attachment_date,job_start_date,job_outcome_date,first_sustainment_date\n";
 
 pub(crate) fn run(args: &DemoArgs) -> Outcome {
     let temp;
-    let dir: &Path = match &args.out {
+    let dir: PathBuf = match &args.out {
         Some(dir) => {
+            if dir.join("provider.toml").exists() {
+                anyhow::bail!(
+                    "{} already holds a demo; choose an empty or new directory",
+                    dir.display()
+                );
+            }
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir
+            dir.canonicalize()
+                .with_context(|| format!("cannot resolve {}", dir.display()))?
         }
         None => {
             temp = tempfile::tempdir().context("cannot make a temporary directory")?;
-            temp.path()
+            temp.path().to_path_buf()
         }
     };
-    let las_path = dir.join("las.csv");
-    let records_path = dir.join("participants.csv");
-    std::fs::write(&las_path, LAS)
-        .with_context(|| format!("cannot write {}", las_path.display()))?;
-    std::fs::write(&records_path, synthetic_records(args.participants))
-        .with_context(|| format!("cannot write {}", records_path.display()))?;
-    let las = LaReference::load(&las_path)?;
-    let groups = PaymentGroups::default();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let text = runtime.block_on(demo(&dir, args.participants))?;
+    let code = super::write_stdout(text.as_bytes())?;
+    if args.out.is_none() {
+        eprintln!("(the demo's files are removed now; `mishare demo --out DIR` keeps them)");
+    }
+    Ok(code)
+}
 
+/// One LA's running endpoint.
+struct Endpoint {
+    code: &'static str,
+    inbox: PathBuf,
+    key: PathBuf,
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "mishare demo: {} synthetic participant records in {}\n",
-        args.participants,
+        "mishare demo, everything on loopback in {}\n",
         dir.display()
     );
-
-    for code in ["E09000002", "E09000030"] {
-        let la = las
-            .get(code)
-            .context("the demo's LA is in its reference data")?;
-        let spec = TableSpec {
-            cols: Some("period".into()),
-            period: PeriodGrain::Quarter,
-            filters: vec![("la_code".into(), code.into())],
-            classification: Some(Classification::Internal),
-            recipient: Some(Recipient {
-                code: la.code.clone(),
-                name: la.name.clone(),
-            }),
-            ..TableSpec::new(Measure::Referrals, "payment_group")
-        };
-        show(
-            &mut out,
-            &format!(
-                "Referrals by quarter for {} ({}), as the LA would receive them:",
-                la.name, la.code
-            ),
-            &spec,
-            &records_path,
-            &groups,
-        )?;
+    for sub in ["reference", "data", "keys"] {
+        std::fs::create_dir_all(dir.join(sub))?;
     }
-
-    let shares = TableSpec {
-        view: View::Shares,
-        filters: vec![("la_code".into(), "E09000002".into())],
-        classification: Some(Classification::Published),
-        ..TableSpec::new(Measure::JobOutcomes, "disability")
-    };
-    show(
-        &mut out,
-        "Job outcomes for E09000002 may only leave as shares (here by disability):",
-        &shares,
-        &records_path,
-        &groups,
+    std::fs::write(dir.join("reference/las.csv"), LAS)?;
+    let first_referral = Utc::now().date_naive() - Days::new(730);
+    std::fs::write(
+        dir.join("data/participants.csv"),
+        synthetic_records(participants, first_referral),
     )?;
-
-    let volumes = TableSpec::new(Measure::JobOutcomes, "payment_group");
-    show(
-        &mut out,
-        "And a request for job outcome volumes is refused:",
-        &volumes,
-        &records_path,
-        &groups,
+    let document = dir.join("agreement-signed.pdf");
+    std::fs::write(
+        &document,
+        b"%PDF-1.4 (a signed confidentiality agreement would be here)\n",
     )?;
-
-    let records = match &args.out {
-        Some(_) => records_path.display().to_string(),
-        None => "DIR/participants.csv".to_string(),
-    };
+    let codes: Vec<String> = CODES.iter().map(|c| c.to_string()).collect();
+    let pki = certs::write_dev_pki(&dir.join("certs"), PROVIDER_ID, "dwp.test", &codes)?;
     let _ = writeln!(
         out,
-        "Try it yourself{}:\n  mishare sanitise --records {records} --measure job_starts \
-         --rows payment_group --cols period --period quarter --where la_code=E09000009 --format json",
-        if args.out.is_none() {
-            " (after `mishare demo --out DIR`, which keeps the files)"
-        } else {
-            ""
-        },
+        "── A development PKI ({}), an age key per LA, and an authority endpoint per LA:",
+        pki.ca.display()
     );
-    super::write_stdout(out.as_bytes())
-}
 
-/// Runs one table through the sanitiser and prints what would leave, or why
-/// nothing would.
-fn show(
-    out: &mut String,
-    title: &str,
-    spec: &TableSpec,
-    records: &Path,
-    groups: &PaymentGroups,
-) -> anyhow::Result<()> {
-    let _ = writeln!(out, "── {title}");
-    let source = records.display().to_string();
-    let file = std::fs::File::open(records).with_context(|| format!("cannot open {source}"))?;
-    let result = sanitiser::read_records(file, &source, spec, groups)
-        .and_then(|table| Ok(sanitiser::sanitise(spec, &table)?));
-    match result {
-        Ok(table) => {
-            out.push_str(&String::from_utf8_lossy(&render::csv(&table)));
-            for finding in table.findings() {
-                let _ = writeln!(out, "   (for the provider only) {finding}");
+    let mut endpoints = Vec::new();
+    let mut authorities = String::new();
+    for code in CODES {
+        let stem = format!("la-{}", code.to_ascii_lowercase());
+        let key = dir.join(format!("keys/{code}.key"));
+        let recipient = mishare::seal::generate(&key)?;
+        let la_dir = dir.join(&stem);
+        std::fs::create_dir_all(&la_dir)?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let toml = format!(
+            "code = \"{code}\"\nlisten = \"{addr}\"\ninbox = \"inbox\"\ndata_dir = \"state\"\n\
+             max_file_bytes = 1073741824\n\n[tls]\ncert = \"../certs/{stem}.pem\"\n\
+             key = \"../certs/{stem}.key\"\nca = \"../certs/ca.pem\"\n\n\
+             [[provider]]\nid = \"{PROVIDER_ID}\"\nname = \"Example Provider Ltd\"\n"
+        );
+        let path = la_dir.join("authority.toml");
+        std::fs::write(&path, &toml)?;
+        let config = AuthorityEndpointConfig::from_toml(&path, &toml)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = mishare::authority::serve(config, listener, shutdown).await {
+                tracing::error!(error = %e, "a demo endpoint failed");
+            }
+        });
+        let _ = writeln!(
+            out,
+            "   {code} at https://{addr} as {} (key {})",
+            la_server_name(code),
+            key.display()
+        );
+        authorities.push_str(&format!(
+            "[[authority]]\ncode = \"{code}\"\nendpoint = \"https://{addr}\"\n\
+             server_name = \"{}\"\nrecipients = [\"{recipient}\"]\n\n",
+            la_server_name(code)
+        ));
+        endpoints.push(Endpoint {
+            code,
+            inbox: la_dir.join("inbox").join(PROVIDER_ID),
+            key,
+            stop,
+            served,
+        });
+    }
+
+    let config_path = dir.join("provider.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "provider = \"Example Provider Ltd\"\ndata_dir = \"var/provider\"\n\
+             contract_areas = [\"London East\", \"London West\"]\n\
+             reference = \"reference/las.csv\"\n\n[tls]\ncert = \"certs/provider.pem\"\n\
+             key = \"certs/provider.key\"\nca = \"certs/ca.pem\"\n\n{authorities}\
+             [[report]]\nname = \"{REPORT}\"\nsource = {{ records = \"data/participants.csv\" }}\n\
+             measure = \"referrals\"\nview = \"counts\"\nrows = \"payment_group\"\n\
+             cols = \"period\"\nperiod = \"quarter\"\nschedule = \"0 6 2 1,4,7,10 *\"\n\
+             recipients = \"all\"\nsplit_by_recipient = true\nclassification = \"internal\"\n\
+             missed = \"run-once\"\n"
+        ),
+    )?;
+    let config = ProviderConfig::load(&config_path)?;
+
+    let _ = writeln!(
+        out,
+        "\n── The provider's operator puts agreements on file and suspends one LA:"
+    );
+    let now = Utc::now();
+    let today = now.date_naive();
+    let signed = (today - Days::new(200)).to_string();
+    let mut store = Store::open(&config.data_dir)?;
+    for code in WITH_AGREEMENT {
+        let request = AgreementRequest {
+            la: code,
+            representative: "Jo Bloggs <jo.bloggs@example.gov.uk>",
+            signed: &signed,
+            expires: None,
+            document: &document,
+        };
+        match NewAgreement::validate(&request, &config, today) {
+            Ok(new) => {
+                store.add_agreement(&new, "provider:demo", now)?;
+                let _ = writeln!(
+                    out,
+                    "   mishare agreement add --la {code} …   agreement on file"
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "   mishare agreement add --la {code} …   refused: {e}");
             }
         }
-        Err(InputError::Blocked(blocked)) => {
-            let _ = writeln!(out, "{blocked}\n   nothing leaves.");
-        }
-        Err(e) => return Err(e.into()),
     }
-    out.push('\n');
-    Ok(())
+    let suspension = store.suspend(
+        Scope::La(SUSPENDED.to_string()),
+        Maker::Provider,
+        "the LA reported a misdirected email",
+        Some("INC-42"),
+        "provider:demo",
+        now,
+    )?;
+    let _ = writeln!(
+        out,
+        "   mishare suspend --la {SUSPENDED} …   suspension {}",
+        suspension.id
+    );
+    drop(store);
+    let _ = writeln!(out, "   (E09000005 has no agreement on file)");
+
+    let _ = writeln!(
+        out,
+        "\n── mishare send-now {REPORT}: one read of the records, one sealed file per LA:"
+    );
+    let config = Arc::new(config);
+    let options = SendOptions {
+        at: now,
+        actor: "provider:demo".into(),
+        push: Default::default(),
+        progress: Arc::new(|_| {}),
+    };
+    let results = mishare::provider::send_now(config.clone(), REPORT, None, options).await?;
+    for result in &results {
+        let _ = writeln!(out, "   {}", result.line());
+    }
+
+    let _ = writeln!(
+        out,
+        "\n── What each LA holds, and how it opens it with the standard age tool:"
+    );
+    for result in &results {
+        let LaOutcome::Delivered { stored_as, .. } = &result.outcome else {
+            continue;
+        };
+        let Some(endpoint) = endpoints.iter().find(|e| e.code == result.la) else {
+            continue;
+        };
+        let file = endpoint.inbox.join(stored_as);
+        let _ = writeln!(
+            out,
+            "   {}\n     age -d -i {} {}",
+            file.display(),
+            endpoint.key.display(),
+            file.display()
+        );
+    }
+    if let Some(first) = results.iter().find_map(|r| match &r.outcome {
+        LaOutcome::Delivered { stored_as, .. } => Some((r.la.clone(), stored_as.clone())),
+        _ => None,
+    }) && let Some(endpoint) = endpoints.iter().find(|e| e.code == first.0)
+    {
+        let plaintext = decrypt(&endpoint.inbox.join(&first.1), &endpoint.key)?;
+        let _ = writeln!(out, "\n── {} decrypted with its own key:", first.0);
+        out.push_str(&String::from_utf8_lossy(&plaintext));
+    }
+
+    let _ = writeln!(
+        out,
+        "\n── And the sanitiser refuses outcome volumes outright (mishare sanitise):"
+    );
+    let volumes = TableSpec::new(Measure::JobOutcomes, "payment_group");
+    match sanitiser::read_records(
+        std::fs::File::open(dir.join("data/participants.csv"))?,
+        "participants.csv",
+        &volumes,
+        &PaymentGroups::default(),
+    ) {
+        Err(InputError::Blocked(blocked)) => {
+            let _ = writeln!(out, "   {blocked}");
+        }
+        other => anyhow::bail!("outcome volumes were not refused: {other:?}"),
+    }
+
+    for endpoint in endpoints {
+        let _ = endpoint.stop.send(());
+        let _ = endpoint.served.await;
+    }
+    let _ = writeln!(
+        out,
+        "\nEvery decision above is in the provider's hash-chained audit log \
+         (mishare audit verify, mishare audit export)."
+    );
+    Ok(out)
 }
 
-/// Deterministic synthetic participant records (a linear congruential
-/// generator; no randomness, so the demo prints the same every time).
-fn synthetic_records(n: u32) -> String {
-    const CODES: [&str; 4] = ["E09000002", "E09000030", "E09000009", "E08000025"];
+/// Opens a delivered file with the LA's key, as `mishare decrypt` does.
+fn decrypt(file: &Path, key: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let identities = mishare::seal::Identities::load(key)?;
+    let mut opened = mishare::seal::open(std::fs::File::open(file)?, &identities)?;
+    let mut plaintext = Vec::new();
+    opened.read_to_end(&mut plaintext)?;
+    Ok(plaintext)
+}
+
+/// Synthetic participant records referred over the two years from `start`
+/// (a linear congruential generator: the same day gives the same records).
+fn synthetic_records(n: u32, start: NaiveDate) -> String {
     // (payment group, weight in thousandths, chance of disability in %)
     const GROUPS: [(&str, u64, u64); 9] = [
         ("JSA 18-24", 200, 10),
@@ -187,7 +342,6 @@ fn synthetic_records(n: u32) -> String {
             .wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) % below
     };
-    let start = NaiveDate::from_ymd_opt(2012, 1, 1).expect("a real date");
     let mut out = String::with_capacity(n as usize * 96);
     out.push_str(HEADER);
     for id in 0..n {
