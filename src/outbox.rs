@@ -253,6 +253,19 @@ pub fn spool(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Delivery, OutboxError> {
+    spool_reader(store, to, plaintext, recipients, actor, now)
+}
+
+/// [`spool`] for plaintext read as a stream: memory stays bounded whatever
+/// its size.
+pub fn spool_reader(
+    store: &mut Store,
+    to: Addressed<'_>,
+    plaintext: impl std::io::Read,
+    recipients: &Recipients,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Delivery, OutboxError> {
     let dir = spool_dir(store.data_dir())?;
     let transfer_id = new_transfer_id()?;
     let file_name = format!("{transfer_id}.age");
@@ -269,11 +282,12 @@ pub fn spool(
             .open(&path)
             .map_err(io)?;
         let mut out = BufWriter::new(file);
-        let sealed =
-            seal::seal(plaintext, recipients, &mut out).map_err(|source| OutboxError::Seal {
+        let sealed = seal::seal_reader(plaintext, recipients, &mut out).map_err(|source| {
+            OutboxError::Seal {
                 la: to.la.to_string(),
                 source: Box::new(source),
-            })?;
+            }
+        })?;
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         sync_dir(&dir)?;

@@ -553,6 +553,8 @@ pub async fn connect_recording(
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| connect_error(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {

@@ -182,7 +182,16 @@ pub async fn serve(
         inner: Some(connections),
         closing: Box::pin(closed(closing_rx.clone())),
     };
+    // Flow-control windows a little over a chunk, so a sender is not held
+    // to 64 KiB in flight while this side writes and hashes; per connection
+    // they bound what is buffered.
+    let window = u32::try_from(shared.config.max_chunk_bytes.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .max(1 << 20);
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(2))
+        .max_frame_size(256 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)

@@ -1,0 +1,572 @@
+//! Delivery benchmarks (issue 4). Not tests: they print figures.
+//!
+//! ```text
+//! cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS]   one report to LAS endpoints (default 150, 5 runs, 1,000,000 records)
+//! cargo bench --bench delivery -- large [MIB] [RUNS]           one MIB-MiB sealed file through one push, against scp (default 1024, 3 runs)
+//! ```
+//!
+//! **fanout** starts LAS authority endpoints on loopback (in this process,
+//! each on its own port with its own certificate and age key), puts an
+//! agreement on file for each, and times `mishare send-now` (the release
+//! binary, a separate process) from start to exit, which is after the last
+//! receipt is stored. It checks every LA's line says `delivered`.
+//!
+//! **large** runs `mishare authority run` as its own process, spools one
+//! sealed file of MIB MiB in a provider process of its own (this benchmark
+//! re-run as a child), and times the push alone: the push's wall time and
+//! each side's peak RSS (VmHWM). In the same run it copies the same
+//! ciphertext with `scp` over loopback SSH (a private `sshd` on a spare port,
+//! needs Debian's openssh-server) and times that with GNU time. The endpoint
+//! fsyncs what it receives; scp does not, so the comparison favours scp.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mishare::certs::{DevCa, Usage, Validity, la_server_name};
+use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
+use mishare::store::{AgreementRequest, NewAgreement, Store};
+
+const PROVIDER_ID: &str = "provider.test";
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let num = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    match args.first().map(String::as_str) {
+        Some("fanout") => fanout(num(1, 150) as usize, num(2, 5) as usize, num(3, 1_000_000)),
+        Some("large") => large(num(1, 1024), num(2, 3) as usize),
+        Some("large-provider") => large_provider(Path::new(&args[1]), num(2, 1024)),
+        _ => {
+            eprintln!(
+                "usage: cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS] | large [MIB] [RUNS]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A provider directory: PKI, reference data, the provider's certificate.
+struct Setup {
+    dir: tempfile::TempDir,
+    ca: DevCa,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["reference", "certs", "data", "keys"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        std::fs::write(dir.path().join("agreement.pdf"), b"%PDF signed\n").expect("doc");
+        let ca = DevCa::new("bench CA").expect("ca");
+        std::fs::write(dir.path().join("certs/ca.pem"), ca.cert_pem()).expect("ca");
+        let setup = Self { dir, ca };
+        setup.pair("provider", PROVIDER_ID, Usage::ClientAndServer);
+        setup
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn pair(&self, stem: &str, name: &str, usage: Usage) {
+        let issued = self
+            .ca
+            .issue(name, usage, Validity::Current)
+            .expect("issue");
+        std::fs::write(self.path(&format!("certs/{stem}.pem")), &issued.cert_pem).expect("cert");
+        std::fs::write(self.path(&format!("certs/{stem}.key")), &issued.key_pem).expect("key");
+    }
+
+    /// An endpoint directory and authority.toml for `code`; returns the
+    /// config path and the LA's age recipient.
+    fn authority(&self, code: &str, listen: &str) -> (PathBuf, String) {
+        let stem = format!("la-{}", code.to_ascii_lowercase());
+        self.pair(&stem, &la_server_name(code), Usage::Server);
+        let recipient =
+            mishare::seal::generate(&self.path(&format!("keys/{code}.key"))).expect("age key");
+        let dir = self.path(&stem);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let path = dir.join("authority.toml");
+        // For experiments: MISHARE_BENCH_AUTHORITY_EXTRA="sync_every_bytes = …".
+        let extra = std::env::var("MISHARE_BENCH_AUTHORITY_EXTRA").unwrap_or_default();
+        std::fs::write(
+            &path,
+            format!(
+                "code = \"{code}\"\nlisten = \"{listen}\"\ninbox = \"inbox\"\ndata_dir = \"state\"\n\
+                 max_file_bytes = 4294967296\n{extra}\n[tls]\ncert = \"../certs/{stem}.pem\"\n\
+                 key = \"../certs/{stem}.key\"\nca = \"../certs/ca.pem\"\n\n\
+                 [[provider]]\nid = \"{PROVIDER_ID}\"\nname = \"Bench Provider\"\n"
+            ),
+        )
+        .expect("authority.toml");
+        (path, recipient)
+    }
+
+    /// provider.toml with one `[[authority]]` per (code, address, recipient).
+    fn provider_config(&self, las: &[(String, SocketAddr, String)]) -> PathBuf {
+        let mut reference = String::from("la_code,la_name,cpa\n");
+        let mut text = String::from(
+            "provider = \"Bench Provider\"\ndata_dir = \"var/provider\"\n\
+             contract_areas = [\"London East\"]\nreference = \"reference/las.csv\"\n\n\
+             [tls]\ncert = \"certs/provider.pem\"\nkey = \"certs/provider.key\"\nca = \"certs/ca.pem\"\n\n",
+        );
+        for (code, addr, recipient) in las {
+            reference.push_str(&format!("{code},Council {code},London East\n"));
+            text.push_str(&format!(
+                "[[authority]]\ncode = \"{code}\"\nendpoint = \"https://{addr}\"\n\
+                 server_name = \"{}\"\nrecipients = [\"{recipient}\"]\n\n",
+                la_server_name(code)
+            ));
+        }
+        text.push_str(
+            "[[report]]\nname = \"fanout\"\nsource = { records = \"data/participants.csv\" }\n\
+             measure = \"referrals\"\nview = \"counts\"\nrows = \"payment_group\"\ncols = \"period\"\n\
+             period = \"month\"\nschedule = \"0 6 2 * *\"\nrecipients = \"all\"\n\
+             split_by_recipient = true\nclassification = \"internal\"\nmissed = \"run-once\"\n",
+        );
+        std::fs::write(self.path("reference/las.csv"), reference).expect("las");
+        let path = self.path("provider.toml");
+        std::fs::write(&path, text).expect("provider.toml");
+        path
+    }
+
+    fn add_agreements(&self, config: &ProviderConfig, codes: &[String]) {
+        let mut store = Store::open(&config.data_dir).expect("store");
+        let today = Utc::now().date_naive();
+        let signed = (today - chrono::Duration::days(30)).to_string();
+        let document = self.path("agreement.pdf");
+        for code in codes {
+            let request = AgreementRequest {
+                la: code,
+                representative: "Jo Bloggs <jo@example.gov.uk>",
+                signed: &signed,
+                expires: None,
+                document: &document,
+            };
+            let new = NewAgreement::validate(&request, config, today).expect("valid");
+            store
+                .add_agreement(&new, "bench", Utc::now())
+                .expect("added");
+        }
+    }
+}
+
+fn fanout(n: usize, runs: usize, rows: u64) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let setup = Setup::new();
+    let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
+    let mut las = Vec::new();
+    let mut stops = Vec::new();
+    for code in &codes {
+        let (path, recipient) = setup.authority(code, "127.0.0.1:0");
+        let config = AuthorityEndpointConfig::load(&path).expect("authority config");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            mishare::authority::serve(config, listener, shutdown)
+                .await
+                .expect("endpoint");
+        });
+        stops.push(stop);
+        las.push((code.clone(), addr, recipient));
+    }
+    write_records(&setup.path("data/participants.csv"), rows, &codes);
+    let config_path = setup.provider_config(&las);
+    let config = ProviderConfig::load(&config_path).expect("provider config");
+    setup.add_agreements(&config, &codes);
+
+    println!("fanout: {n} LAs, each its own endpoint on loopback; {rows} records; {runs} runs");
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let started = Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["send-now", "fanout", "--config"])
+            .arg(&config_path)
+            .env("USER", "bench")
+            .output()
+            .expect("send-now");
+        let elapsed = started.elapsed().as_secs_f64();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let delivered = stdout.lines().filter(|l| l.contains(" delivered ")).count();
+        assert!(
+            output.status.success() && delivered == n,
+            "run {run}: {delivered} of {n} delivered\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        println!("  run {run}: {elapsed:.3} s, {delivered} files delivered");
+        times.push(elapsed);
+    }
+    let median = median(&mut times);
+    println!(
+        "fanout median {median:.3} s (min {:.3}, max {:.3}) = {:.0} files/s; target < 3 s: {}",
+        times[0],
+        times[times.len() - 1],
+        n as f64 / median,
+        if median < 3.0 { "MET" } else { "NOT MET" }
+    );
+    for stop in stops {
+        let _ = stop.send(());
+    }
+}
+
+/// Participant records spread over `codes`, referred in the last two years.
+fn write_records(path: &Path, rows: u64, codes: &[String]) {
+    const GROUPS: [&str; 9] = [
+        "JSA 18-24",
+        "JSA 25+",
+        "JSA Early Access",
+        "JSA Ex-IB",
+        "ESA Volunteers",
+        "New ESA Claimants",
+        "ESA Ex-IB",
+        "IB/IS",
+        "JSA Prison Leavers",
+    ];
+    let start = Utc::now().date_naive() - chrono::Duration::days(730);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("records"));
+    out.write_all(
+        b"participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
+          job_start_date,job_outcome_date,first_sustainment_date\n",
+    )
+    .expect("write");
+    let mut state: u64 = 42;
+    let mut next = |below: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % below
+    };
+    for i in 0..rows {
+        let la = &codes[next(codes.len() as u64) as usize];
+        let group = GROUPS[next(GROUPS.len() as u64) as usize];
+        let day = start + chrono::Duration::days(next(730) as i64);
+        writeln!(out, "P{i:09},{la},{group},N,{day},,,,").expect("write");
+    }
+    out.flush().expect("flush");
+}
+
+fn large(mib: u64, runs: usize) {
+    let setup = Setup::new();
+    let port = free_port();
+    let code = "E09000002".to_string();
+    let (authority_path, recipient) = setup.authority(&code, &format!("127.0.0.1:{port}"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let config_path = setup.provider_config(&[(code.clone(), addr, recipient)]);
+    let config = ProviderConfig::load(&config_path).expect("provider config");
+    setup.add_agreements(&config, std::slice::from_ref(&code));
+    let sshd = Sshd::start(setup.dir.path());
+
+    println!(
+        "large: one sealed file of {mib} MiB through one push, {runs} runs, against scp over loopback SSH"
+    );
+    let (mut ours, mut scps) = (Vec::new(), Vec::new());
+    let (mut provider_rss, mut authority_rss, mut scp_rss) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let mut authority = Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["authority", "run", "--config"])
+            .arg(&authority_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("authority");
+        wait_for_port(addr);
+        let child = Command::new(std::env::current_exe().expect("exe"))
+            .args(["large-provider"])
+            .arg(setup.dir.path())
+            .arg(mib.to_string())
+            .output()
+            .expect("provider child");
+        let report = String::from_utf8_lossy(&child.stdout).to_string();
+        assert!(
+            child.status.success(),
+            "{report}\n{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+        let field = |name: &str| -> f64 {
+            report
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {report}"))
+        };
+        let endpoint_hwm = vm_hwm_kib(authority.id());
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(authority.id().to_string())
+            .status();
+        let _ = authority.wait();
+        ours.push(field("push_s"));
+        provider_rss.push(field("vmhwm_kib") / 1024.0);
+        authority_rss.push(endpoint_hwm / 1024.0);
+
+        let inbox = setup.path("la-e09000002/inbox").join(PROVIDER_ID);
+        let file = newest(&inbox);
+        if let Some(sshd) = &sshd {
+            let (secs, kib) = sshd.copy(&file, &setup.path("scp-dest.bin"));
+            scps.push(secs);
+            scp_rss.push(kib / 1024.0);
+            let _ = std::fs::remove_file(setup.path("scp-dest.bin"));
+        }
+        println!(
+            "  run {run}: mishare push {:.2} s (provider RSS {:.1} MiB, endpoint RSS {:.1} MiB){}",
+            ours[ours.len() - 1],
+            provider_rss[provider_rss.len() - 1],
+            authority_rss[authority_rss.len() - 1],
+            scps.last()
+                .map_or(String::new(), |s| format!("; scp {s:.2} s"))
+        );
+        let _ = std::fs::remove_file(file);
+    }
+    let mb = (mib * 1024 * 1024) as f64 / 1e6;
+    let m = median(&mut ours);
+    println!(
+        "mishare push: median {m:.2} s = {:.0} MB/s; peak RSS provider {:.1} MiB, endpoint {:.1} MiB (target < 64 MiB each)",
+        mb / m,
+        max(&provider_rss),
+        max(&authority_rss)
+    );
+    if scps.is_empty() {
+        println!("scp: not measured (install Debian's openssh-server to compare)");
+    } else {
+        let s = median(&mut scps);
+        println!(
+            "scp:          median {s:.2} s = {:.0} MB/s; peak RSS scp {:.1} MiB",
+            mb / s,
+            max(&scp_rss)
+        );
+        println!(
+            "throughput ratio mishare/scp = {:.2} (target >= 1: {})",
+            s / m,
+            if s / m >= 1.0 { "MET" } else { "NOT MET" }
+        );
+    }
+}
+
+/// The provider side of `large`, in a process of its own: spools MIB MiB of
+/// plaintext sealed (streamed, never in memory) and times the push alone.
+fn large_provider(dir: &Path, mib: u64) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let config = Arc::new(ProviderConfig::load(&dir.join("provider.toml")).expect("config"));
+    let authority = &config.authorities[0];
+    let recipients = mishare::seal::Recipients::parse(&authority.recipients).expect("recipients");
+    let mut store = Store::open(&config.data_dir).expect("store");
+    let now = Utc::now();
+    let run_id = mishare::outbox::start_run(&mut store, "fanout", "2026-10", None, "bench", now)
+        .expect("run");
+    let plaintext = Pattern {
+        left: mib * 1024 * 1024,
+        state: 7,
+    };
+    let delivery = mishare::outbox::spool_reader(
+        &mut store,
+        mishare::outbox::Addressed {
+            run_id,
+            la: &authority.code,
+            report: "fanout",
+            period: "2026-10",
+            classification: mishare::sanitiser::Classification::Internal,
+        },
+        plaintext,
+        &recipients,
+        "bench",
+        now,
+    )
+    .expect("spool");
+    drop(store);
+    let store = Arc::new(std::sync::Mutex::new(
+        Store::open(&config.data_dir).expect("store"),
+    ));
+    let outcome = runtime.block_on(async {
+        let tls = mishare::push::Courier::client_tls(&config).expect("tls");
+        let options = mishare::push::PushOptions {
+            chunk_bytes: mishare::push::MAX_CHUNK_BYTES,
+            ..Default::default()
+        };
+        let watch =
+            mishare::push::StateWatch::start(config.data_dir.clone(), options.watch_interval)
+                .expect("watch");
+        let courier =
+            mishare::push::Courier::new(config.clone(), tls, store, watch, "bench", options);
+        let started = Instant::now();
+        let outcome = mishare::push::deliver(&courier, &delivery).await;
+        (outcome, started.elapsed())
+    });
+    let (delivered, elapsed) = outcome;
+    assert!(
+        matches!(delivered, mishare::push::Delivered::Delivered { .. }),
+        "{delivered:?}"
+    );
+    println!(
+        "push_s={:.3} vmhwm_kib={}",
+        elapsed.as_secs_f64(),
+        vm_hwm_kib(std::process::id())
+    );
+}
+
+/// Incompressible-looking plaintext from a fast generator.
+struct Pattern {
+    left: u64,
+    state: u64,
+}
+
+impl Read for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A private sshd on a spare loopback port, for scp.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Option<Self> {
+        if !Path::new("/usr/sbin/sshd").exists() {
+            return None;
+        }
+        let ssh = dir.join("ssh");
+        std::fs::create_dir_all(&ssh).expect("mkdir");
+        for key in ["host", "client"] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(ssh.join(key))
+                .status()
+                .expect("ssh-keygen");
+            assert!(status.success());
+        }
+        std::fs::copy(ssh.join("client.pub"), ssh.join("authorized_keys")).expect("keys");
+        let port = free_port();
+        let config = ssh.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
+                 StrictModes no\nPidFile none\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
+                ssh.join("host").display(),
+                ssh.join("authorized_keys").display()
+            ),
+        )
+        .expect("sshd_config");
+        std::fs::create_dir_all("/run/sshd").ok();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd");
+        wait_for_port(format!("127.0.0.1:{port}").parse().expect("addr"));
+        Some(Self {
+            child,
+            port,
+            key: ssh.join("client"),
+        })
+    }
+
+    /// Copies `from` to `to` over loopback: (seconds, scp's peak RSS in KiB).
+    fn copy(&self, from: &Path, to: &Path) -> (f64, f64) {
+        let output = Command::new("/usr/bin/time")
+            .args(["-f", "%e %M", "scp", "-q", "-i"])
+            .arg(&self.key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-P",
+                &self.port.to_string(),
+            ])
+            .arg(from)
+            .arg(format!("root@127.0.0.1:{}", to.display()))
+            .output()
+            .expect("scp");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "scp: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        let mut parts = last
+            .split_whitespace()
+            .map(|p| p.parse::<f64>().expect("time output"));
+        (parts.next().expect("secs"), parts.next().expect("kib"))
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// Peak resident set size of a process, from /proc.
+fn vm_hwm_kib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+fn newest(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("inbox")
+        .map(|e| e.expect("entry").path())
+        .max_by_key(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
+        .expect("a delivered file")
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
