@@ -33,7 +33,8 @@ pub(crate) mod status {
 #[derive(Debug, Parser)]
 #[command(name = "mishare", version, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The provider configuration file.
+    /// The configuration file: provider.toml for provider commands;
+    /// authority commands read ./authority.toml unless this names another.
     #[arg(
         long,
         global = true,
@@ -60,9 +61,9 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the whole job on built-in synthetic data: tables sanitised for
-    /// two LAs, outcome shares, and a refused request. Writes nothing that
-    /// outlives it unless --out is given.
+    /// Show the whole job on loopback: a development PKI, an endpoint per LA,
+    /// agreements for some, a suspension, and a real send-now of synthetic
+    /// records. Everything lives in a temporary directory (kept with --out).
     Demo(demo::DemoArgs),
 
     /// Round, total and label one table under the disclosure rules, and print
