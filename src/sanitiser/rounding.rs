@@ -12,7 +12,7 @@ pub const BASE: u64 = 20;
 /// The largest count the sanitiser accepts (R1).
 pub const MAX_COUNT: u64 = 1_000_000_000_000;
 
-/// A figure rounded to a multiple of [`BASE`].
+/// A figure rounded to a multiple of 20.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Rounded(u64);
 
@@ -26,7 +26,7 @@ impl Rounded {
         Some(Rounded(x.checked_add(BASE / 2)? / BASE * BASE))
     }
 
-    /// The sum of two rounded figures, itself a multiple of [`BASE`].
+    /// The sum of two rounded figures, itself a multiple of 20.
     pub fn checked_add(self, other: Rounded) -> Option<Rounded> {
         self.0.checked_add(other.0).map(Rounded)
     }

@@ -2,7 +2,7 @@
 //!
 //! - WAL mode, so a running daemon reads what an operator's command has just
 //!   committed, and readers never block the writer.
-//! - Numbered migrations ([`migrations`]) tracked with `PRAGMA user_version`,
+//! - Numbered migrations (`src/store/migrations.rs`) tracked with `PRAGMA user_version`,
 //!   applied at open in one transaction.
 //! - Every change that also writes an audit entry is one `BEGIN IMMEDIATE`
 //!   transaction: two processes writing at once queue on the write lock (with
