@@ -176,39 +176,47 @@ pub enum Missed {
     Skip,
 }
 
+/// Reads a configuration file, telling a missing file from an unreadable one.
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+/// Parses TOML into raw structs, naming the line and column of a mistake.
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let (line, column) = e
+            .span()
+            .map_or((1, 1), |span| line_column(text, span.start));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
 impl ProviderConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ConfigError::NotFound {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
-        Self::from_toml(path, &text)
+        Self::from_toml(path, &read_config(path)?)
     }
 
     /// Validates `text` as if read from `path` (relative paths resolve
     /// against `path`'s directory).
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
-        Validator { path }.finish(raw)
+        Validator { path }.finish(parse_toml(path, text)?)
     }
 
     /// The `[[authority]]` with this code.
@@ -645,36 +653,13 @@ pub struct ProviderEntry {
 impl AuthorityEndpointConfig {
     /// Reads and validates `path`, loading the TLS files it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ConfigError::NotFound {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
-        Self::from_toml(path, &text)
+        Self::from_toml(path, &read_config(path)?)
     }
 
     /// Validates `text` as if read from `path` (relative paths resolve
     /// against `path`'s directory), loading the TLS files it names.
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawAuthorityEndpoint = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
-        Validator { path }.finish_authority(raw)
+        Validator { path }.finish_authority(parse_toml(path, text)?)
     }
 
     /// The provider identities served, for the TLS allow-list.

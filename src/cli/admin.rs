@@ -11,6 +11,7 @@ use chrono_tz::Europe::London;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::json;
 
+use super::actor;
 use super::{Global, Outcome, fail, status};
 use mishare::audit::{self, Verification};
 use mishare::config::{ConfigError, ProviderConfig};
@@ -236,21 +237,6 @@ fn open(global: &Global) -> Result<(ProviderConfig, Store), Failure> {
     let config = ProviderConfig::load(&global.config)?;
     let store = Store::open(&config.data_dir)?;
     Ok((config, store))
-}
-
-/// Who is acting: `provider:<login name>`.
-fn actor() -> String {
-    let user: String = std::env::var("USER")
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
-    let user = user.trim();
-    format!(
-        "provider:{}",
-        if user.is_empty() { "operator" } else { user }
-    )
 }
 
 fn add(args: &AddArgs, global: &Global) -> Done {

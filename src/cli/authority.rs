@@ -13,7 +13,7 @@ use mishare::receipt;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::{Global, Outcome, status};
+use super::{Global, Outcome, signals, status};
 
 /// The file `authority` commands read when `--config` is not given.
 const DEFAULT_CONFIG: &str = "authority.toml";
@@ -108,21 +108,6 @@ fn serve(config: AuthorityEndpointConfig) -> Outcome {
         );
         authority::serve(config, listener, shutdown).await?;
         Ok(0)
-    })
-}
-
-/// SIGTERM or SIGINT, as one future.
-fn signals() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutdown requested");
-        eprintln!("{name}: shutting down");
     })
 }
 

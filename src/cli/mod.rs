@@ -10,6 +10,8 @@ mod provider;
 mod sanitise;
 
 use std::path::PathBuf;
+
+use anyhow::Context as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -170,4 +172,34 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> Outcome {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
         Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
+}
+
+/// Who is acting: `provider:<login name>`.
+pub(crate) fn actor() -> String {
+    let user: String = std::env::var("USER")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let user = user.trim();
+    format!(
+        "provider:{}",
+        if user.is_empty() { "operator" } else { user }
+    )
+}
+
+/// SIGTERM or SIGINT, as one future.
+pub(crate) fn signals() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+        eprintln!("{name}: shutting down");
+    })
 }

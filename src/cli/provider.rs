@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
-use super::{Global, Outcome, status};
+use super::{Global, Outcome, actor, signals, status};
 use mishare::config::ProviderConfig;
 use mishare::gate::{Decision, Gate};
 use mishare::provider::{self, LaOutcome, Progress, SendError, SendOptions};
@@ -63,21 +63,6 @@ pub(crate) struct SendNowArgs {
     la: Option<String>,
 }
 
-/// Who is acting: `provider:<login name>`.
-fn actor() -> String {
-    let user: String = std::env::var("USER")
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
-    let user = user.trim();
-    format!(
-        "provider:{}",
-        if user.is_empty() { "operator" } else { user }
-    )
-}
-
 fn load(global: &Global) -> Result<ProviderConfig, u8> {
     ProviderConfig::load(&global.config).map_err(|e| {
         eprintln!("error: {e}");
@@ -115,21 +100,6 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
             Ok(0)
         }),
     }
-}
-
-/// SIGTERM or SIGINT, as one future.
-fn signals() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutdown requested");
-        eprintln!("{name}: shutting down");
-    })
 }
 
 /// Prints a report error and gives the exit status for it.
