@@ -11,8 +11,7 @@ use chrono_tz::Europe::London;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::actor;
-use super::{Global, Outcome, fail, status};
+use super::{Global, Outcome, actor, fail, status};
 use mishare::audit::{self, Verification};
 use mishare::config::{ConfigError, ProviderConfig};
 use mishare::gate::{self, AgreementFacts, Decision, Gate};
