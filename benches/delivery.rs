@@ -225,17 +225,7 @@ fn fanout(n: usize, runs: usize, rows: u64) {
 
 /// Participant records spread over `codes`, referred in the last two years.
 fn write_records(path: &Path, rows: u64, codes: &[String]) {
-    const GROUPS: [&str; 9] = [
-        "JSA 18-24",
-        "JSA 25+",
-        "JSA Early Access",
-        "JSA Ex-IB",
-        "ESA Volunteers",
-        "New ESA Claimants",
-        "ESA Ex-IB",
-        "IB/IS",
-        "JSA Prison Leavers",
-    ];
+    const GROUPS: [&str; 9] = mishare::reference::DEFAULT_PAYMENT_GROUPS;
     let start = Utc::now().date_naive() - chrono::Duration::days(730);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("records"));
     out.write_all(
