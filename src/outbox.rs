@@ -667,6 +667,40 @@ fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
         })
 }
 
+/// A stored receipt as the endpoint sent it (signature included), for
+/// `mishare receipt export` and offline verification; `None` if no receipt
+/// is stored for `transfer_id`.
+pub fn wire_receipt(store: &Store, transfer_id: &str) -> Result<Option<v1::Receipt>, OutboxError> {
+    let row = store
+        .conn()
+        .query_row(
+            "SELECT sha256, size, stored_as, received_unix_ms, signature FROM receipts
+             WHERE transfer_id = ?1",
+            [transfer_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(StoreError::from)?;
+    Ok(row.map(
+        |(sha256, size, stored_as, received_unix_ms, signature)| v1::Receipt {
+            transfer_id: transfer_id.to_string(),
+            sha256: crate::receipt::unhex(&sha256).unwrap_or_default(),
+            size: u64::try_from(size).unwrap_or_default(),
+            stored_as,
+            received_unix_ms,
+            signature,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

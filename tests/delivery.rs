@@ -130,6 +130,35 @@ async fn send_now_delivers_exactly_what_preview_prints() {
     assert_eq!(net.decrypt("E09000009", &files[0]), preview.stdout);
     assert_eq!(count(&net, "SELECT count(*) FROM receipts"), 2);
     assert!(net.spool().is_empty());
+
+    // The stored receipt, exported by its file name, verifies offline
+    // against the LA's certificate and not against another LA's.
+    let exported = net.run(&["receipt", "export", name]).await;
+    assert_eq!(exported.status.code(), Some(0), "{exported:?}");
+    std::fs::write(net.path("receipt.json"), &exported.stdout).expect("receipt");
+    let valid = net
+        .run(&[
+            "receipt",
+            "verify",
+            "receipt.json",
+            "--cert",
+            "certs/la-e09000009.pem",
+        ])
+        .await;
+    assert_eq!(valid.status.code(), Some(0), "{valid:?}");
+    assert!(String::from_utf8_lossy(&valid.stdout).starts_with("receipt valid: "));
+    let wrong = net
+        .run(&[
+            "receipt",
+            "verify",
+            "receipt.json",
+            "--cert",
+            "certs/la-e09000002.pem",
+        ])
+        .await;
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    let unknown = net.run(&["receipt", "export", "no-such-transfer"]).await;
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -42,6 +42,18 @@ pub(crate) enum ReceiptCommand {
     /// Check a receipt's signature offline against the endpoint's
     /// certificate. Exit status 0 if valid, 1 (with the reason) if not.
     Verify(VerifyArgs),
+
+    /// Print a receipt the provider stored (as JSON, for `receipt verify`).
+    /// Reads the provider's state (--config, default ./provider.toml).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExportArgs {
+    /// The transfer id, or the delivered file's name that ends with it
+    /// (`<period>_<report>_<transfer id>.age`, as `send-now` prints it).
+    #[arg(value_name = "TRANSFER_ID")]
+    transfer_id: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,8 +160,11 @@ fn audit_export(config: &AuthorityEndpointConfig) -> Outcome {
     super::write_stdout(out.as_bytes())
 }
 
-pub(crate) fn receipt(command: &ReceiptCommand) -> Outcome {
-    let ReceiptCommand::Verify(args) = command;
+pub(crate) fn receipt(command: &ReceiptCommand, global: &Global) -> Outcome {
+    let args = match command {
+        ReceiptCommand::Verify(args) => args,
+        ReceiptCommand::Export(args) => return export_receipt(args, global),
+    };
     let text = std::fs::read_to_string(&args.receipt)
         .with_context(|| format!("cannot read the receipt {}", args.receipt.display()))?;
     let cert = CertificateDer::from_pem_file(&args.cert).map_err(|e| {
@@ -186,6 +201,32 @@ pub(crate) fn receipt(command: &ReceiptCommand) -> Outcome {
         }
         Err(e) => {
             eprintln!("receipt invalid: {e}");
+            Ok(status::FAILURE)
+        }
+    }
+}
+
+/// `receipt export`: a stored receipt, signature and all, from the
+/// provider's state.
+fn export_receipt(args: &ExportArgs, global: &Global) -> Outcome {
+    let config = mishare::config::ProviderConfig::load(&global.config)?;
+    let store = mishare::store::Store::open(&config.data_dir)?;
+    let id = args
+        .transfer_id
+        .strip_suffix(".age")
+        .map_or(args.transfer_id.as_str(), |name| {
+            name.rsplit_once('_').map_or(name, |(_, id)| id)
+        });
+    match mishare::outbox::wire_receipt(&store, id)? {
+        Some(r) => {
+            println!("{}", receipt::to_json(&r));
+            Ok(0)
+        }
+        None => {
+            eprintln!(
+                "error: no receipt is stored for transfer {id:?}; send-now prints each \
+                 delivered file's name, which ends with its transfer id"
+            );
             Ok(status::FAILURE)
         }
     }

@@ -128,7 +128,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Decrypt(args) => keys::decrypt(&args),
         Command::Admin(cmd) => admin::run(cmd, &global),
         Command::Authority(cmd) => authority::run(&cmd, &global),
-        Command::Receipt(cmd) => authority::receipt(&cmd),
+        Command::Receipt(cmd) => authority::receipt(&cmd, &global),
         Command::Provider(cmd) => provider::run(&cmd, &global),
         Command::Report(cmd) => provider::preview(&cmd, &global),
         Command::SendNow(args) => provider::send_now(&args, &global),
