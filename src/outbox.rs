@@ -687,8 +687,7 @@ pub fn wire_receipt(store: &Store, transfer_id: &str) -> Result<Option<v1::Recei
                 ))
             },
         )
-        .optional()
-        .map_err(StoreError::from)?;
+        .optional()?;
     Ok(row.map(
         |(sha256, size, stored_as, received_unix_ms, signature)| v1::Receipt {
             transfer_id: transfer_id.to_string(),
