@@ -75,3 +75,22 @@ fn refuses_a_hostile_la_code() {
     assert_eq!(run.status.code(), Some(64));
     assert!(!dir.path().join("ca.pem").exists());
 }
+
+/// A reader that goes away (`mishare … | head -1`) ends the command quietly,
+/// never with a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mishare"))
+        .args(["certs", "dev", "--la", "E1", "--out"])
+        .arg(dir.path().join("pki"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mishare");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -370,8 +370,11 @@ fn synthetic_records(n: u32, start: NaiveDate) -> String {
                 }
             }
         }
+        // An extract taken two years after `start`: stages not reached by
+        // then are empty, as in a real case-management export.
+        let extract = start + Days::new(730);
         let _ = write!(out, "P{id:09},{la},{group},{disability}");
-        for date in dates {
+        for date in dates.into_iter().map(|d| d.filter(|d| *d <= extract)) {
             out.push(',');
             if let Some(d) = date {
                 let _ = write!(out, "{}", d.format("%Y-%m-%d"));

@@ -117,6 +117,7 @@ pub(crate) struct Global {
 }
 
 pub(crate) fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let global = Global { config: cli.config };
@@ -202,4 +203,24 @@ pub(crate) fn signals() -> anyhow::Result<impl std::future::Future<Output = ()> 
         tracing::info!(signal = name, "shutdown requested");
         eprintln!("{name}: shutting down");
     })
+}
+
+/// `mishare status | head` must not end in a panic. Rust ignores SIGPIPE, so
+/// `println!` to a reader that went away panics; this crate forbids the
+/// `unsafe` needed to restore SIGPIPE, so the panic hook ends the process
+/// quietly instead, as SIGPIPE would, with status 0 like [`write_stdout`].
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
