@@ -223,7 +223,13 @@ impl Net {
     /// Participant records for every LA in the last complete month, and
     /// some this month that must not be sent.
     fn write_records(&self) {
-        let last = last_complete_period(PeriodGrain::Month, Utc::now());
+        self.write_records_at(Utc::now());
+    }
+
+    /// [`Net::write_records`] as if it were `at`: records in the last
+    /// complete month before `at`.
+    pub fn write_records_at(&self, at: chrono::DateTime<Utc>) {
+        let last = last_complete_period(PeriodGrain::Month, at);
         let this_month = last.last_day.succ_opt().expect("a day after");
         let mut text = String::from(
             "participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
@@ -246,6 +252,22 @@ impl Net {
             }
         }
         std::fs::write(self.path("data/participants.csv"), text).expect("records");
+    }
+
+    /// Replaces `from` by `to` in provider.toml (after any
+    /// [`Net::write_config`]).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("provider.toml");
+        assert!(text.contains(from), "provider.toml has no {from:?}");
+        std::fs::write(self.config_path(), text.replace(from, to)).expect("provider.toml");
+    }
+
+    /// Appends `text` to provider.toml (after any [`Net::write_config`]).
+    pub fn append_config(&self, text: &str) {
+        let mut all = std::fs::read_to_string(self.config_path()).expect("provider.toml");
+        all.push('\n');
+        all.push_str(text);
+        std::fs::write(self.config_path(), all).expect("provider.toml");
     }
 
     pub fn store(&self) -> Store {
