@@ -425,6 +425,25 @@ async fn a_queued_delivery_whose_la_is_suspended_is_refused_and_never_sent() {
     net.add_agreement("E09000002");
     let mut d = daemon(&net);
     run_now(&net, &d).await;
+    let status = net.run(&["status"]).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("queue: 1 undelivered (1 queued, 0 sending, 0 waiting to retry)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  oldest for E09000002: delivery 1 E09000002 referrals-monthly "),
+        "{text}"
+    );
+    assert!(
+        text.contains("dead: 0\nnext runs:\n  referrals-monthly at "),
+        "{text}"
+    );
+    let json = net.run(&["status", "--format", "json"]).await;
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["queue"]["depth"], 1);
+    assert_eq!(doc["queue"]["oldest_per_la"][0]["la"], "E09000002");
+    assert_eq!(doc["next_runs"][0]["report"], "referrals-monthly");
     net.store()
         .suspend(
             Scope::All,
@@ -488,4 +507,22 @@ async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no
     assert!(net.inbox("E09000009").is_empty());
     stall.release();
     d.settle().await.expect("settle");
+}
+
+#[test]
+fn the_documented_systemd_unit_is_the_one_in_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("tests/data/mishare-provider.service"))
+        .expect("the unit file");
+    let block = format!("```ini\n{unit}```");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    // DAEMON.md holds the production section until it is folded into the
+    // README.
+    let daemon = std::fs::read_to_string(root.join("DAEMON.md")).unwrap_or_default();
+    assert!(
+        readme.contains(&block) || daemon.contains(&block),
+        "the README's systemd unit differs from tests/data/mishare-provider.service"
+    );
+    assert!(unit.contains("ExecStart=/usr/local/bin/mishare provider run --config "));
+    assert!(unit.contains("UnsetEnvironment=MISHARE_DANGEROUS_CRASH_AT"));
 }
