@@ -843,14 +843,19 @@ impl Daemon {
         );
         let mut watch = self.watch.clone();
         tokio::pin!(shutdown);
-        let result = loop {
+        loop {
             let now = Utc::now();
             if let Err(e) = self.schedule(now).await {
                 tracing::error!(error = %e, "the scheduler failed; trying again shortly");
             }
             let next_retry = match self.deliver_due(now).await {
                 Ok(n) => n,
-                Err(e) => break Err(e),
+                Err(e) => {
+                    // The database was busy or failed; look again shortly
+                    // rather than stop the daemon.
+                    tracing::error!(error = %e, "cannot read the outbox; trying again shortly");
+                    Some(Utc::now() + chrono::Duration::seconds(5))
+                }
             };
             let wake = [self.next_run(now), next_retry]
                 .into_iter()
@@ -863,7 +868,7 @@ impl Daemon {
                         .min(MAX_SLEEP)
                 });
             tokio::select! {
-                () = &mut shutdown => break Ok(()),
+                () = &mut shutdown => break,
                 () = tokio::time::sleep(wake) => {}
                 Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
                     match joined {
@@ -883,7 +888,7 @@ impl Daemon {
                     }
                 }
             }
-        };
+        }
         let _ = stop_tx.send(true);
         if !self.pushes.is_empty() {
             tracing::info!(pushes = self.pushes.len(), grace = ?SHUTDOWN_GRACE,
@@ -907,7 +912,7 @@ impl Daemon {
             }
         }
         tracing::info!("provider daemon stopped");
-        result
+        Ok(())
     }
 }
 
