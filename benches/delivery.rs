@@ -256,7 +256,7 @@ fn scheduled(n: usize, rows: u64, idle_secs: u64) {
     let mut text = std::fs::read_to_string(&config_path).expect("provider.toml");
     for (name, measure, rows) in [
         ("starts", "job_starts", "payment_group"),
-        ("outcomes", "job_outcomes", "payment_group"),
+        ("starts-disability", "job_starts", "disability"),
         ("referrals-disability", "referrals", "disability"),
     ] {
         text.push_str(&format!(
@@ -301,6 +301,15 @@ fn scheduled(n: usize, rows: u64, idle_secs: u64) {
         if count("SELECT count(*) FROM receipts") >= want {
             break;
         }
+        let settled = count("SELECT count(*) FROM report_runs WHERE spooled_at IS NULL") == 0
+            && count(
+                "SELECT count(*) FROM deliveries WHERE state IN ('queued', 'sending', 'failed')",
+            ) == 0;
+        assert!(
+            !settled || count("SELECT count(*) FROM report_runs") < 4,
+            "the runs are done but only {} of {want} files were delivered",
+            count("SELECT count(*) FROM receipts")
+        );
         if let Some(status) = daemon.try_wait().expect("try_wait") {
             panic!("the daemon exited: {status}");
         }

@@ -607,17 +607,29 @@ impl Daemon {
                 .into_iter()
                 .filter(|la| !have.contains(la))
                 .collect();
-            let permitted: Vec<String> = {
+            let mut permitted = Vec::new();
+            for la in wanted {
                 let mut store = lock();
-                let mut gate = Gate::new(&config, &mut store, actor.clone());
-                wanted
-                    .into_iter()
-                    .filter(|la| {
-                        gate.authorise(la, &report.name, Utc::now(), Stage::Plan, |_| {})
-                            .is_ok()
-                    })
-                    .collect()
-            };
+                let answer = Gate::new(&config, &mut store, actor.clone()).authorise(
+                    &la,
+                    &report.name,
+                    Utc::now(),
+                    Stage::Plan,
+                    |_| {},
+                );
+                match answer {
+                    Ok(()) => permitted.push(la),
+                    // Remembered, so finishing this run after a restart
+                    // does not send it what was withheld.
+                    Err(refusal) => scheduler::record_plan_refusal(
+                        &mut store,
+                        run_id,
+                        &la,
+                        refusal.reason.as_str(),
+                    )
+                    .map_err(|e| e.to_string())?,
+                }
+            }
             if !permitted.is_empty() {
                 let run = report::run_report(&config, &report, &permitted, scheduled_for)
                     .map_err(|e| e.to_string())?;

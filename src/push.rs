@@ -121,9 +121,10 @@ impl StateWatch {
     }
 
     /// Completes at the next change of suspensions, agreements or requeued
-    /// deliveries after this call; never, once the watcher has stopped.
+    /// deliveries this watch has not seen yet (at once if one came since it
+    /// last looked); never, once the watcher has stopped.
+    /// if a change came since this watch last saw one.
     pub async fn changed(&mut self) {
-        self.changes.borrow_and_update();
         if self.changes.changed().await.is_err() {
             std::future::pending::<()>().await;
         }

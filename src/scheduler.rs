@@ -266,13 +266,31 @@ pub fn unfinished_runs(store: &Store) -> Result<Vec<UnfinishedRun>, StoreError> 
     Ok(out)
 }
 
-/// The LAs that already have a delivery in run `id`.
+/// The LAs already settled in run `id`: with a delivery, or refused by the
+/// gate when it was planned.
 pub fn las_in_run(store: &Store, id: i64) -> Result<Vec<String>, StoreError> {
-    let mut stmt = store
-        .conn()
-        .prepare("SELECT la_code FROM deliveries WHERE run_id = ?1")?;
+    let mut stmt = store.conn().prepare(
+        "SELECT la_code FROM deliveries WHERE run_id = ?1
+         UNION SELECT la_code FROM run_refusals WHERE run_id = ?1",
+    )?;
     let rows = stmt.query_map([id], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records that the gate refused `la` when run `id` was planned.
+pub fn record_plan_refusal(
+    store: &mut Store,
+    id: i64,
+    la: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let tx = store.write()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO run_refusals (run_id, la_code, reason) VALUES (?1, ?2, ?3)",
+        params![id, la, reason],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -526,3 +526,61 @@ fn the_documented_systemd_unit_is_the_one_in_the_repository() {
     assert!(unit.contains("ExecStart=/usr/local/bin/mishare provider run --config "));
     assert!(unit.contains("UnsetEnvironment=MISHARE_DANGEROUS_CRASH_AT"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
+    let net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    let suspension = net
+        .store()
+        .suspend(
+            Scope::La("E09000009".into()),
+            Maker::Provider,
+            "checking",
+            None,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("suspend");
+    let d = daemon(&net);
+    run_now(&net, &d).await;
+    drop(d);
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
+    // As if the daemon had stopped before the run was wholly spooled; then
+    // the suspension is lifted.
+    {
+        let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+        conn.execute("UPDATE report_runs SET spooled_at = NULL", [])
+            .expect("update");
+    }
+    net.store()
+        .lift(
+            suspension.id,
+            Maker::Provider,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("lift");
+    let d = daemon(&net);
+    let done = d.schedule(Utc::now()).await.expect("schedule");
+    assert!(
+        matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
+        "the run is finished: {done:?}"
+    );
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE la_code = 'E09000009'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM report_runs WHERE spooled_at IS NOT NULL"
+        ),
+        1
+    );
+}

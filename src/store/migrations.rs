@@ -145,6 +145,16 @@ ALTER TABLE report_runs ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ran'
 ALTER TABLE report_runs ADD COLUMN spooled_at TEXT;
 UPDATE report_runs SET spooled_at = started_at;
 
+-- LAs the gate refused when a scheduled run was planned: a run finished
+-- after a restart does not ask again for them (nothing withheld is sent
+-- later by itself).
+CREATE TABLE run_refusals (
+    run_id  INTEGER NOT NULL REFERENCES report_runs(id),
+    la_code TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    PRIMARY KEY (run_id, la_code)
+);
+
 -- When a failed delivery may be tried again (NULL: at once), and when its
 -- age for max_age_hours began (NULL: created_at; reset by `mishare retry`).
 ALTER TABLE deliveries ADD COLUMN next_attempt_at TEXT;
