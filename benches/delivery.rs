@@ -3,7 +3,17 @@
 //! ```text
 //! cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS]   one report to LAS endpoints (default 150, 5 runs, 1,000,000 records)
 //! cargo bench --bench delivery -- large [MIB] [RUNS]           one MIB-MiB sealed file through one push, against scp (default 1024, 3 runs)
+//! cargo bench --bench delivery -- scheduled [LAS] [ROWS] [IDLE_SECS]  the daemon: a scheduled run of four reports, then idle (default 150, 5,000,000, 60)
 //! ```
+//!
+//! **scheduled** starts LAS endpoints as fanout does, configures four
+//! reports over ROWS records, sets their schedule marks 40 days back so the
+//! daemon (`mishare provider run`, the release binary, its own process) finds
+//! a run of each due at start (missed = run-once), and times from the
+//! daemon's start to the last of the 4 × LAS receipts stored (polling the
+//! database), with the daemon's peak RSS (VmHWM). Then, with nothing left
+//! to do, it measures the daemon's CPU time over IDLE_SECS (utime + stime
+//! from /proc, at 100 ticks a second).
 //!
 //! **fanout** starts LAS authority endpoints on loopback (in this process,
 //! each on its own port with its own certificate and age key), puts an
@@ -42,6 +52,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("fanout") => fanout(num(1, 150) as usize, num(2, 5) as usize, num(3, 1_000_000)),
         Some("large") => large(num(1, 1024), num(2, 3) as usize),
+        Some("scheduled") => scheduled(num(1, 150) as usize, num(2, 5_000_000), num(3, 60)),
         Some("large-provider") => large_provider(Path::new(&args[1]), num(2, 1024)),
         _ => {
             eprintln!(
@@ -159,9 +170,14 @@ impl Setup {
     }
 }
 
-fn fanout(n: usize, runs: usize, rows: u64) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let setup = Setup::new();
+type Endpoints = (
+    Vec<String>,
+    Vec<(String, SocketAddr, String)>,
+    Vec<tokio::sync::oneshot::Sender<()>>,
+);
+
+/// `n` authority endpoints in this process, each on its own port.
+fn endpoints(runtime: &tokio::runtime::Runtime, setup: &Setup, n: usize) -> Endpoints {
     let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
     let mut las = Vec::new();
     let mut stops = Vec::new();
@@ -184,6 +200,13 @@ fn fanout(n: usize, runs: usize, rows: u64) {
         stops.push(stop);
         las.push((code.clone(), addr, recipient));
     }
+    (codes, las, stops)
+}
+
+fn fanout(n: usize, runs: usize, rows: u64) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let setup = Setup::new();
+    let (codes, las, stops) = endpoints(&runtime, &setup, n);
     write_records(&setup.path("data/participants.csv"), rows, &codes);
     let config_path = setup.provider_config(&las);
     let config = ProviderConfig::load(&config_path).expect("provider config");
@@ -224,6 +247,114 @@ fn fanout(n: usize, runs: usize, rows: u64) {
 }
 
 /// Participant records spread over `codes`, referred in the last two years.
+fn scheduled(n: usize, rows: u64, idle_secs: u64) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let setup = Setup::new();
+    let (codes, las, stops) = endpoints(&runtime, &setup, n);
+    write_records(&setup.path("data/participants.csv"), rows, &codes);
+    let config_path = setup.provider_config(&las);
+    let mut text = std::fs::read_to_string(&config_path).expect("provider.toml");
+    for (name, measure, rows) in [
+        ("starts", "job_starts", "payment_group"),
+        ("starts-disability", "job_starts", "disability"),
+        ("referrals-disability", "referrals", "disability"),
+    ] {
+        text.push_str(&format!(
+            "\n[[report]]\nname = \"{name}\"\nsource = {{ records = \"data/participants.csv\" }}\n\
+             measure = \"{measure}\"\nview = \"counts\"\nrows = \"{rows}\"\ncols = \"period\"\n\
+             period = \"month\"\nschedule = \"0 6 2 * *\"\nrecipients = \"all\"\n\
+             split_by_recipient = true\nclassification = \"internal\"\nmissed = \"run-once\"\n"
+        ));
+    }
+    std::fs::write(&config_path, text).expect("provider.toml");
+    let config = ProviderConfig::load(&config_path).expect("provider config");
+    setup.add_agreements(&config, &codes);
+    {
+        let store = Store::open(&config.data_dir).expect("store");
+        drop(store);
+        let conn = rusqlite::Connection::open(config.database_path()).expect("db");
+        let back = mishare::store::timestamp(Utc::now() - chrono::Duration::days(40));
+        for report in &config.reports {
+            conn.execute(
+                "INSERT INTO schedule_marks (report, handled_until) VALUES (?1, ?2)",
+                [&report.name, &back],
+            )
+            .expect("mark");
+        }
+    }
+    let want = (config.reports.len() * n) as i64;
+    println!(
+        "scheduled: {} reports x {n} LAs on loopback; {rows} records; the daemon finds each run due at start",
+        config.reports.len()
+    );
+    let started = Instant::now();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_mishare"))
+        .args(["provider", "run", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("provider run");
+    let conn = rusqlite::Connection::open(config.database_path()).expect("db");
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0) };
+    loop {
+        if count("SELECT count(*) FROM receipts") >= want {
+            break;
+        }
+        let settled = count("SELECT count(*) FROM report_runs WHERE spooled_at IS NULL") == 0
+            && count(
+                "SELECT count(*) FROM deliveries WHERE state IN ('queued', 'sending', 'failed')",
+            ) == 0;
+        assert!(
+            !settled || count("SELECT count(*) FROM report_runs") < 4,
+            "the runs are done but only {} of {want} files were delivered",
+            count("SELECT count(*) FROM receipts")
+        );
+        if let Some(status) = daemon.try_wait().expect("try_wait") {
+            panic!("the daemon exited: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not done in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let delivered = count("SELECT count(*) FROM deliveries WHERE state = 'delivered'");
+    let rss = vm_hwm_kib(daemon.id()) / 1024.0;
+    println!(
+        "scheduled: start to last receipt {elapsed:.3} s ({delivered} of {want} delivered); \
+         target < 10 s: {}",
+        if elapsed < 10.0 { "MET" } else { "NOT MET" }
+    );
+    println!(
+        "scheduled: daemon peak RSS {rss:.1} MiB; target < 128 MiB: {}",
+        if rss < 128.0 { "MET" } else { "NOT MET" }
+    );
+
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        // Fields after the command name (which may hold spaces): utime and
+        // stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
+    };
+    let before = cpu(daemon.id());
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let ticks = cpu(daemon.id()) - before;
+    let seconds = ticks as f64 / 100.0;
+    println!(
+        "idle: {seconds:.2} s of CPU over {idle_secs} s ({:.3}% of one core)",
+        100.0 * seconds / idle_secs as f64
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for stop in stops {
+        let _ = stop.send(());
+    }
+}
+
 fn write_records(path: &Path, rows: u64, codes: &[String]) {
     const GROUPS: [&str; 9] = mishare::reference::DEFAULT_PAYMENT_GROUPS;
     let start = Utc::now().date_naive() - chrono::Duration::days(730);

@@ -70,6 +70,12 @@ pub enum Kind {
     DeliveryFailed,
     /// A call to the `Directive` service, by a DWP identity.
     DirectiveCall,
+    /// A scheduled run missed while the daemon was down was skipped (the
+    /// report's `missed` is `skip`).
+    RunSkipped,
+    /// A dead delivery was queued again by `mishare retry`, the gate
+    /// permitting.
+    DeliveryRequeued,
 }
 
 impl Kind {
@@ -94,6 +100,8 @@ impl Kind {
             Kind::DeliveryRefused => "delivery_refused",
             Kind::DeliveryFailed => "delivery_failed",
             Kind::DirectiveCall => "directive_call",
+            Kind::RunSkipped => "run_skipped",
+            Kind::DeliveryRequeued => "delivery_requeued",
         }
     }
 }

@@ -81,6 +81,37 @@ pub struct ProviderConfig {
     pub authorities: Vec<AuthorityConfig>,
     /// Scheduled reports, in file order.
     pub reports: Vec<ReportConfig>,
+    /// How the daemon's outbox retries deliveries.
+    pub delivery: DeliveryPolicy,
+}
+
+/// `[delivery]`: how the daemon retries a delivery that could not be
+/// completed, and when it gives up on it (it becomes `dead`, kept with its
+/// ciphertext for `mishare retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Push attempts before a delivery is dead.
+    pub max_attempts: u32,
+    /// Hours after it was queued before a delivery is dead.
+    pub max_age_hours: u32,
+    /// The pause after the first failed attempt; it doubles each time.
+    pub backoff_first_secs: u32,
+    /// The longest pause between attempts.
+    pub backoff_cap_secs: u32,
+    /// Pushes in flight at once, across all LAs.
+    pub concurrency: u32,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            max_age_hours: 72,
+            backoff_first_secs: 10,
+            backoff_cap_secs: 3600,
+            concurrency: 16,
+        }
+    }
 }
 
 /// Where the provider's TLS files are.
@@ -268,6 +299,17 @@ struct RawConfig {
     authority: Vec<RawAuthority>,
     #[serde(default)]
     report: Vec<RawReport>,
+    delivery: Option<RawDelivery>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    max_attempts: Option<u32>,
+    max_age_hours: Option<u32>,
+    backoff_first_secs: Option<u32>,
+    backoff_cap_secs: Option<u32>,
+    concurrency: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -565,6 +607,44 @@ impl Validator<'_> {
             });
         }
 
+        let defaults = DeliveryPolicy::default();
+        let delivery = match raw.delivery {
+            None => defaults,
+            Some(d) => {
+                let positive = |key: &str, v: Option<u32>, default: u32| match v {
+                    Some(0) => Err(self.invalid(format!("delivery.{key}"), "must be at least 1")),
+                    Some(n) => Ok(n),
+                    None => Ok(default),
+                };
+                let policy = DeliveryPolicy {
+                    max_attempts: positive("max_attempts", d.max_attempts, defaults.max_attempts)?,
+                    max_age_hours: positive(
+                        "max_age_hours",
+                        d.max_age_hours,
+                        defaults.max_age_hours,
+                    )?,
+                    backoff_first_secs: positive(
+                        "backoff_first_secs",
+                        d.backoff_first_secs,
+                        defaults.backoff_first_secs,
+                    )?,
+                    backoff_cap_secs: positive(
+                        "backoff_cap_secs",
+                        d.backoff_cap_secs,
+                        defaults.backoff_cap_secs,
+                    )?,
+                    concurrency: positive("concurrency", d.concurrency, defaults.concurrency)?,
+                };
+                if policy.backoff_cap_secs < policy.backoff_first_secs {
+                    return Err(self.invalid(
+                        "delivery.backoff_cap_secs",
+                        "must be at least backoff_first_secs",
+                    ));
+                }
+                policy
+            }
+        };
+
         Ok(ProviderConfig {
             path: self.path.to_path_buf(),
             provider: raw.provider,
@@ -576,6 +656,7 @@ impl Validator<'_> {
             directive,
             authorities,
             reports,
+            delivery,
         })
     }
 }

@@ -47,13 +47,20 @@
 //!   files in its inbox, answers with signed receipts.
 //! - [`directive`]: DWP's `Directive` service (suspend, lift, list), over
 //!   mutual TLS to DWP identities only.
-//! - [`provider`]: the provider daemon (`provider run`) and `send-now`.
+//! - [`scheduler`]: which runs of each report are due, missed runs
+//!   (`run-once` or `skip`), and the per-report mark that makes a restart
+//!   neither repeat nor lose a run.
+//! - [`provider`]: the provider daemon (`provider run`: the schedule, the
+//!   retrying outbox, single instance per `data_dir`) and `send-now`.
+//! - [`fault`]: a test-only hook that aborts the process at a named stage,
+//!   for the crash-safety suite. Never set in production.
 
 pub mod audit;
 pub mod authority;
 pub mod certs;
 pub mod config;
 pub mod directive;
+pub mod fault;
 pub mod gate;
 pub mod outbox;
 pub mod provider;
@@ -63,6 +70,7 @@ pub mod reference;
 pub mod report;
 pub mod sanitiser;
 pub mod schedule;
+pub mod scheduler;
 pub mod seal;
 pub mod store;
 pub mod tls;

@@ -9,10 +9,18 @@
 //!
 //! ```text
 //! queued ─► sending ─► delivered            (receipt stored, spool removed)
-//!              │ └───► refused              (the gate said no; spool removed)
-//!              ├─────► failed               (may be resumed; spool kept)
-//!              └─────► dead                 (the endpoint refused it; spool removed)
+//!    ▲         │ └───► refused              (the gate said no; spool removed)
+//!    │         ├─────► failed ─► (backoff) ─► sending …   (spool kept)
+//!    │         └─────► dead                 (the endpoint refused it for good,
+//!    │                   │                   or attempts or age ran out; spool kept)
+//!    └── mishare retry ──┘                  (the gate asked again)
 //! ```
+//!
+//! The ciphertext is kept until the receipt is stored (or the gate refuses
+//! the delivery), so a dead delivery can be retried with the same bytes.
+//! A delivery left `sending` by a stopped process is queued again at the
+//! next start ([`recover_interrupted`]) and resumes from what the endpoint
+//! committed.
 //!
 //! Every change of state is one transaction with its audit entry.
 
@@ -27,6 +35,7 @@ use rusqlite::{Row, params};
 use serde_json::json;
 
 use crate::audit::{self, Kind};
+use crate::config::DeliveryPolicy;
 use crate::gate::Reason;
 use crate::sanitiser::Classification;
 use crate::seal::{self, Recipients, SealError};
@@ -155,6 +164,11 @@ pub struct Delivery {
     pub reason: Option<String>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When a failed delivery may be tried again (`None`: at once).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When its age (for `max_age_hours`) began: when it was queued, or
+    /// requeued by `mishare retry`.
+    pub age_from: DateTime<Utc>,
 }
 
 impl Delivery {
@@ -340,7 +354,10 @@ pub fn spool_reader(
         Ok(id)
     })();
     match recorded {
-        Ok(id) => delivery(store, id),
+        Ok(id) => {
+            crate::fault::dangerous_crash_point(crate::fault::CrashPoint::AfterSpool);
+            delivery(store, id)
+        }
         Err(e) => {
             remove_spool_file(&path);
             Err(e.into())
@@ -352,7 +369,8 @@ macro_rules! select_deliveries {
     ($rest:literal) => {
         concat!(
             "SELECT id, run_id, la_code, transfer_id, report, period, classification, state, \
-             size, sha256, spool_file, attempts, reason, last_error, created_at \
+             size, sha256, spool_file, attempts, reason, last_error, created_at, \
+             next_attempt_at, coalesce(age_from, created_at) \
              FROM deliveries ",
             $rest
         )
@@ -399,6 +417,12 @@ fn from_row(spool: &Path, r: &Row<'_>) -> rusqlite::Result<Result<Delivery, Stor
             reason: r.get(12)?,
             last_error: r.get(13)?,
             created_at: parse_timestamp(&r.get::<_, String>(14)?)?,
+            next_attempt_at: r
+                .get::<_, Option<String>>(15)?
+                .as_deref()
+                .map(parse_timestamp)
+                .transpose()?,
+            age_from: parse_timestamp(&r.get::<_, String>(16)?)?,
         })
     };
     Ok(build())
@@ -533,6 +557,7 @@ pub fn record_receipt(
     if let Some(path) = &before.spool_path {
         remove_spool_file(path);
     }
+    crate::fault::dangerous_crash_point(crate::fault::CrashPoint::AfterReceipt);
     Ok(())
 }
 
@@ -559,9 +584,10 @@ pub fn mark_refused(
     )
 }
 
-/// Marks a delivery that could not be completed. `dead`: the endpoint
-/// refused it for good and the ciphertext is removed; otherwise `failed`,
-/// with the ciphertext kept so a later attempt resumes with the same bytes.
+/// Marks a delivery that could not be completed: `dead` (the endpoint
+/// refused it for good) or `failed` (worth another attempt). Either way the
+/// ciphertext is kept, so a later attempt, or `mishare retry`, resumes with
+/// the same bytes.
 pub fn mark_failed(
     store: &mut Store,
     id: i64,
@@ -602,7 +628,7 @@ fn finish_unsent(
     now: DateTime<Utc>,
 ) -> Result<(), OutboxError> {
     let before = delivery(store, id)?;
-    let keep = state == DeliveryState::Failed;
+    let keep = matches!(state, DeliveryState::Failed | DeliveryState::Dead);
     let tx = store.write()?;
     tx.execute(
         "UPDATE deliveries SET state = ?2, reason = ?3, last_error = ?4, updated_at = ?5,
@@ -616,12 +642,205 @@ fn finish_unsent(
     detail["transfer_id"] = json!(before.transfer_id);
     audit::append(&tx, now, kind, actor, Some(&before.la), &detail)?;
     tx.commit().map_err(StoreError::from)?;
-    if !keep {
-        if let Some(path) = &before.spool_path {
-            remove_spool_file(path);
-        }
+    if !keep && let Some(path) = &before.spool_path {
+        remove_spool_file(path);
     }
     Ok(())
+}
+
+/// Deliveries not finished yet (queued, sending or failed), in id order.
+pub fn pending(store: &Store) -> Result<Vec<Delivery>, OutboxError> {
+    let spool = store.data_dir().join(SPOOL_DIR);
+    let mut stmt = store
+        .conn()
+        .prepare(select_deliveries!(
+            "WHERE state IN ('queued', 'sending', 'failed') ORDER BY id"
+        ))
+        .map_err(StoreError::from)?;
+    let rows = stmt
+        .query_map([], |r| from_row(&spool, r))
+        .map_err(StoreError::from)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(StoreError::from)??);
+    }
+    Ok(out)
+}
+
+/// Deliveries in `state`, in id order.
+pub fn in_state(store: &Store, state: DeliveryState) -> Result<Vec<Delivery>, OutboxError> {
+    let spool = store.data_dir().join(SPOOL_DIR);
+    let mut stmt = store
+        .conn()
+        .prepare(select_deliveries!("WHERE state = ?1 ORDER BY id"))
+        .map_err(StoreError::from)?;
+    let rows = stmt
+        .query_map([state.as_str()], |r| from_row(&spool, r))
+        .map_err(StoreError::from)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(StoreError::from)??);
+    }
+    Ok(out)
+}
+
+/// At start: deliveries a stopped process left `sending` are queued again
+/// (each resumes from what its endpoint committed, and asks the gate
+/// again). Returns how many.
+pub fn recover_interrupted(store: &mut Store, now: DateTime<Utc>) -> Result<usize, OutboxError> {
+    let tx = store.write()?;
+    let n = tx
+        .execute(
+            "UPDATE deliveries SET state = 'queued', next_attempt_at = NULL, updated_at = ?1,
+                 last_error = 'interrupted: the daemon stopped during the push'
+             WHERE state = 'sending'",
+            [timestamp(now)],
+        )
+        .map_err(StoreError::from)?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(n)
+}
+
+/// The pause before attempt `attempts + 1`, after `attempts` failed ones:
+/// `backoff_first_secs` doubling each time up to `backoff_cap_secs`, the
+/// second half of it scaled by `jitter` (0 to 1) so that deliveries failing
+/// together do not all come back at once.
+pub fn backoff(policy: &DeliveryPolicy, attempts: u32, jitter: f64) -> chrono::Duration {
+    let first = i64::from(policy.backoff_first_secs) * 1000;
+    let cap = i64::from(policy.backoff_cap_secs) * 1000;
+    let doublings = attempts.saturating_sub(1).min(40);
+    let full = first.saturating_mul(1i64 << doublings).min(cap);
+    let jitter = jitter.clamp(0.0, 1.0);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_precision_loss,
+        reason = "milliseconds well inside f64's exact range"
+    )]
+    let extra = ((full / 2) as f64 * jitter) as i64;
+    chrono::Duration::milliseconds(full - full / 2 + extra)
+}
+
+/// A random jitter in 0..1 for [`backoff`].
+pub fn jitter() -> f64 {
+    let mut b = [0u8; 4];
+    match getrandom::fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
+        Err(_) => 0.5,
+    }
+}
+
+/// What happens next to a delivery after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Tried again at this time.
+    RetryAt(DateTime<Utc>),
+    /// Out of attempts or too old: now dead.
+    Dead,
+}
+
+/// After a failed attempt of delivery `id` (already marked `failed`):
+/// schedules the next attempt with backoff and jitter, or makes it dead,
+/// with an audit entry, once it has had `max_attempts` or is older than
+/// `max_age_hours`.
+pub fn after_failure(
+    store: &mut Store,
+    id: i64,
+    policy: &DeliveryPolicy,
+    jitter: f64,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<AfterFailure, OutboxError> {
+    let d = delivery(store, id)?;
+    if d.state != DeliveryState::Failed {
+        return Ok(AfterFailure::Dead);
+    }
+    let too_old = now - d.age_from > chrono::Duration::hours(i64::from(policy.max_age_hours));
+    if d.attempts >= policy.max_attempts || too_old {
+        let why = if too_old {
+            format!(
+                "gave up: not delivered within max_age_hours = {} ({} attempts); last error: {}",
+                policy.max_age_hours,
+                d.attempts,
+                d.last_error.as_deref().unwrap_or("none")
+            )
+        } else {
+            format!(
+                "gave up after max_attempts = {} attempts; last error: {}",
+                d.attempts,
+                d.last_error.as_deref().unwrap_or("none")
+            )
+        };
+        mark_failed(store, id, &why, true, actor, now)?;
+        return Ok(AfterFailure::Dead);
+    }
+    let at = now + backoff(policy, d.attempts, jitter);
+    let tx = store.write()?;
+    tx.execute(
+        "UPDATE deliveries SET next_attempt_at = ?2 WHERE id = ?1 AND state = 'failed'",
+        params![id, timestamp(at)],
+    )
+    .map_err(StoreError::from)?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(AfterFailure::RetryAt(at))
+}
+
+/// Why a delivery cannot be requeued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequeueError {
+    /// Only dead deliveries are requeued; others are still being tried, or
+    /// finished.
+    #[error("delivery {id} is {state}, not dead; only a dead delivery can be retried")]
+    NotDead { id: i64, state: DeliveryState },
+    /// Its ciphertext is gone (from before ciphertext was kept for dead
+    /// deliveries).
+    #[error(
+        "delivery {id} has no spooled ciphertext left; run the report again with mishare send-now"
+    )]
+    NoCiphertext { id: i64 },
+}
+
+/// Queues dead delivery `id` again: its attempts start from zero and its
+/// age from `now`. The caller has asked the gate. Tells a running daemon
+/// (through `outbox_generation`).
+pub fn requeue(
+    store: &mut Store,
+    id: i64,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<Delivery, RequeueError>, OutboxError> {
+    let d = delivery(store, id)?;
+    if d.state != DeliveryState::Dead {
+        return Ok(Err(RequeueError::NotDead { id, state: d.state }));
+    }
+    if !d.spool_path.as_ref().is_some_and(|p| p.exists()) {
+        return Ok(Err(RequeueError::NoCiphertext { id }));
+    }
+    let tx = store.write()?;
+    tx.execute(
+        "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = NULL,
+             age_from = ?2, updated_at = ?2
+         WHERE id = ?1",
+        params![id, timestamp(now)],
+    )
+    .map_err(StoreError::from)?;
+    tx.execute("UPDATE outbox_generation SET n = n + 1 WHERE id = 1", [])
+        .map_err(StoreError::from)?;
+    audit::append(
+        &tx,
+        now,
+        Kind::DeliveryRequeued,
+        actor,
+        Some(&d.la),
+        &json!({
+            "delivery": id,
+            "transfer_id": d.transfer_id,
+            "previous_attempts": d.attempts,
+            "last_error": d.last_error,
+        }),
+    )?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(Ok(delivery(store, id)?))
 }
 
 /// Opens a delivery's spooled ciphertext for reading.
@@ -721,6 +940,27 @@ mod tests {
             &"a".repeat(65),
         ] {
             assert!(!is_transfer_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_its_upper_half() {
+        let policy = DeliveryPolicy {
+            backoff_first_secs: 10,
+            backoff_cap_secs: 60,
+            ..DeliveryPolicy::default()
+        };
+        let secs = |attempts, jitter| backoff(&policy, attempts, jitter).num_milliseconds();
+        assert_eq!(secs(1, 1.0), 10_000);
+        assert_eq!(secs(1, 0.0), 5_000);
+        assert_eq!(secs(2, 1.0), 20_000);
+        assert_eq!(secs(3, 1.0), 40_000);
+        assert_eq!(secs(4, 1.0), 60_000);
+        assert_eq!(secs(40, 0.0), 30_000);
+        assert_eq!(secs(u32::MAX, 1.0), 60_000);
+        for a in 1..50 {
+            let (lo, hi) = (secs(a, 0.0), secs(a, 1.0));
+            assert!(lo <= hi && hi <= 60_000 && lo * 2 >= hi, "{a}: {lo} {hi}");
         }
     }
 

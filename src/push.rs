@@ -119,17 +119,28 @@ impl StateWatch {
             .map_err(|e| PushError::Local(format!("cannot start the state watcher: {e}")))?;
         Ok(Self { changes: rx })
     }
+
+    /// Completes at the next change of suspensions, agreements or requeued
+    /// deliveries this watch has not seen yet (at once if one came since it
+    /// last looked); never, once the watcher has stopped.
+    /// if a change came since this watch last saw one.
+    pub async fn changed(&mut self) {
+        if self.changes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
-/// Changes whenever a suspension is made or lifted, or an agreement added,
-/// replaced or revoked.
+/// Changes whenever a suspension is made or lifted, an agreement added,
+/// replaced or revoked, or a dead delivery requeued by `mishare retry`.
 fn fingerprint(store: &Store) -> Result<String, crate::store::StoreError> {
     Ok(store.conn().query_row(
         "SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || count(lifted_at)
                  FROM suspensions)
              || '/' ||
              (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || count(revoked_at)
-                 || ':' || count(replaced_at) FROM agreements)",
+                 || ':' || count(replaced_at) FROM agreements)
+             || '/' || (SELECT n FROM outbox_generation)",
         [],
         |r| r.get(0),
     )?)
@@ -479,7 +490,10 @@ async fn attempt_once(
                 Err(attempt) => return attempt,
             },
             answer = &mut call => return match answer {
-                Ok(receipt) => finish(courier, delivery, receipt.into_inner(), &server_cert).await,
+                Ok(receipt) => {
+                    crate::fault::dangerous_crash_point(crate::fault::CrashPoint::AfterCommitSent);
+                    finish(courier, delivery, receipt.into_inner(), &server_cert).await
+                }
                 Err(s) if retryable(s.code()) => Attempt::Retry(status_text(&s)),
                 Err(s) => failed(status_text(&s), true),
             },
@@ -549,6 +563,9 @@ async fn feed(
             return std::future::pending().await;
         }
         at += want as u64;
+        if at > offset && at - (want as u64) == offset {
+            crate::fault::dangerous_crash_point(crate::fault::CrashPoint::MidStream);
+        }
     }
     let Ok(slot) = tx.reserve_owned().await else {
         return std::future::pending().await;

@@ -15,6 +15,8 @@ use super::{Global, Outcome, actor, fail, status};
 use mishare::audit::{self, Verification};
 use mishare::config::{ConfigError, ProviderConfig};
 use mishare::gate::{self, AgreementFacts, Decision, Gate};
+use mishare::outbox::{self, Delivery, DeliveryState};
+use mishare::provider;
 use mishare::reference::is_la_code;
 use mishare::store::{
     Agreement, AgreementError, AgreementRequest, Maker, NewAgreement, Scope, Store, StoreError,
@@ -448,6 +450,19 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
         rows.push((la, agreement, suspensions, decision));
     }
     let active = store.suspensions(true)?;
+    let pending = outbox::pending(&store).map_err(anyhow::Error::new)?;
+    let dead = outbox::in_state(&store, DeliveryState::Dead).map_err(anyhow::Error::new)?;
+    // The oldest undelivered delivery per LA, in [[authority]] order.
+    let mut oldest: Vec<&Delivery> = Vec::new();
+    for d in &pending {
+        if !oldest.iter().any(|o| o.la == d.la) {
+            oldest.push(d);
+        }
+    }
+    let order = |la: &str| config.authorities.iter().position(|a| a.code == la);
+    oldest.sort_by_key(|d| order(&d.la));
+    let count = |state| pending.iter().filter(|d| d.state == state).count();
+    let next_runs = provider::next_runs(&config, now);
     match args.format {
         Format::Json => {
             let authorities: Vec<_> = rows
@@ -473,6 +488,19 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
                 "london_date": today.to_string(),
                 "authorities": authorities,
                 "suspensions": active.iter().map(Suspension::to_json).collect::<Vec<_>>(),
+                "queue": {
+                    "depth": pending.len(),
+                    "queued": count(DeliveryState::Queued),
+                    "sending": count(DeliveryState::Sending),
+                    "waiting_to_retry": count(DeliveryState::Failed),
+                    "oldest_per_la": oldest.iter().map(|d| delivery_json(d)).collect::<Vec<_>>(),
+                },
+                "dead": dead.iter().map(delivery_json).collect::<Vec<_>>(),
+                "next_runs": next_runs.iter().map(|r| json!({
+                    "report": r.report,
+                    "at": r.at.map(timestamp),
+                    "period": r.period,
+                })).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&doc).context("JSON")?);
         }
@@ -521,9 +549,76 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
                     println!("  {}", describe(s));
                 }
             }
+            println!(
+                "queue: {} undelivered ({} queued, {} sending, {} waiting to retry)",
+                pending.len(),
+                count(DeliveryState::Queued),
+                count(DeliveryState::Sending),
+                count(DeliveryState::Failed)
+            );
+            for d in &oldest {
+                println!("  oldest for {}: {}", d.la, delivery_line(d));
+            }
+            println!("dead: {}", dead.len());
+            for d in &dead {
+                println!("  {} (mishare retry {})", delivery_line(d), d.id);
+            }
+            if next_runs.is_empty() {
+                println!("next runs: none (no [[report]])");
+            } else {
+                println!("next runs:");
+            }
+            for r in &next_runs {
+                match r.at {
+                    Some(t) => println!(
+                        "  {} at {} ({}), period {}",
+                        r.report,
+                        super::provider::london(t),
+                        timestamp(t),
+                        r.period.as_deref().unwrap_or("-")
+                    ),
+                    None => println!("  {}: no run in the next eight years", r.report),
+                }
+            }
         }
     }
     Ok(0)
+}
+
+fn delivery_line(d: &Delivery) -> String {
+    let retry = d
+        .next_attempt_at
+        .filter(|_| d.state == DeliveryState::Failed)
+        .map(|t| format!(", next attempt {}", timestamp(t)))
+        .unwrap_or_default();
+    format!(
+        "delivery {} {} {} {}, {} since {}, {} attempts{retry}{}",
+        d.id,
+        d.la,
+        d.report,
+        d.period,
+        d.state,
+        timestamp(d.age_from),
+        d.attempts,
+        d.last_error
+            .as_deref()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
+fn delivery_json(d: &Delivery) -> serde_json::Value {
+    json!({
+        "id": d.id,
+        "la": d.la,
+        "report": d.report,
+        "period": d.period,
+        "state": d.state.as_str(),
+        "since": timestamp(d.age_from),
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at.map(timestamp),
+        "last_error": d.last_error,
+    })
 }
 
 fn describe(s: &Suspension) -> String {

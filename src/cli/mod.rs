@@ -107,6 +107,15 @@ enum Command {
     /// line per LA. Exits non-zero only if a delivery the gate permitted
     /// failed.
     SendNow(provider::SendNowArgs),
+
+    /// A dry run of the schedule: each report's next run (Europe/London and
+    /// UTC), the period it would send, its recipients and what the gate
+    /// would decide for each at that time. Sends nothing and writes nothing.
+    Plan(provider::PlanArgs),
+
+    /// Queue a dead delivery again (after asking the gate; a refusal says
+    /// why). A running daemon sends it at once.
+    Retry(provider::RetryArgs),
 }
 
 /// Options every command can see.
@@ -133,6 +142,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Provider(cmd) => provider::run(&cmd, &global),
         Command::Report(cmd) => provider::preview(&cmd, &global),
         Command::SendNow(args) => provider::send_now(&args, &global),
+        Command::Plan(args) => provider::plan(&args, &global),
+        Command::Retry(args) => provider::retry(&args, &global),
     };
     ExitCode::from(match result {
         Ok(code) => code,

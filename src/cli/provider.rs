@@ -5,20 +5,25 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Europe::London;
 use clap::{Args, Subcommand};
+use serde_json::json;
 
 use super::{Global, Outcome, actor, signals, status};
 use mishare::config::ProviderConfig;
-use mishare::gate::{Decision, Gate};
+use mishare::gate::{Decision, Gate, Stage};
+use mishare::outbox::{self, RequeueError};
 use mishare::provider::{self, LaOutcome, Progress, SendError, SendOptions};
 use mishare::report::{self, ReportError};
 use mishare::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProviderCommand {
-    /// Run the provider daemon: serves DWP's Directive service when
-    /// [directive] is configured, and runs until SIGTERM or SIGINT.
+    /// Run the provider daemon until SIGTERM or SIGINT: each [[report]] on
+    /// its schedule, deliveries retried until delivered or dead, DWP's
+    /// Directive service when [directive] is configured. One daemon per
+    /// data_dir.
     Run,
 }
 
@@ -63,6 +68,36 @@ pub(crate) struct SendNowArgs {
     la: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// Plan as if it were this time: RFC 3339 (2026-12-01T09:00:00Z) or a
+    /// date (YYYY-MM-DD, from midnight Europe/London). Default: now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlanFormat {
+    /// For people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when the delivery is queued again; 1 when the gate \
+    refuses it now (the reason is printed and audited) or it is not dead."
+)]
+pub(crate) struct RetryArgs {
+    /// The delivery's id, as `mishare status` lists it.
+    #[arg(value_name = "ID")]
+    id: i64,
+}
+
 fn load(global: &Global) -> Result<ProviderConfig, u8> {
     ProviderConfig::load(&global.config).map_err(|e| {
         eprintln!("error: {e}");
@@ -85,18 +120,20 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
     match command {
         ProviderCommand::Run => runtime()?.block_on(async {
             let shutdown = signals()?;
-            match &config.directive {
-                Some(d) => eprintln!(
-                    "mishare provider daemon: serving Directive on {} to {}",
-                    d.listen,
-                    d.regulators.join(", ")
-                ),
-                None => eprintln!(
-                    "mishare provider daemon: no [directive] configured; waiting for SIGTERM \
-                     or SIGINT"
-                ),
-            }
-            provider::run(config, shutdown).await?;
+            let config = Arc::new(config);
+            let daemon = provider::Daemon::open(config.clone(), provider::DaemonOptions::default())?;
+            let directive = match &config.directive {
+                Some(d) => format!("serving Directive on {} to {}", d.listen, d.regulators.join(", ")),
+                None => "no [directive] configured".into(),
+            };
+            eprintln!(
+                "mishare provider daemon: {} reports scheduled, {} LAs, data_dir {} locked; {directive}; \
+                 stop with SIGTERM or SIGINT",
+                config.reports.len(),
+                config.authorities.len(),
+                config.data_dir.display()
+            );
+            daemon.run(shutdown).await?;
             Ok(0)
         }),
     }
@@ -239,4 +276,191 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
         return Ok(status::FAILURE);
     }
     Ok(0)
+}
+
+/// A time on the command line: RFC 3339, or a date from midnight
+/// Europe/London.
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    London
+        .from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A time as an operator in London reads it: `2026-12-02 06:00 GMT`.
+pub(crate) fn london(t: DateTime<Utc>) -> String {
+    t.with_timezone(&London)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn decision_text(decision: &Decision) -> String {
+    match decision {
+        Decision::Permit => "permit".into(),
+        Decision::Refuse(findings) => {
+            let detail: Vec<&str> = findings.iter().map(|f| f.detail.as_str()).collect();
+            format!(
+                "refuse {}: {}",
+                decision.reason().map_or("GATE_ERROR", |r| r.as_str()),
+                detail.join("; ")
+            )
+        }
+    }
+}
+
+pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
+    let config = match load(global) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let at = match args.at.as_deref() {
+        None => Utc::now(),
+        Some(s) => match parse_time(s) {
+            Some(t) => t,
+            None => {
+                eprintln!(
+                    "error: --at {s:?} is not a time; write 2026-12-01T09:00:00Z or a date such \
+                     as 2026-12-01"
+                );
+                return Ok(status::USAGE);
+            }
+        },
+    };
+    // The gate's view without recording anything; with no database there is
+    // no agreement either, and none is created.
+    let mut store = if config.database_path().exists() {
+        Some(Store::open(&config.data_dir)?)
+    } else {
+        None
+    };
+    let runs = provider::next_runs(&config, at);
+    let mut decide = |la: &str, when: DateTime<Utc>| match store.as_mut() {
+        Some(store) => Gate::new(&config, store, actor()).evaluate(la, when),
+        None => Decision::Refuse(vec![mishare::gate::Finding {
+            reason: mishare::gate::Reason::NoAgreement,
+            detail: format!(
+                "no state database at {} yet",
+                config.database_path().display()
+            ),
+        }]),
+    };
+    let mut out = String::new();
+    let mut reports = Vec::new();
+    if args.format == PlanFormat::Text {
+        out.push_str(&format!(
+            "plan at {} ({}); nothing is sent\n",
+            mishare::store::timestamp(at),
+            london(at)
+        ));
+    }
+    for (run, report) in runs.iter().zip(&config.reports) {
+        let when = run.at.unwrap_or(at);
+        let decisions: Vec<(String, Decision)> = run
+            .recipients
+            .iter()
+            .map(|la| (la.clone(), decide(la, when)))
+            .collect();
+        match args.format {
+            PlanFormat::Text => {
+                match run.at {
+                    Some(t) => out.push_str(&format!(
+                        "{}: next run {} ({}), period {}, schedule \"{}\", missed {}\n",
+                        run.report,
+                        london(t),
+                        mishare::store::timestamp(t),
+                        run.period.as_deref().unwrap_or("-"),
+                        report.schedule,
+                        missed_name(report.missed),
+                    )),
+                    None => out.push_str(&format!(
+                        "{}: no run in the next eight years (schedule \"{}\")\n",
+                        run.report, report.schedule
+                    )),
+                }
+                if decisions.is_empty() {
+                    out.push_str("  no recipients\n");
+                }
+                for (la, d) in &decisions {
+                    out.push_str(&format!("  {la} {}\n", decision_text(d)));
+                }
+            }
+            PlanFormat::Json => reports.push(json!({
+                "report": run.report,
+                "schedule": report.schedule,
+                "missed": missed_name(report.missed),
+                "next_run_utc": run.at.map(mishare::store::timestamp),
+                "next_run_london": run.at.map(london),
+                "period": run.period,
+                "recipients": decisions.iter().map(|(la, d)| json!({
+                    "la": la,
+                    "gate": d.to_json(),
+                })).collect::<Vec<_>>(),
+            })),
+        }
+    }
+    if args.format == PlanFormat::Json {
+        let doc = json!({ "at": mishare::store::timestamp(at), "reports": reports });
+        out = serde_json::to_string_pretty(&doc).context("JSON")? + "\n";
+    }
+    super::write_stdout(out.as_bytes())
+}
+
+fn missed_name(m: mishare::config::Missed) -> &'static str {
+    match m {
+        mishare::config::Missed::RunOnce => "run-once",
+        mishare::config::Missed::Skip => "skip",
+    }
+}
+
+pub(crate) fn retry(args: &RetryArgs, global: &Global) -> Outcome {
+    let config = match load(global) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let mut store = Store::open(&config.data_dir)?;
+    let delivery = outbox::delivery(&store, args.id)?;
+    if delivery.state != outbox::DeliveryState::Dead {
+        eprintln!(
+            "error: {}",
+            RequeueError::NotDead {
+                id: args.id,
+                state: delivery.state
+            }
+        );
+        return Ok(status::FAILURE);
+    }
+    let asked = Gate::new(&config, &mut store, actor()).authorise(
+        &delivery.la,
+        &delivery.report,
+        Utc::now(),
+        Stage::Plan,
+        |_| {},
+    );
+    if let Err(refusal) = asked {
+        eprintln!(
+            "error: delivery {} to {} not queued again: the gate refuses it: {}: {}",
+            args.id,
+            delivery.la,
+            refusal.reason,
+            refusal.detail()
+        );
+        return Ok(status::FAILURE);
+    }
+    match outbox::requeue(&mut store, args.id, &actor(), Utc::now())? {
+        Ok(d) => super::write_stdout(
+            format!(
+                "delivery {} to {} ({} {}) queued again; a running daemon sends it now\n",
+                d.id, d.la, d.report, d.period
+            )
+            .as_bytes(),
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(status::FAILURE)
+        }
+    }
 }

@@ -127,4 +127,45 @@ CREATE TABLE receipts (
     stored_at        TEXT NOT NULL
 );
 "#,
+    // 3: the scheduler and the retrying outbox.
+    r#"
+-- The last scheduled time handled (run or skipped) per report, so a restart
+-- neither repeats nor loses a run.
+CREATE TABLE schedule_marks (
+    report         TEXT PRIMARY KEY,
+    handled_until  TEXT NOT NULL
+);
+
+-- 'ran': deliveries were made for it; 'skipped': missed while the daemon was
+-- down and not run (missed = "skip"). spooled_at is set once every LA's
+-- delivery is spooled: a scheduled run without it was interrupted and is
+-- finished on the next start.
+ALTER TABLE report_runs ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ran'
+    CHECK (outcome IN ('ran', 'skipped'));
+ALTER TABLE report_runs ADD COLUMN spooled_at TEXT;
+UPDATE report_runs SET spooled_at = started_at;
+
+-- LAs the gate refused when a scheduled run was planned: a run finished
+-- after a restart does not ask again for them (nothing withheld is sent
+-- later by itself).
+CREATE TABLE run_refusals (
+    run_id  INTEGER NOT NULL REFERENCES report_runs(id),
+    la_code TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    PRIMARY KEY (run_id, la_code)
+);
+
+-- When a failed delivery may be tried again (NULL: at once), and when its
+-- age for max_age_hours began (NULL: created_at; reset by `mishare retry`).
+ALTER TABLE deliveries ADD COLUMN next_attempt_at TEXT;
+ALTER TABLE deliveries ADD COLUMN age_from TEXT;
+
+-- Bumped by `mishare retry`, so a running daemon notices a requeued
+-- delivery at once (its state watcher reads it).
+CREATE TABLE outbox_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n  INTEGER NOT NULL
+);
+INSERT INTO outbox_generation (id, n) VALUES (1, 0);
+"#,
 ];

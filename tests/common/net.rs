@@ -175,6 +175,53 @@ impl Net {
         proxy
     }
 
+    /// Stops `code`'s in-process endpoint and rewrites its authority.toml
+    /// to listen on the same address with `max_file_bytes`, so the real
+    /// binary can serve it ([`Net::authority_command`]).
+    pub async fn stop_endpoint(&mut self, code: &str, max_file_bytes: u64) {
+        let la = self
+            .las
+            .iter_mut()
+            .find(|l| l.code == code)
+            .expect("a known LA");
+        if let Some(stop) = la.stop.take() {
+            let _ = stop.send(());
+        }
+        // Bounded wait until the port is free.
+        for _ in 0..200 {
+            if TcpListener::bind(la.real).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.write_authority_toml(code, max_file_bytes);
+    }
+
+    /// Rewrites `code`'s authority.toml (listening on its real address).
+    pub fn write_authority_toml(&self, code: &str, max_file_bytes: u64) {
+        let la = self.la(code);
+        let stem = format!("la-{}", code.to_ascii_lowercase());
+        let toml = format!(
+            "code = \"{code}\"\nlisten = \"{}\"\ninbox = \"inbox\"\n\
+             data_dir = \"state\"\nmax_file_bytes = {max_file_bytes}\n\n\
+             [tls]\ncert = \"../certs/{stem}.pem\"\nkey = \"../certs/{stem}.key\"\n\
+             ca = \"../certs/ca.pem\"\n\n\
+             [[provider]]\nid = \"{PROVIDER_ID}\"\nname = \"Example Provider Ltd\"\n",
+            la.real
+        );
+        std::fs::write(self.path(&stem).join("authority.toml"), toml).expect("authority.toml");
+    }
+
+    /// `mishare authority run` for `code` (after [`Net::stop_endpoint`]).
+    pub fn authority_command(&self, code: &str) -> Command {
+        let stem = format!("la-{}", code.to_ascii_lowercase());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mishare"));
+        cmd.args(["authority", "run", "--config", "authority.toml"])
+            .current_dir(self.path(&stem))
+            .env_remove("MISHARE_LOG");
+        cmd
+    }
+
     /// Serves Directive on a port of its own and names it in provider.toml.
     pub async fn directive_listener(&mut self) -> TcpListener {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -223,7 +270,13 @@ impl Net {
     /// Participant records for every LA in the last complete month, and
     /// some this month that must not be sent.
     fn write_records(&self) {
-        let last = last_complete_period(PeriodGrain::Month, Utc::now());
+        self.write_records_at(Utc::now());
+    }
+
+    /// [`Net::write_records`] as if it were `at`: records in the last
+    /// complete month before `at`.
+    pub fn write_records_at(&self, at: chrono::DateTime<Utc>) {
+        let last = last_complete_period(PeriodGrain::Month, at);
         let this_month = last.last_day.succ_opt().expect("a day after");
         let mut text = String::from(
             "participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
@@ -246,6 +299,22 @@ impl Net {
             }
         }
         std::fs::write(self.path("data/participants.csv"), text).expect("records");
+    }
+
+    /// Replaces `from` by `to` in provider.toml (after any
+    /// [`Net::write_config`]).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("provider.toml");
+        assert!(text.contains(from), "provider.toml has no {from:?}");
+        std::fs::write(self.config_path(), text.replace(from, to)).expect("provider.toml");
+    }
+
+    /// Appends `text` to provider.toml (after any [`Net::write_config`]).
+    pub fn append_config(&self, text: &str) {
+        let mut all = std::fs::read_to_string(self.config_path()).expect("provider.toml");
+        all.push('\n');
+        all.push_str(text);
+        std::fs::write(self.config_path(), all).expect("provider.toml");
     }
 
     pub fn store(&self) -> Store {
@@ -329,6 +398,11 @@ pub enum ProxyMode {
     CutFirstAfter(u64),
     /// Stops forwarding after this many bytes until released.
     StallAfter(u64),
+    /// The first connection stops forwarding after this many bytes until
+    /// released (then it is closed); later ones pass.
+    StallFirstAfter(u64),
+    /// Closes the first this many connections at once; later ones pass.
+    RefuseFirst(usize),
 }
 
 /// A TCP proxy in front of an endpoint.
@@ -370,7 +444,15 @@ impl Proxy {
                     ProxyMode::CutFirstAfter(n) if index == 0 => Some((n, false)),
                     ProxyMode::CutFirstAfter(_) => None,
                     ProxyMode::StallAfter(n) => Some((n, true)),
+                    ProxyMode::StallFirstAfter(n) if index == 0 => Some((n, true)),
+                    ProxyMode::StallFirstAfter(_) | ProxyMode::RefuseFirst(_) => None,
                 };
+                if let ProxyMode::RefuseFirst(n) = mode
+                    && index < n
+                {
+                    drop(client);
+                    continue;
+                }
                 let (s, r) = (s.clone(), r.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {

@@ -1,0 +1,586 @@
+//! The provider daemon: the schedule (missed runs, restarts), one daemon per
+//! data_dir, `mishare plan`, and the outbox's retries, dead deliveries,
+//! `mishare retry` and suspensions of queued deliveries. Time is passed in
+//! where the schedule matters; nothing sleeps to make time pass.
+
+mod common;
+#[path = "common/net.rs"]
+mod net;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mishare::outbox::{self, DeliveryState};
+use mishare::provider::{Daemon, DaemonOptions, ScheduledRun};
+use mishare::store::{Maker, Scope};
+use net::{Net, ProxyMode};
+use sha2::{Digest, Sha256};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("a time")
+        .with_timezone(&Utc)
+}
+
+fn count(net: &Net, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A child process killed if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(net: &Net) -> Daemon {
+    let options = DaemonOptions {
+        actor: "provider:daemon".into(),
+        ..DaemonOptions::default()
+    };
+    Daemon::open(Arc::new(net.config()), options).expect("daemon opens")
+}
+
+/// Fast retries for tests.
+const FAST: &str = "[delivery]\nmax_attempts = 3\nbackoff_first_secs = 1\nbackoff_cap_secs = 1\n";
+
+const FIRST_START: &str = "2026-01-10T00:00:00Z";
+const BACK_UP: &str = "2026-03-05T12:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missed_run_runs_once_on_start_and_a_restart_does_not_repeat_it() {
+    let net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    net.write_records_at(t("2026-03-02T06:00:00Z"));
+
+    let d = daemon(&net);
+    // The first start sets the mark: no history is run.
+    assert_eq!(d.schedule(t(FIRST_START)).await.expect("schedule"), vec![]);
+    drop(d);
+
+    // Down over two scheduled times (2 February, 2 March): one run, as of
+    // the latest.
+    let mut d = daemon(&net);
+    let done = d.schedule(t(BACK_UP)).await.expect("schedule");
+    let [ScheduledRun::Ran { scheduled_for, .. }] = done.as_slice() else {
+        panic!("one run: {done:?}");
+    };
+    assert_eq!(*scheduled_for, t("2026-03-02T06:00:00Z"));
+    assert_eq!(d.deliver_due(t(BACK_UP)).await.expect("deliver"), None);
+    d.settle().await.expect("settle");
+
+    let files = net.inbox("E09000002");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let plaintext = String::from_utf8(net.decrypt("E09000002", &files[0])).expect("utf-8");
+    assert!(plaintext.contains("2026-02"), "{plaintext}");
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM report_runs WHERE outcome = 'ran' AND period = '2026-02' \
+             AND scheduled_for = '2026-03-02T06:00:00.000Z' AND spooled_at IS NOT NULL"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        1
+    );
+
+    // The same moment again, in this daemon or after a restart: nothing.
+    assert_eq!(d.schedule(t(BACK_UP)).await.expect("schedule"), vec![]);
+    drop(d);
+    let d = daemon(&net);
+    assert_eq!(d.schedule(t(BACK_UP)).await.expect("schedule"), vec![]);
+    assert_eq!(count(&net, "SELECT count(*) FROM report_runs"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missed_runs_are_skipped_and_recorded_when_missed_is_skip() {
+    let net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    net.edit_config("missed = \"run-once\"", "missed = \"skip\"");
+    net.write_records_at(t("2026-04-02T05:00:00Z"));
+
+    let d = daemon(&net);
+    assert_eq!(d.schedule(t(FIRST_START)).await.expect("schedule"), vec![]);
+    let done = d.schedule(t(BACK_UP)).await.expect("schedule");
+    assert_eq!(
+        done,
+        vec![ScheduledRun::Skipped {
+            report: "referrals-monthly".into(),
+            scheduled_for: vec![t("2026-02-02T06:00:00Z"), t("2026-03-02T06:00:00Z")],
+        }]
+    );
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM report_runs WHERE outcome = 'skipped'"
+        ),
+        2
+    );
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 0);
+    let skipped = mishare::audit::entries(&net.store(), None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "run_skipped")
+        .count();
+    assert_eq!(skipped, 2);
+
+    // The next scheduled time (06:00 BST on 2 April) runs on time.
+    let done = d
+        .schedule(t("2026-04-02T05:00:30Z"))
+        .await
+        .expect("schedule");
+    let [ScheduledRun::Ran { scheduled_for, .. }] = done.as_slice() else {
+        panic!("one run: {done:?}");
+    };
+    assert_eq!(*scheduled_for, t("2026-04-02T05:00:00Z"));
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'queued'"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let net = Net::start(&["E09000002"]).await;
+    let mut first = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["provider", "run"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("first daemon"),
+    );
+    let stderr = first.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the first daemon starts");
+    assert!(started.contains("locked"), "{started}");
+
+    let second = net.run(&["provider", "run"]).await;
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&second.stderr),
+        "error: another mishare provider daemon is running on this data_dir: \
+         var/provider/daemon.lock is locked; stop that daemon first (only one may use a \
+         data_dir)\n"
+    );
+    // The library says the same.
+    let again = Daemon::open(Arc::new(net.config()), DaemonOptions::default());
+    assert!(
+        matches!(
+            again,
+            Err(mishare::provider::ProviderError::AlreadyRunning { .. })
+        ),
+        "{again:?}"
+    );
+
+    first.0.kill().expect("kill");
+    first.0.wait().expect("wait");
+    // The lock goes with the process.
+    drop(daemon(&net));
+}
+
+#[test]
+fn plan_lists_next_runs_recipients_and_the_gate_and_sends_nothing() {
+    let env = common::Env::new();
+    let mut store = env.store();
+    env.add_agreement(&mut store, "E09000002", "2025-01-01", None, "2026-03-01");
+    env.add_agreement(
+        &mut store,
+        "E09000030",
+        "2025-01-01",
+        Some("2026-03-31"),
+        "2026-03-01",
+    );
+    drop(store);
+    let audit_before = mishare::audit::entries(&env.store(), None)
+        .expect("audit")
+        .len();
+
+    let out = env.run(&["plan", "--at", "2026-03-28T12:00:00Z"]);
+    common::assert_status(&out, 0);
+    assert_eq!(
+        common::stdout(&out),
+        "\
+plan at 2026-03-28T12:00:00.000Z (2026-03-28 12:00 GMT); nothing is sent
+referrals-monthly: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026-03, schedule \"0 6 2 * *\", missed run-once
+  E09000002 permit
+  E09000030 refuse AGREEMENT_EXPIRED: the agreement expired on 2026-03-31
+  E08000025 refuse NO_AGREEMENT: no agreement is on file; the LA is not in one of the provider's contract package areas
+  E09999999 refuse UNKNOWN_LA: the LA is not in the reference data
+east-only: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026-03, schedule \"0 6 2 * *\", missed skip
+  E09000002 permit
+"
+    );
+
+    let out = env.run(&["plan", "--at", "2026-03-28", "--format", "json"]);
+    common::assert_status(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["at"], "2026-03-28T00:00:00.000Z");
+    assert_eq!(
+        doc["reports"][0]["next_run_utc"],
+        "2026-04-02T05:00:00.000Z"
+    );
+    assert_eq!(doc["reports"][0]["next_run_london"], "2026-04-02 06:00 BST");
+    assert_eq!(doc["reports"][0]["recipients"][0]["la"], "E09000002");
+    assert_eq!(
+        doc["reports"][0]["recipients"][0]["gate"]["permitted"],
+        true
+    );
+    assert_eq!(doc["reports"][1]["missed"], "skip");
+
+    // Nothing written: no run, no delivery, no audit entry.
+    let store = env.store();
+    assert_eq!(
+        mishare::audit::entries(&store, None).expect("audit").len(),
+        audit_before
+    );
+    let runs: i64 = store_count(&env, "SELECT count(*) FROM report_runs");
+    assert_eq!(runs, 0);
+
+    let bad = env.run(&["plan", "--at", "soon"]);
+    common::assert_status(&bad, 64);
+}
+
+fn store_count(env: &common::Env, sql: &str) -> i64 {
+    let conn = common::raw_connection(&common::database(env));
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+/// A run at `now` for the report, with records for it, spooled.
+async fn run_now(net: &Net, d: &Daemon) {
+    let now = Utc::now();
+    let schedule: mishare::schedule::Schedule = "0 6 2 * *".parse().expect("schedule");
+    let latest = schedule
+        .runs_between(now - chrono::Duration::days(40), now)
+        .last()
+        .expect("a run within 40 days");
+    net.write_records_at(latest);
+    // Mark 40 days back, so the latest scheduled time is due.
+    d.schedule(now - chrono::Duration::days(40))
+        .await
+        .expect("schedule");
+    let done = d.schedule(now).await.expect("schedule");
+    assert!(
+        matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() {
+    let mut net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    // E09000009's endpoint refuses connections: the proxy points nowhere.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nowhere = closed.local_addr().expect("addr");
+    drop(closed);
+    let real = net.las[1].real;
+    net.las[1].endpoint = nowhere;
+    net.write_config();
+    net.append_config(FAST);
+
+    let mut d = daemon(&net);
+    run_now(&net, &d).await;
+
+    // Tried until max_attempts; the other LA is not held up.
+    let mut attempts = 0;
+    loop {
+        let next = d.deliver_due(Utc::now()).await.expect("deliver");
+        d.settle().await.expect("settle");
+        let Some(next) = next.or_else(|| {
+            outbox::pending(&net.store())
+                .expect("pending")
+                .first()
+                .and_then(|p| p.next_attempt_at)
+        }) else {
+            break;
+        };
+        attempts += 1;
+        assert!(attempts < 10, "never dead");
+        // Due later, with backoff: not before now.
+        assert!(next > Utc::now() - chrono::Duration::seconds(1));
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+    }
+    assert_eq!(net.inbox("E09000002").len(), 1);
+    let dead = outbox::in_state(&net.store(), DeliveryState::Dead).expect("dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].la, "E09000009");
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("gave up after max_attempts = 3")),
+        "{dead:?}"
+    );
+    assert!(dead[0].spool_path.as_ref().is_some_and(|p| p.exists()));
+
+    // Status shows it.
+    let status = net.run(&["status"]).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("dead: 1"), "{text}");
+    assert!(
+        text.contains(&format!("(mishare retry {})", dead[0].id)),
+        "{text}"
+    );
+
+    // A suspension: retry refuses and says why.
+    let id = dead[0].id.to_string();
+    let suspension = net
+        .store()
+        .suspend(
+            Scope::La("E09000009".into()),
+            Maker::Provider,
+            "checking",
+            None,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("suspend");
+    let out = net.run(&["retry", &id]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "error: delivery {id} to E09000009 not queued again: the gate refuses it: \
+             SUSPENDED_BY_PROVIDER"
+        )),
+        "{err}"
+    );
+    net.store()
+        .lift(
+            suspension.id,
+            Maker::Provider,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("lift");
+
+    // The endpoint is back: retry, and the same ciphertext goes.
+    net.las[1].endpoint = real;
+    net.write_config();
+    net.append_config(FAST);
+    drop(d);
+    let out = net.run(&["retry", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "delivery {id} to E09000009 (referrals-monthly {}) queued again; a running daemon \
+             sends it now\n",
+            dead[0].period
+        )
+    );
+    let mut d = daemon(&net);
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    let files = net.inbox("E09000009");
+    assert_eq!(files.len(), 1);
+    let digest = hex(&Sha256::digest(std::fs::read(&files[0]).expect("read")));
+    assert_eq!(digest, dead[0].sha256_hex());
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        2
+    );
+    assert!(net.spool().is_empty(), "{:?}", net.spool());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_delivery_whose_la_is_suspended_is_refused_and_never_sent() {
+    let net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let mut d = daemon(&net);
+    run_now(&net, &d).await;
+    let status = net.run(&["status"]).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("queue: 1 undelivered (1 queued, 0 sending, 0 waiting to retry)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  oldest for E09000002: delivery 1 E09000002 referrals-monthly "),
+        "{text}"
+    );
+    assert!(
+        text.contains("dead: 0\nnext runs:\n  referrals-monthly at "),
+        "{text}"
+    );
+    let json = net.run(&["status", "--format", "json"]).await;
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["queue"]["depth"], 1);
+    assert_eq!(doc["queue"]["oldest_per_la"][0]["la"], "E09000002");
+    assert_eq!(doc["next_runs"][0]["report"], "referrals-monthly");
+    net.store()
+        .suspend(
+            Scope::All,
+            Maker::Provider,
+            "incident",
+            None,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("suspend");
+    assert_eq!(d.refuse_withheld().await.expect("refuse"), 1);
+    let refused = outbox::in_state(&net.store(), DeliveryState::Refused).expect("refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].reason.as_deref(), Some("SUSPENDED_BY_PROVIDER"));
+    assert!(net.spool().is_empty());
+    // Lifting the suspension sends nothing by itself.
+    let s = net.store().suspensions(true).expect("list");
+    net.store()
+        .lift(s[0].id, Maker::Provider, "provider:tester", Utc::now())
+        .expect("lift");
+    assert_eq!(d.deliver_due(Utc::now()).await.expect("deliver"), None);
+    d.settle().await.expect("settle");
+    assert!(net.inbox("E09000002").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no_other() {
+    let mut net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    let stall = net.proxy("E09000009", ProxyMode::StallAfter(2_000)).await;
+    let d = daemon(&net);
+    run_now(&net, &d).await;
+    drop(d);
+    // As if a daemon had stopped mid-push.
+    {
+        let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+        conn.execute("UPDATE deliveries SET state = 'sending'", [])
+            .expect("update");
+    }
+    let mut d = daemon(&net);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'sending'"
+        ),
+        0
+    );
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    // E09000002 is delivered while E09000009's push is stalled.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if !net.inbox("E09000002").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the other LA is delivered");
+    assert!(net.inbox("E09000009").is_empty());
+    stall.release();
+    d.settle().await.expect("settle");
+}
+
+#[test]
+fn the_documented_systemd_unit_is_the_one_in_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("tests/data/mishare-provider.service"))
+        .expect("the unit file");
+    let block = format!("```ini\n{unit}```");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    // DAEMON.md holds the production section until it is folded into the
+    // README.
+    let daemon = std::fs::read_to_string(root.join("DAEMON.md")).unwrap_or_default();
+    assert!(
+        readme.contains(&block) || daemon.contains(&block),
+        "the README's systemd unit differs from tests/data/mishare-provider.service"
+    );
+    assert!(unit.contains("ExecStart=/usr/local/bin/mishare provider run --config "));
+    assert!(unit.contains("UnsetEnvironment=MISHARE_DANGEROUS_CRASH_AT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
+    let net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    let suspension = net
+        .store()
+        .suspend(
+            Scope::La("E09000009".into()),
+            Maker::Provider,
+            "checking",
+            None,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("suspend");
+    let d = daemon(&net);
+    run_now(&net, &d).await;
+    drop(d);
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
+    // As if the daemon had stopped before the run was wholly spooled; then
+    // the suspension is lifted.
+    {
+        let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+        conn.execute("UPDATE report_runs SET spooled_at = NULL", [])
+            .expect("update");
+    }
+    net.store()
+        .lift(
+            suspension.id,
+            Maker::Provider,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("lift");
+    let d = daemon(&net);
+    let done = d.schedule(Utc::now()).await.expect("schedule");
+    assert!(
+        matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
+        "the run is finished: {done:?}"
+    );
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE la_code = 'E09000009'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM report_runs WHERE spooled_at IS NOT NULL"
+        ),
+        1
+    );
+}
