@@ -516,11 +516,8 @@ fn the_documented_systemd_unit_is_the_one_in_the_repository() {
         .expect("the unit file");
     let block = format!("```ini\n{unit}```");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    // DAEMON.md holds the production section until it is folded into the
-    // README.
-    let daemon = std::fs::read_to_string(root.join("DAEMON.md")).unwrap_or_default();
     assert!(
-        readme.contains(&block) || daemon.contains(&block),
+        readme.contains(&block),
         "the README's systemd unit differs from tests/data/mishare-provider.service"
     );
     assert!(unit.contains("ExecStart=/usr/local/bin/mishare provider run --config "));
