@@ -1,7 +1,7 @@
 //! A test-only fault hook, for the crash-safety suite (`tests/faults.rs`).
 //!
 //! When the environment variable `MISHARE_DANGEROUS_CRASH_AT` names one of
-//! the [`CrashPoint`]s, the process aborts (no unwinding, no destructors,
+//! the [`CrashPoint`]s (a provider's or an endpoint's), the process aborts (no unwinding, no destructors,
 //! as `kill -9` would) the first time it reaches that point. It exists so
 //! tests can show that a crash at each stage of a delivery loses and
 //! duplicates nothing. **Never set it in production**: it makes the daemon
@@ -24,6 +24,12 @@ pub enum CrashPoint {
     AfterCommitSent,
     /// The receipt is stored.
     AfterReceipt,
+    /// On an authority endpoint: a `Commit` arrived and the file is fsynced
+    /// and verified, but not yet in the inbox.
+    EndpointBeforePublish,
+    /// On an authority endpoint: the file is in the inbox (directories
+    /// fsynced), but its receipt is neither signed nor recorded.
+    EndpointAfterPublish,
 }
 
 impl CrashPoint {
@@ -33,6 +39,8 @@ impl CrashPoint {
             CrashPoint::MidStream => "mid_stream",
             CrashPoint::AfterCommitSent => "after_commit_sent",
             CrashPoint::AfterReceipt => "after_receipt",
+            CrashPoint::EndpointBeforePublish => "endpoint_before_publish",
+            CrashPoint::EndpointAfterPublish => "endpoint_after_publish",
         }
     }
 }

@@ -248,6 +248,51 @@ async fn endpoint_killed_mid_stream() {
     assert_all_delivered_once(&net, &LAS).await;
 }
 
+/// The endpoint aborts at `point` while committing (as `kill -9` would);
+/// restarted without the hook, it reconciles and the provider's next
+/// attempt finds the transfer complete or resumes it.
+async fn endpoint_killed_mid_commit_at(point: &str) {
+    let mut net = Net::start(&LAS).await;
+    net.stop_endpoint("E09000009", 1 << 30).await;
+    setup(&net).await;
+    let mut crashing = net.authority_command("E09000009");
+    crashing
+        .env(mishare::fault::DANGEROUS_CRASH_AT_VAR, point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut la = Proc(crashing.spawn().expect("authority run"));
+    let addr = net.la("E09000009").real;
+    wait_for(&net, "the endpoint listens", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await;
+    let _provider = provider(&net, 1, None);
+    wait_for(&net, "the endpoint aborts at its crash point", || {
+        la.0.try_wait().expect("try_wait").is_some()
+    })
+    .await;
+    let status = la.0.wait().expect("wait");
+    assert_eq!(status.code(), None, "aborted by a signal: {status:?}");
+    if point == "endpoint_before_publish" {
+        assert!(
+            net.inbox("E09000009").is_empty(),
+            "nothing visible before publish"
+        );
+    }
+    let _again = endpoint(&net, "E09000009").await;
+    assert_all_delivered_once(&net, &LAS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_killed_mid_commit_before_the_file_is_published() {
+    endpoint_killed_mid_commit_at("endpoint_before_publish").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_killed_mid_commit_after_publishing_before_the_receipt() {
+    endpoint_killed_mid_commit_at("endpoint_after_publish").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn network_drops_stalls_and_refusals_are_ridden_out() {
     let mut net = Net::start(&["E09000002", "E09000009", "E09000005"]).await;

@@ -414,7 +414,9 @@ impl Shared {
             }
             drop(file);
             let stored_as = m.stored_as();
+            crate::fault::dangerous_crash_point(crate::fault::CrashPoint::EndpointBeforePublish);
             inbox.publish(&provider, &m.transfer_id, &stored_as, m.size, &m.sha256)?;
+            crate::fault::dangerous_crash_point(crate::fault::CrashPoint::EndpointAfterPublish);
             let receipt = signer
                 .sign(&m.transfer_id, &m.sha256, m.size, &stored_as, now_ms())
                 .map_err(InternalError::from)?;
