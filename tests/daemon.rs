@@ -581,3 +581,46 @@ async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
         1
     );
 }
+
+/// SIGTERM (as systemd sends it) stops the daemon cleanly: exit status 0,
+/// and the lock is free for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_the_daemon_cleanly() {
+    let net = Net::start(&["E09000002"]).await;
+    let mut running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["provider", "run"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon"),
+    );
+    let stderr = running.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the daemon starts");
+    assert!(started.contains("locked"), "{started}");
+    let term = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = running.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // The process has exited, so its stderr is at end: this ends.
+    let said: Vec<String> = rx.iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("SIGTERM")),
+        "it says why it stopped: {said:?}"
+    );
+    drop(daemon(&net));
+}
