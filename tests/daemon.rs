@@ -44,6 +44,34 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `mishare provider run` as a process, once it has taken its lock; its
+/// standard error arrives line by line on the receiver.
+fn start_daemon(net: &Net) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let mut running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["provider", "run"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("provider run"),
+    );
+    let stderr = running.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the daemon starts");
+    assert!(started.contains("locked"), "{started}");
+    (running, rx)
+}
+
 fn daemon(net: &Net) -> Daemon {
     let options = DaemonOptions {
         actor: "provider:daemon".into(),
@@ -161,28 +189,7 @@ async fn missed_runs_are_skipped_and_recorded_when_missed_is_skip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_daemon_on_the_same_data_dir_is_refused() {
     let net = Net::start(&["E09000002"]).await;
-    let mut first = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["provider", "run"])
-            .current_dir(net.dir.path())
-            .env_remove("MISHARE_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("first daemon"),
-    );
-    let stderr = first.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(line);
-        }
-    });
-    let started = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the first daemon starts");
-    assert!(started.contains("locked"), "{started}");
+    let (first, _said) = start_daemon(&net);
 
     let second = net.run(&["provider", "run"]).await;
     assert_eq!(second.status.code(), Some(1), "{second:?}");
@@ -202,6 +209,7 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused() {
         "{again:?}"
     );
 
+    let mut first = first;
     first.0.kill().expect("kill");
     first.0.wait().expect("wait");
     // The lock goes with the process.
@@ -587,28 +595,7 @@ async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_stops_the_daemon_cleanly() {
     let net = Net::start(&["E09000002"]).await;
-    let mut running = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["provider", "run"])
-            .current_dir(net.dir.path())
-            .env_remove("MISHARE_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon"),
-    );
-    let stderr = running.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(line);
-        }
-    });
-    let started = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the daemon starts");
-    assert!(started.contains("locked"), "{started}");
+    let (mut running, rx) = start_daemon(&net);
     let term = Command::new("kill")
         .args(["-TERM", &running.0.id().to_string()])
         .status()
