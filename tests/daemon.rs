@@ -189,7 +189,7 @@ async fn missed_runs_are_skipped_and_recorded_when_missed_is_skip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_daemon_on_the_same_data_dir_is_refused() {
     let net = Net::start(&["E09000002"]).await;
-    let (first, _said) = start_daemon(&net);
+    let (mut first, _said) = start_daemon(&net);
 
     let second = net.run(&["provider", "run"]).await;
     assert_eq!(second.status.code(), Some(1), "{second:?}");
@@ -209,7 +209,6 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused() {
         "{again:?}"
     );
 
-    let mut first = first;
     first.0.kill().expect("kill");
     first.0.wait().expect("wait");
     // The lock goes with the process.
