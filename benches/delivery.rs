@@ -38,8 +38,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mishare::certs::{DevCa, Usage, Validity, la_server_name};
-use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
-use mishare::store::{AgreementRequest, NewAgreement, Store};
+use mishare::common::shutdown::Shutdown;
+use mishare::config::{AuthorityConfig, ProviderConfig};
+use mishare::provider::store::{AgreementRequest, NewAgreement, SharedStore, Store};
 
 const PROVIDER_ID: &str = "provider.test";
 
@@ -170,34 +171,26 @@ impl Setup {
     }
 }
 
-type Endpoints = (
-    Vec<String>,
-    Vec<(String, SocketAddr, String)>,
-    Vec<tokio::sync::oneshot::Sender<()>>,
-);
+type Endpoints = (Vec<String>, Vec<(String, SocketAddr, String)>, Shutdown);
 
 /// `n` authority endpoints in this process, each on its own port.
 fn endpoints(runtime: &tokio::runtime::Runtime, setup: &Setup, n: usize) -> Endpoints {
     let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
     let mut las = Vec::new();
-    let mut stops = Vec::new();
+    let stops = Shutdown::new();
     for code in &codes {
         let (path, recipient) = setup.authority(code, "127.0.0.1:0");
-        let config = AuthorityEndpointConfig::load(&path).expect("authority config");
+        let config = AuthorityConfig::load(&path).expect("authority config");
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = stops.clone();
         runtime.spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            mishare::authority::serve(config, listener, shutdown)
+            mishare::authority::serve(config, listener, &stop)
                 .await
                 .expect("endpoint");
         });
-        stops.push(stop);
         las.push((code.clone(), addr, recipient));
     }
     (codes, las, stops)
@@ -241,9 +234,7 @@ fn fanout(n: usize, runs: usize, rows: u64) {
         n as f64 / median,
         if median < 3.0 { "MET" } else { "NOT MET" }
     );
-    for stop in stops {
-        let _ = stop.send(());
-    }
+    stops.cancel();
 }
 
 /// Participant records spread over `codes`, referred in the last two years.
@@ -273,7 +264,7 @@ fn scheduled(n: usize, rows: u64, idle_secs: u64) {
         let store = Store::open(&config.data_dir).expect("store");
         drop(store);
         let conn = rusqlite::Connection::open(config.database_path()).expect("db");
-        let back = mishare::store::timestamp(Utc::now() - chrono::Duration::days(40));
+        let back = mishare::common::time::timestamp(Utc::now() - chrono::Duration::days(40));
         for report in &config.reports {
             conn.execute(
                 "INSERT INTO schedule_marks (report, handled_until) VALUES (?1, ?2)",
@@ -350,9 +341,7 @@ fn scheduled(n: usize, rows: u64, idle_secs: u64) {
     );
     let _ = daemon.kill();
     let _ = daemon.wait();
-    for stop in stops {
-        let _ = stop.send(());
-    }
+    stops.cancel();
 }
 
 fn write_records(path: &Path, rows: u64, codes: &[String]) {
@@ -482,18 +471,19 @@ fn large_provider(dir: &Path, mib: u64) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let config = Arc::new(ProviderConfig::load(&dir.join("provider.toml")).expect("config"));
     let authority = &config.authorities[0];
-    let recipients = mishare::seal::Recipients::parse(&authority.recipients).expect("recipients");
-    let mut store = Store::open(&config.data_dir).expect("store");
+    let store = SharedStore::open(&config.data_dir).expect("store");
     let now = Utc::now();
-    let run_id = mishare::outbox::start_run(&mut store, "fanout", "2026-10", None, "bench", now)
+    let run_id = store
+        .lock()
+        .start_run("fanout", "2026-10", "bench", now)
         .expect("run");
     let plaintext = Pattern {
         left: mib * 1024 * 1024,
         state: 7,
     };
-    let delivery = mishare::outbox::spool_reader(
-        &mut store,
-        mishare::outbox::Addressed {
+    let delivery = mishare::provider::outbox::spool(
+        &store,
+        mishare::provider::outbox::Addressed {
             run_id,
             la: &authority.code,
             report: "fanout",
@@ -501,33 +491,42 @@ fn large_provider(dir: &Path, mib: u64) {
             classification: mishare::sanitiser::Classification::Internal,
         },
         plaintext,
-        &recipients,
+        &authority.recipients,
         "bench",
         now,
     )
     .expect("spool");
-    drop(store);
-    let store = Arc::new(std::sync::Mutex::new(
-        Store::open(&config.data_dir).expect("store"),
-    ));
     let outcome = runtime.block_on(async {
-        let tls = mishare::push::Courier::client_tls(&config).expect("tls");
-        let options = mishare::push::PushOptions {
-            chunk_bytes: mishare::push::MAX_CHUNK_BYTES,
+        let options = mishare::provider::push::PushOptions {
+            chunk_bytes: mishare::provider::push::MAX_CHUNK_BYTES,
             ..Default::default()
         };
-        let watch =
-            mishare::push::StateWatch::start(config.data_dir.clone(), options.watch_interval)
-                .expect("watch");
-        let courier =
-            mishare::push::Courier::new(config.clone(), tls, store, watch, "bench", options);
+        let watch = mishare::provider::watch::StateWatch::start(
+            store.clone(),
+            options.watch_interval,
+            &Shutdown::new(),
+        )
+        .await
+        .expect("watch");
+        let courier = mishare::provider::push::Courier::new(
+            config.clone(),
+            store,
+            watch,
+            "bench",
+            options,
+            Default::default(),
+        )
+        .expect("courier");
         let started = Instant::now();
-        let outcome = mishare::push::deliver(&courier, &delivery).await;
+        let outcome = mishare::provider::push::deliver(&courier, &delivery).await;
         (outcome, started.elapsed())
     });
     let (delivered, elapsed) = outcome;
     assert!(
-        matches!(delivered, mishare::push::Delivered::Delivered { .. }),
+        matches!(
+            delivered,
+            mishare::provider::push::Delivered::Delivered { .. }
+        ),
         "{delivered:?}"
     );
     println!(

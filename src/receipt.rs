@@ -38,6 +38,7 @@ use rustls::sign::SigningKey;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use crate::common::encoding::{hex, unhex};
 use crate::wire::v1::Receipt;
 
 /// The domain-separation prefix of the signed byte string.
@@ -272,23 +273,6 @@ pub fn from_json(text: &str) -> Result<Receipt, ReceiptError> {
     })
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    crate::store::hex(bytes)
-}
-
-/// Bytes from hex (either case); `None` if it is not hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,12 +323,5 @@ mod tests {
         ));
         let back = from_json(&to_json(&receipt)).expect("json");
         assert_eq!(back, receipt);
-    }
-
-    #[test]
-    fn unhex_rejects_non_hex() {
-        assert_eq!(unhex("00aB"), Some(vec![0, 0xab]));
-        assert_eq!(unhex("0"), None);
-        assert_eq!(unhex("zz"), None);
     }
 }

@@ -38,6 +38,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::common::shutdown::Shutdown;
+
 /// How long a peer has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -425,22 +427,27 @@ impl AsyncWrite for TlsConnection {
 /// Accepts TCP connections, completes the TLS handshake (bounded in time and
 /// number) and yields only authenticated connections. Refused handshakes are
 /// logged with the peer's address and the reason, and `on_refused` is told
-/// (so the caller can audit them). The stream ends when it is dropped.
+/// (so the caller can audit them). The accept loop and each handshake are
+/// tasks of `tasks`; the stream ends when it is dropped or `tasks` is
+/// cancelled.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     allow: AllowList,
+    tasks: &Shutdown,
     on_refused: impl Fn(SocketAddr, String) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(16);
     let acceptor = TlsAcceptor::from(config);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let on_refused = Arc::new(on_refused);
-    tokio::spawn(async move {
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = tx.closed() => return,
+                () = spawner.cancelled() => return,
             };
             let (tcp, addr) = match accepted {
                 Ok(a) => a,
@@ -459,7 +466,7 @@ pub fn incoming(
                 tx.clone(),
                 on_refused.clone(),
             );
-            tokio::spawn(async move {
+            spawner.spawn(async move {
                 let _permit = permit;
                 let _ = tcp.set_nodelay(true);
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Env, assert_status, at, stderr, stdout};
-use mishare::store::Scope;
+use mishare::provider::store::Scope;
 
 const REP: &str = "Jo Bloggs <jo.bloggs@example.gov.uk>";
 

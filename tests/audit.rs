@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Env, assert_status, at, database, raw_connection, stderr, stdout};
-use mishare::audit::{self, Problem, Verification};
-use mishare::store::{Maker, Scope};
+use mishare::common::audit::{self, Problem, Verification};
+use mishare::provider::store::{Maker, Scope};
 
 /// A log of six entries: two agreements, a suspension and its lifting, a
 /// revocation and another suspension.
@@ -63,7 +63,7 @@ fn tamper(env: &Env, sql: &str) {
 }
 
 fn verdict(env: &Env) -> Verification {
-    audit::verify(&env.store()).expect("verify runs")
+    env.store().verify_audit().expect("verify runs")
 }
 
 fn broken_at(env: &Env) -> (i64, Problem) {
@@ -128,7 +128,7 @@ fn a_changed_field_is_caught() {
 #[test]
 fn a_changed_field_with_its_hash_recomputed_breaks_the_next_link() {
     let env = six_entries();
-    let entries = audit::entries(&env.store(), None).expect("entries");
+    let entries = env.store().audit_entries(None).expect("entries");
     let e = &entries[2];
     let forged = audit::entry_hash(
         e.seq,
@@ -218,7 +218,7 @@ fn a_swapped_pair_of_rows_is_caught() {
               WHERE t.seq = 5 - audit_log.seq)
          WHERE seq IN (2, 3);",
     );
-    let entries = audit::entries(&env.store(), None).expect("entries");
+    let entries = env.store().audit_entries(None).expect("entries");
     assert_eq!(entries[1].kind, "suspension_made", "the swap happened");
     assert_eq!(broken_at(&env), (2, Problem::HashMismatch));
 }

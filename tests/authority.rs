@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mishare::authority::state::State;
+use mishare::authority::store::Store;
 use mishare::authority::{self, AuthorityError};
 use mishare::certs::{DevCa, Issued, Usage, Validity};
-use mishare::config::AuthorityEndpointConfig;
+use mishare::common::shutdown::Shutdown;
+use mishare::config::AuthorityConfig;
 use mishare::receipt;
 use mishare::tls;
 use mishare::wire::v1::exchange_client::ExchangeClient;
@@ -22,7 +23,7 @@ use mishare::wire::v1::{
     TransferStatus,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -58,7 +59,7 @@ struct Endpoint {
     dir: tempfile::TempDir,
     pki: Arc<Pki>,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<Shutdown>,
     task: Option<JoinHandle<Result<(), AuthorityError>>>,
 }
 
@@ -104,23 +105,23 @@ impl Endpoint {
 
     /// Starts (again) on a fresh port with the same directory.
     async fn restart(&mut self) {
-        let config = AuthorityEndpointConfig::load(&self.dir.path().join("authority.toml"))
-            .expect("config loads");
+        let config =
+            AuthorityConfig::load(&self.dir.path().join("authority.toml")).expect("config loads");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         self.addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        self.stop = Some(stop);
-        self.task = Some(tokio::spawn(authority::serve(config, listener, async {
-            let _ = stopped.await;
-        })));
+        let stop = Shutdown::new();
+        self.stop = Some(stop.clone());
+        self.task = Some(tokio::spawn(async move {
+            authority::serve(config, listener, &stop).await
+        }));
     }
 
     /// Triggers shutdown and waits for `serve` to return.
     async fn shutdown(&mut self) -> Result<(), AuthorityError> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.cancel();
         }
         self.task
             .take()
@@ -172,7 +173,7 @@ impl Endpoint {
 
     /// The endpoint's audit log, as (kind, detail) pairs.
     fn audit(&self) -> Vec<(String, serde_json::Value)> {
-        let state = State::open(&self.dir.path().join("var/authority"), CODE).expect("state");
+        let state = Store::open(&self.dir.path().join("var/authority"), CODE).expect("state");
         state
             .audit_entries()
             .expect("entries")
@@ -808,7 +809,7 @@ async fn shutdown_lets_a_push_in_flight_finish_then_serve_returns() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stop = endpoint.stop.take().expect("running");
-    let _ = stop.send(());
+    stop.cancel();
     for msg in chunks(&file, CHUNK) {
         tx.send(msg).await.expect("send");
     }
@@ -955,12 +956,12 @@ async fn a_bad_config_names_the_file_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki();
     let path = write_config(dir.path(), &pki, "bogus = 1");
-    let err = AuthorityEndpointConfig::load(&path).expect_err("unknown key");
+    let err = AuthorityConfig::load(&path).expect_err("unknown key");
     assert!(err.to_string().contains("authority.toml"), "{err}");
     assert!(err.to_string().contains("bogus"), "{err}");
 
     let path = write_config(dir.path(), &pki, "max_streams = 0");
-    let err = AuthorityEndpointConfig::load(&path).expect_err("zero");
+    let err = AuthorityConfig::load(&path).expect_err("zero");
     assert!(err.to_string().contains("`max_streams`"), "{err}");
 
     // A key that is not the certificate's fails at load, not at the first
@@ -971,7 +972,7 @@ async fn a_bad_config_names_the_file_and_key() {
         &pki.provider.key_pem,
     )
     .expect("key");
-    let err = AuthorityEndpointConfig::load(&path).expect_err("mismatched key");
+    let err = AuthorityConfig::load(&path).expect_err("mismatched key");
     assert!(err.to_string().contains("`tls.cert`"), "{err}");
 }
 

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Barrier;
 
 use common::{Env, assert_status, stdout};
-use mishare::audit::{self, Verification};
-use mishare::store::AgreementEventKind;
+use mishare::common::audit::Verification;
+use mishare::provider::store::AgreementEventKind;
 
 const ROUNDS: usize = 20;
 const LAS: [&str; 2] = ["E09000002", "E09000030"];
@@ -70,11 +70,11 @@ fn two_processes_at_once_lose_nothing_and_keep_the_chain() {
     );
 
     let store = env.store();
-    let entries = audit::entries(&store, None).expect("entries");
+    let entries = store.audit_entries(None).expect("entries");
     let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=total as i64).collect::<Vec<_>>());
     assert!(matches!(
-        audit::verify(&store),
+        store.verify_audit(),
         Ok(Verification::Intact { .. })
     ));
 

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use mishare::config::{ConfigError, Missed, ProviderConfig, Recipients, Source};
+mod common;
+
+use mishare::config::provider::{Missed, ReportRecipients, Source};
+use mishare::config::{ConfigError, ProviderConfig};
 use mishare::sanitiser::{Classification, Measure, PeriodGrain, View};
 
 fn data(rel: &str) -> PathBuf {
@@ -29,13 +32,36 @@ fn error(text: &str) -> String {
         .to_string()
 }
 
+/// The example in a directory of its own, beside its reference data and
+/// a PKI made for the test (the example names `certs/…`; no key is ever
+/// committed).
+fn example_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("reference")).expect("mkdir");
+    std::fs::copy(
+        data("reference/las.csv"),
+        dir.path().join("reference/las.csv"),
+    )
+    .expect("las");
+    std::fs::write(dir.path().join("provider.toml"), example()).expect("example");
+    common::write_provider_certs(&dir.path().join("certs"));
+    std::fs::copy(
+        dir.path().join("certs/ca.pem"),
+        dir.path().join("certs/dwp-ca.pem"),
+    )
+    .expect("dwp ca");
+    dir
+}
+
 #[test]
 fn the_documented_example_parses() {
-    let config = ProviderConfig::load(&data("provider.example.toml")).expect("example parses");
+    let dir = example_dir();
+    let at = |rel: &str| dir.path().join(rel);
+    let config = ProviderConfig::load(&at("provider.toml")).expect("example parses");
     assert_eq!(config.provider, "Example Provider Ltd");
     assert_eq!(
         config.data_dir,
-        data("var/provider"),
+        at("var/provider"),
         "relative to the config file"
     );
     assert_eq!(
@@ -47,22 +73,24 @@ fn the_documented_example_parses() {
         ["London East", "London West"]
     );
     assert_eq!(config.reference.len(), 3);
-    assert_eq!(config.tls.key, data("certs/provider.key"));
+    assert_eq!(config.tls.paths.key, at("certs/provider.key"));
+    assert_eq!(
+        config.tls.identity.names().expect("names"),
+        ["provider.test"]
+    );
     let directive = config.directive.as_ref().expect("directive");
     assert_eq!(directive.listen.to_string(), "127.0.0.1:7444");
     assert_eq!(directive.regulators, ["dwp.test"]);
     let authority = config.authority("E09000002").expect("authority");
     assert_eq!(authority.server_name, "la-e09000002.test");
     let report = config.report("referrals-monthly").expect("report");
-    assert_eq!(
-        report.source,
-        Source::Records(data("data/participants.csv"))
-    );
+    assert_eq!(report.source, Source::Records(at("data/participants.csv")));
+    assert_eq!(report.schedule.to_string(), "0 6 2 * *");
     assert_eq!(report.measure, Measure::Referrals);
     assert_eq!(report.view, View::Counts);
     assert_eq!(report.cols.as_deref(), Some("period"));
     assert_eq!(report.period, PeriodGrain::Month);
-    assert_eq!(report.recipients, Recipients::All);
+    assert_eq!(report.recipients, ReportRecipients::All);
     assert!(report.split_by_recipient);
     assert_eq!(report.classification, Classification::Internal);
     assert_eq!(report.missed, Missed::RunOnce);
@@ -223,6 +251,25 @@ fn missing_reference_data_is_named() {
         "{err}"
     );
     assert!(err.contains("nope.csv"), "{err}");
+}
+
+#[test]
+fn tls_material_is_loaded_at_start_and_a_bad_file_is_named() {
+    let dir = example_dir();
+    let path = dir.path().join("provider.toml");
+    std::fs::remove_file(dir.path().join("certs/provider.key")).expect("rm key");
+    let err = ProviderConfig::load(&path).expect_err("no key").to_string();
+    assert!(err.contains("`tls.cert`"), "{err}");
+    assert!(err.contains("provider.key"), "{err}");
+
+    let dir = example_dir();
+    let path = dir.path().join("provider.toml");
+    std::fs::write(dir.path().join("certs/dwp-ca.pem"), "not a certificate\n").expect("dwp ca");
+    let err = ProviderConfig::load(&path)
+        .expect_err("bad dwp ca")
+        .to_string();
+    assert!(err.contains("`directive.ca`"), "{err}");
+    assert!(err.contains("dwp-ca.pem"), "{err}");
 }
 
 #[test]

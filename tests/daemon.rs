@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mishare::outbox::{self, DeliveryState};
+use mishare::common::shutdown::Shutdown;
+use mishare::provider::store::DeliveryState;
+use mishare::provider::store::{Maker, Scope};
 use mishare::provider::{Daemon, DaemonOptions, ScheduledRun};
-use mishare::store::{Maker, Scope};
 use net::{Net, ProxyMode};
 use sha2::{Digest, Sha256};
 
@@ -72,12 +73,14 @@ fn start_daemon(net: &Net) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
     (running, rx)
 }
 
-fn daemon(net: &Net) -> Daemon {
+async fn daemon(net: &Net) -> Daemon {
     let options = DaemonOptions {
         actor: "provider:daemon".into(),
         ..DaemonOptions::default()
     };
-    Daemon::open(Arc::new(net.config()), options).expect("daemon opens")
+    Daemon::open(Arc::new(net.config()), options, &Shutdown::new())
+        .await
+        .expect("daemon opens")
 }
 
 /// Fast retries for tests.
@@ -92,14 +95,19 @@ async fn a_missed_run_runs_once_on_start_and_a_restart_does_not_repeat_it() {
     net.add_agreement("E09000002");
     net.write_records_at(t("2026-03-02T06:00:00Z"));
 
-    let d = daemon(&net);
+    let d = daemon(&net).await;
     // The first start sets the mark: no history is run.
-    assert_eq!(d.schedule(t(FIRST_START)).await.expect("schedule"), vec![]);
+    assert!(
+        d.schedule(t(FIRST_START))
+            .await
+            .expect("schedule")
+            .is_empty()
+    );
     drop(d);
 
     // Down over two scheduled times (2 February, 2 March): one run, as of
     // the latest.
-    let mut d = daemon(&net);
+    let mut d = daemon(&net).await;
     let done = d.schedule(t(BACK_UP)).await.expect("schedule");
     let [ScheduledRun::Ran { scheduled_for, .. }] = done.as_slice() else {
         panic!("one run: {done:?}");
@@ -129,10 +137,10 @@ async fn a_missed_run_runs_once_on_start_and_a_restart_does_not_repeat_it() {
     );
 
     // The same moment again, in this daemon or after a restart: nothing.
-    assert_eq!(d.schedule(t(BACK_UP)).await.expect("schedule"), vec![]);
+    assert!(d.schedule(t(BACK_UP)).await.expect("schedule").is_empty());
     drop(d);
-    let d = daemon(&net);
-    assert_eq!(d.schedule(t(BACK_UP)).await.expect("schedule"), vec![]);
+    let d = daemon(&net).await;
+    assert!(d.schedule(t(BACK_UP)).await.expect("schedule").is_empty());
     assert_eq!(count(&net, "SELECT count(*) FROM report_runs"), 1);
 }
 
@@ -143,15 +151,27 @@ async fn missed_runs_are_skipped_and_recorded_when_missed_is_skip() {
     net.edit_config("missed = \"run-once\"", "missed = \"skip\"");
     net.write_records_at(t("2026-04-02T05:00:00Z"));
 
-    let d = daemon(&net);
-    assert_eq!(d.schedule(t(FIRST_START)).await.expect("schedule"), vec![]);
+    let d = daemon(&net).await;
+    assert!(
+        d.schedule(t(FIRST_START))
+            .await
+            .expect("schedule")
+            .is_empty()
+    );
     let done = d.schedule(t(BACK_UP)).await.expect("schedule");
+    let [
+        ScheduledRun::Skipped {
+            report,
+            scheduled_for,
+        },
+    ] = done.as_slice()
+    else {
+        panic!("skipped: {done:?}");
+    };
+    assert_eq!(report, "referrals-monthly");
     assert_eq!(
-        done,
-        vec![ScheduledRun::Skipped {
-            report: "referrals-monthly".into(),
-            scheduled_for: vec![t("2026-02-02T06:00:00Z"), t("2026-03-02T06:00:00Z")],
-        }]
+        scheduled_for,
+        &[t("2026-02-02T06:00:00Z"), t("2026-03-02T06:00:00Z")]
     );
     assert_eq!(
         count(
@@ -161,7 +181,9 @@ async fn missed_runs_are_skipped_and_recorded_when_missed_is_skip() {
         2
     );
     assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 0);
-    let skipped = mishare::audit::entries(&net.store(), None)
+    let skipped = net
+        .store()
+        .audit_entries(None)
         .expect("audit")
         .into_iter()
         .filter(|e| e.kind == "run_skipped")
@@ -200,11 +222,16 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused() {
          data_dir)\n"
     );
     // The library says the same.
-    let again = Daemon::open(Arc::new(net.config()), DaemonOptions::default());
+    let again = Daemon::open(
+        Arc::new(net.config()),
+        DaemonOptions::default(),
+        &Shutdown::new(),
+    )
+    .await;
     assert!(
         matches!(
             again,
-            Err(mishare::provider::ProviderError::AlreadyRunning { .. })
+            Err(mishare::provider::DaemonError::AlreadyRunning { .. })
         ),
         "{again:?}"
     );
@@ -212,7 +239,7 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused() {
     first.0.kill().expect("kill");
     first.0.wait().expect("wait");
     // The lock goes with the process.
-    drop(daemon(&net));
+    drop(daemon(&net).await);
 }
 
 #[test]
@@ -228,9 +255,7 @@ fn plan_lists_next_runs_recipients_and_the_gate_and_sends_nothing() {
         "2026-03-01",
     );
     drop(store);
-    let audit_before = mishare::audit::entries(&env.store(), None)
-        .expect("audit")
-        .len();
+    let audit_before = env.store().audit_entries(None).expect("audit").len();
 
     let out = env.run(&["plan", "--at", "2026-03-28T12:00:00Z"]);
     common::assert_status(&out, 0);
@@ -267,7 +292,7 @@ east-only: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026
     // Nothing written: no run, no delivery, no audit entry.
     let store = env.store();
     assert_eq!(
-        mishare::audit::entries(&store, None).expect("audit").len(),
+        store.audit_entries(None).expect("audit").len(),
         audit_before
     );
     let runs: i64 = store_count(&env, "SELECT count(*) FROM report_runs");
@@ -285,7 +310,7 @@ fn store_count(env: &common::Env, sql: &str) -> i64 {
 /// A run at `now` for the report, with records for it, spooled.
 async fn run_now(net: &Net, d: &Daemon) {
     let now = Utc::now();
-    let schedule: mishare::schedule::Schedule = "0 6 2 * *".parse().expect("schedule");
+    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
     let latest = schedule
         .runs_between(now - chrono::Duration::days(40), now)
         .last()
@@ -316,7 +341,7 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
     net.write_config();
     net.append_config(FAST);
 
-    let mut d = daemon(&net);
+    let mut d = daemon(&net).await;
     run_now(&net, &d).await;
 
     // Tried until max_attempts; the other LA is not held up.
@@ -325,7 +350,8 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
         let next = d.deliver_due(Utc::now()).await.expect("deliver");
         d.settle().await.expect("settle");
         let Some(next) = next.or_else(|| {
-            outbox::pending(&net.store())
+            net.store()
+                .pending_deliveries()
                 .expect("pending")
                 .first()
                 .and_then(|p| p.next_attempt_at)
@@ -340,7 +366,10 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
         tokio::time::sleep(wait).await;
     }
     assert_eq!(net.inbox("E09000002").len(), 1);
-    let dead = outbox::in_state(&net.store(), DeliveryState::Dead).expect("dead");
+    let dead = net
+        .store()
+        .deliveries_in(DeliveryState::Dead)
+        .expect("dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].la, "E09000009");
     assert_eq!(dead[0].attempts, 3);
@@ -409,7 +438,7 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
             dead[0].period
         )
     );
-    let mut d = daemon(&net);
+    let mut d = daemon(&net).await;
     d.deliver_due(Utc::now()).await.expect("deliver");
     d.settle().await.expect("settle");
     let files = net.inbox("E09000009");
@@ -430,7 +459,7 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
 async fn a_queued_delivery_whose_la_is_suspended_is_refused_and_never_sent() {
     let net = Net::start(&["E09000002"]).await;
     net.add_agreement("E09000002");
-    let mut d = daemon(&net);
+    let mut d = daemon(&net).await;
     run_now(&net, &d).await;
     let status = net.run(&["status"]).await;
     let text = String::from_utf8_lossy(&status.stdout);
@@ -462,7 +491,10 @@ async fn a_queued_delivery_whose_la_is_suspended_is_refused_and_never_sent() {
         )
         .expect("suspend");
     assert_eq!(d.refuse_withheld().await.expect("refuse"), 1);
-    let refused = outbox::in_state(&net.store(), DeliveryState::Refused).expect("refused");
+    let refused = net
+        .store()
+        .deliveries_in(DeliveryState::Refused)
+        .expect("refused");
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].reason.as_deref(), Some("SUSPENDED_BY_PROVIDER"));
     assert!(net.spool().is_empty());
@@ -482,7 +514,7 @@ async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no
     net.add_agreement("E09000002");
     net.add_agreement("E09000009");
     let stall = net.proxy("E09000009", ProxyMode::StallAfter(2_000)).await;
-    let d = daemon(&net);
+    let d = daemon(&net).await;
     run_now(&net, &d).await;
     drop(d);
     // As if a daemon had stopped mid-push.
@@ -491,7 +523,7 @@ async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no
         conn.execute("UPDATE deliveries SET state = 'sending'", [])
             .expect("update");
     }
-    let mut d = daemon(&net);
+    let mut d = daemon(&net).await;
     assert_eq!(
         count(
             &net,
@@ -547,7 +579,7 @@ async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
             Utc::now(),
         )
         .expect("suspend");
-    let d = daemon(&net);
+    let d = daemon(&net).await;
     run_now(&net, &d).await;
     drop(d);
     assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
@@ -566,7 +598,7 @@ async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
             Utc::now(),
         )
         .expect("lift");
-    let d = daemon(&net);
+    let d = daemon(&net).await;
     let done = d.schedule(Utc::now()).await.expect("schedule");
     assert!(
         matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
@@ -608,5 +640,5 @@ async fn sigterm_stops_the_daemon_cleanly() {
         said.iter().any(|l| l.contains("SIGTERM")),
         "it says why it stopped: {said:?}"
     );
-    drop(daemon(&net));
+    drop(daemon(&net).await);
 }

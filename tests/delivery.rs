@@ -6,17 +6,20 @@
 #[path = "common/net.rs"]
 mod net;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use mishare::gate::Reason;
-use mishare::outbox::{self, Addressed, DeliveryState};
+use mishare::common::shutdown::Shutdown;
+use mishare::provider::gate::Reason;
+use mishare::provider::outbox::{self, Addressed};
+use mishare::provider::push::{self, Courier, Delivered, PushOptions};
+use mishare::provider::store::{Delivery, DeliveryState, SharedStore};
+use mishare::provider::store::{Maker, Scope};
+use mishare::provider::watch::StateWatch;
 use mishare::provider::{self, LaOutcome, SendOptions};
-use mishare::push::{self, Courier, Delivered, PushOptions, StateWatch};
 use mishare::sanitiser::Classification;
 use mishare::seal::Recipients;
-use mishare::store::{Maker, Scope};
 use net::{Net, ProxyMode};
 use sha2::{Digest, Sha256};
 
@@ -31,7 +34,8 @@ fn count(net: &Net, sql: &str) -> i64 {
 
 /// Audit entries of `kind` for `la`, as JSON details.
 fn audit(net: &Net, kind: &str, la: &str) -> Vec<serde_json::Value> {
-    mishare::audit::entries(&net.store(), None)
+    net.store()
+        .audit_entries(None)
         .expect("audit")
         .into_iter()
         .filter(|e| e.kind == kind && e.la.as_deref() == Some(la))
@@ -51,15 +55,16 @@ async fn send_now_delivers_exactly_what_preview_prints() {
         "referrals-monthly",
         Some("E09000002"),
         SendOptions::now("provider:tester"),
+        &Shutdown::new(),
     )
     .await
     .expect("send-now runs");
     assert_eq!(results.len(), 1, "{results:?}");
-    let LaOutcome::Delivered {
+    let LaOutcome::Pushed(Delivered::Delivered {
         stored_as,
         sha256,
         verification,
-    } = &results[0].outcome
+    }) = &results[0].outcome
     else {
         panic!("delivered: {results:?}");
     };
@@ -220,38 +225,39 @@ async fn refused_las_get_nothing_and_each_refusal_is_audited() {
 }
 
 /// A courier over the test's provider state, for pushes driven directly.
-fn courier(net: &Net, options: PushOptions) -> (Courier, Arc<Mutex<mishare::store::Store>>) {
+async fn courier(net: &Net, options: PushOptions) -> Courier {
     let config = Arc::new(net.config());
-    let tls = Courier::client_tls(&config).expect("tls");
-    let store = Arc::new(Mutex::new(net.store()));
-    let watch = StateWatch::start(config.data_dir.clone(), options.watch_interval).expect("watch");
-    let courier = Courier::new(
+    let store = SharedStore::open(&config.data_dir).expect("store");
+    let watch = StateWatch::start(store.clone(), options.watch_interval, &Shutdown::new())
+        .await
+        .expect("watch");
+    Courier::new(
         config,
-        tls,
-        store.clone(),
+        store,
         watch,
         "provider:tester",
         options,
-    );
-    (courier, store)
+        Default::default(),
+    )
+    .expect("courier")
 }
 
 /// Seals `size` bytes for `la` and spools them as one delivery.
-fn spool_large(net: &Net, la: &str, size: usize) -> outbox::Delivery {
-    let mut store = net.store();
-    let run = outbox::start_run(
-        &mut store,
-        "referrals-monthly",
-        "2012-09",
-        None,
-        "provider:tester",
-        Utc::now(),
-    )
-    .expect("run");
+fn spool_large(net: &Net, la: &str, size: usize) -> Delivery {
+    let store = SharedStore::new(net.store());
+    let run = store
+        .lock()
+        .start_run(
+            "referrals-monthly",
+            "2012-09",
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("run");
     let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let recipients = Recipients::parse(&[net.la(la).recipient.clone()]).expect("recipients");
     outbox::spool(
-        &mut store,
+        &store,
         Addressed {
             run_id: run,
             la,
@@ -259,7 +265,7 @@ fn spool_large(net: &Net, la: &str, size: usize) -> outbox::Delivery {
             period: "2012-09",
             classification: Classification::Internal,
         },
-        &plaintext,
+        &plaintext[..],
         &recipients,
         "provider:tester",
         Utc::now(),
@@ -278,13 +284,14 @@ async fn a_suspension_cuts_off_a_push_in_flight() {
         .await;
     let delivery = spool_large(&net, "E09000002", 16 << 20);
     assert!(delivery.spool_path.as_ref().is_some_and(|p| p.exists()));
-    let (courier, _) = courier(
+    let courier = courier(
         &net,
         PushOptions {
             chunk_bytes: 64 * 1024,
             ..PushOptions::default()
         },
-    );
+    )
+    .await;
     let push = {
         let delivery = delivery.clone();
         tokio::spawn(async move { push::deliver(&courier, &delivery).await })
@@ -295,7 +302,7 @@ async fn a_suspension_cuts_off_a_push_in_flight() {
     // connection to the database, on another thread.
     let data_dir = net.config().data_dir;
     tokio::task::spawn_blocking(move || {
-        mishare::store::Store::open(&data_dir)
+        mishare::provider::store::Store::open(&data_dir)
             .expect("store")
             .suspend(
                 Scope::La("E09000002".into()),
@@ -319,7 +326,7 @@ async fn a_suspension_cuts_off_a_push_in_flight() {
     proxy.release();
 
     assert!(net.inbox("E09000002").is_empty());
-    let stored = outbox::delivery(&net.store(), delivery.id).expect("delivery");
+    let stored = net.store().delivery(delivery.id).expect("delivery");
     assert_eq!(stored.state, DeliveryState::Refused);
     assert_eq!(stored.reason.as_deref(), Some("SUSPENDED_BY_PROVIDER"));
     assert!(stored.spool_path.is_none());
@@ -346,14 +353,15 @@ async fn a_cut_connection_resumes_from_the_committed_offset() {
         .await;
     let delivery = spool_large(&net, "E09000002", 4 << 20);
     let spooled = std::fs::read(delivery.spool_path.as_ref().expect("spooled")).expect("read");
-    let (courier, _) = courier(
+    let courier = courier(
         &net,
         PushOptions {
             chunk_bytes: 64 * 1024,
             backoff: Duration::from_millis(50),
             ..PushOptions::default()
         },
-    );
+    )
+    .await;
     let outcome = push::deliver(&courier, &delivery).await;
     let Delivered::Delivered { sha256, .. } = &outcome else {
         panic!("delivered: {outcome:?}");
@@ -374,7 +382,7 @@ async fn a_cut_connection_resumes_from_the_committed_offset() {
         "the last connection sent {last} bytes of a {}-byte file: it started again from 0",
         delivery.size
     );
-    let stored = outbox::delivery(&net.store(), delivery.id).expect("delivery");
+    let stored = net.store().delivery(delivery.id).expect("delivery");
     assert_eq!(stored.state, DeliveryState::Delivered);
     assert!(stored.attempts >= 2, "{}", stored.attempts);
     assert!(net.spool().is_empty());

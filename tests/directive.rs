@@ -7,27 +7,28 @@ mod net;
 
 use std::sync::Arc;
 
-use mishare::directive;
+use mishare::common::shutdown::Shutdown;
+use mishare::provider::directive;
+use mishare::provider::store::SharedStore;
 use mishare::provider::{self, LaOutcome, SendOptions};
 use mishare::tls;
 use mishare::wire::v1::directive_client::DirectiveClient;
 use mishare::wire::v1::{LiftRequest, ListRequest, SuspendRequest};
 use net::{Net, PROVIDER_ID};
-use tokio::sync::oneshot;
 use tonic::Code;
 
 /// Starts Directive for `net` and returns a way to stop it.
-async fn serve(net: &mut Net) -> oneshot::Sender<()> {
+async fn serve(net: &mut Net) -> Shutdown {
     let listener = net.directive_listener().await;
-    let config = net.config();
-    let (stop, stopped) = oneshot::channel::<()>();
+    let config = Arc::new(net.config());
+    assert!(config.directive.is_some(), "[directive]");
+    let store = SharedStore::open(&config.data_dir).expect("store");
+    let stop = Shutdown::new();
+    let serving = stop.clone();
     tokio::spawn(async move {
-        let d = config.directive.clone().expect("[directive]");
-        directive::serve(&config, &d, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("Directive serves");
+        directive::serve(config, store, listener, &serving)
+            .await
+            .expect("Directive serves");
     });
     stop
 }
@@ -52,7 +53,8 @@ async fn client(
 }
 
 fn audit_actors(net: &Net, kind: &str) -> Vec<(String, serde_json::Value)> {
-    mishare::audit::entries(&net.store(), None)
+    net.store()
+        .audit_entries(None)
         .expect("audit")
         .into_iter()
         .filter(|e| e.kind == kind)
@@ -114,13 +116,14 @@ async fn dwp_suspends_and_lifts_and_the_cli_cannot_lift_it() {
         "referrals-monthly",
         None,
         SendOptions::now("provider:tester"),
+        &Shutdown::new(),
     )
     .await
     .expect("send-now");
     assert!(
         matches!(
             &results[0].outcome,
-            LaOutcome::Refused { reason, .. } if reason.as_str() == "SUSPENDED_BY_DWP"
+            LaOutcome::Refused(refusal) if refusal.reason.as_str() == "SUSPENDED_BY_DWP"
         ),
         "{results:?}"
     );

@@ -65,7 +65,7 @@ async fn setup(net: &Net) {
     net.append_config(FAST);
     let now = Utc::now();
     let back = now - chrono::Duration::days(40);
-    let schedule: mishare::schedule::Schedule = "0 6 2 * *".parse().expect("schedule");
+    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
     let latest = schedule
         .runs_between(back, now)
         .last()
@@ -75,7 +75,7 @@ async fn setup(net: &Net) {
     let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
     conn.execute(
         "INSERT INTO schedule_marks (report, handled_until) VALUES ('referrals-monthly', ?1)",
-        [mishare::store::timestamp(back)],
+        [mishare::common::time::timestamp(back)],
     )
     .expect("mark");
 }
@@ -87,11 +87,11 @@ fn provider(net: &Net, n: usize, crash_at: Option<&str>) -> Proc {
     cmd.args(["provider", "run"])
         .current_dir(net.dir.path())
         .env("MISHARE_LOG", "info")
-        .env_remove(mishare::fault::DANGEROUS_CRASH_AT_VAR)
+        .env_remove(mishare::common::fault::DANGEROUS_CRASH_AT_VAR)
         .stdout(Stdio::null())
         .stderr(log);
     if let Some(point) = crash_at {
-        cmd.env(mishare::fault::DANGEROUS_CRASH_AT_VAR, point);
+        cmd.env(mishare::common::fault::DANGEROUS_CRASH_AT_VAR, point);
     }
     Proc(cmd.spawn().expect("provider run"))
 }
@@ -257,7 +257,7 @@ async fn endpoint_killed_mid_commit_at(point: &str) {
     setup(&net).await;
     let mut crashing = net.authority_command("E09000009");
     crashing
-        .env(mishare::fault::DANGEROUS_CRASH_AT_VAR, point)
+        .env(mishare::common::fault::DANGEROUS_CRASH_AT_VAR, point)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut la = Proc(crashing.spawn().expect("authority run"));

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{Env, assert_status, at, raw_connection, stdout};
-use mishare::audit::{self, Verification};
-use mishare::gate::{Gate, Reason, Refusal, Stage};
-use mishare::store::{Maker, Scope, Store};
+use mishare::common::audit::Verification;
+use mishare::provider::gate::{Gate, Reason, Refusal, Stage};
+use mishare::provider::store::{Maker, Scope, Store};
 
 const LA: &str = "E09000002";
 const REPORT: &str = "referrals-monthly";
@@ -54,7 +54,7 @@ fn permit_when_every_rule_holds_and_it_is_audited() {
     let (env, mut store) = with_agreement();
     let (la, seq) = ask(&env, &mut store, LA, REPORT, "2012-10-01T12:00:00Z").expect("permit");
     assert_eq!(la, LA);
-    let entries = audit::entries(&store, None).expect("entries");
+    let entries = store.audit_entries(None).expect("entries");
     let entry = entries.iter().find(|e| e.seq == seq).expect("audited");
     assert_eq!(entry.kind, "gate_permit");
     assert_eq!(entry.la.as_deref(), Some(LA));
@@ -79,7 +79,7 @@ fn refusals_are_audited_with_their_reason_and_stage() {
         )
         .expect_err("no agreement");
     let seq = refusal.audit_seq.expect("audited");
-    let entries = audit::entries(&store, None).expect("entries");
+    let entries = store.audit_entries(None).expect("entries");
     let entry = entries.iter().find(|e| e.seq == seq).expect("entry");
     assert_eq!(entry.kind, "gate_refusal");
     assert_eq!(entry.actor, "daemon");
@@ -476,13 +476,13 @@ fn an_unreadable_date_fails_closed() {
     );
     // The refusal itself is still recorded, and the chain is intact.
     let seq = refusal.audit_seq.expect("audited");
-    let entries = audit::entries(&store, None).expect("entries");
+    let entries = store.audit_entries(None).expect("entries");
     assert_eq!(
         entries.last().map(|e| (e.seq, e.kind.as_str())),
         Some((seq, "gate_refusal"))
     );
     assert!(matches!(
-        audit::verify(&store),
+        store.verify_audit(),
         Ok(Verification::Intact { .. })
     ));
 }

@@ -1,6 +1,8 @@
 //! `mishare sanitise` as scripts see it: flags, exit statuses, the
 //! `error[CODE]: …` lines, the JSON shape and the CSV an LA receives.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -524,7 +526,27 @@ fn help_explains_the_exit_statuses() {
 fn the_recipient_is_named_from_the_provider_configuration() {
     let dir = Dir::new();
     dir.write("counts.csv", T5);
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/provider.example.toml");
+    // The example configuration, finished: its reference data and a PKI
+    // made here (a configuration is loaded whole, certificates included).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    std::fs::create_dir_all(dir.path().join("reference")).expect("mkdir");
+    std::fs::copy(
+        data.join("reference/las.csv"),
+        dir.path().join("reference/las.csv"),
+    )
+    .expect("las");
+    std::fs::copy(
+        data.join("provider.example.toml"),
+        dir.path().join("provider.toml"),
+    )
+    .expect("example");
+    common::write_provider_certs(&dir.path().join("certs"));
+    std::fs::copy(
+        dir.path().join("certs/ca.pem"),
+        dir.path().join("certs/dwp-ca.pem"),
+    )
+    .expect("dwp ca");
+    let config = dir.path().join("provider.toml");
     let config = config.to_str().expect("utf8 path");
     let mut args = T5_ARGS.to_vec();
     args.extend(["--recipient", "E09000002", "--config", config]);

@@ -56,9 +56,15 @@ async fn serve(
         tls::server_config(&server_identity, anchors, allow.clone()).expect("server config");
     let refused = Arc::new(Mutex::new(Vec::new()));
     let log = refused.clone();
-    let incoming = tls::incoming(listener, config, allow, move |_, why| {
-        log.lock().expect("lock").push(why);
-    });
+    let incoming = tls::incoming(
+        listener,
+        config,
+        allow,
+        &Default::default(),
+        move |_, why| {
+            log.lock().expect("lock").push(why);
+        },
+    );
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ExchangeServer::new(WhoAmI))

@@ -17,8 +17,9 @@ use std::path::PathBuf;
 
 use tonic::{Code, Status};
 
+use crate::common::blocking::TaskFailed;
+use crate::common::db::DbError;
 use crate::receipt::ReceiptError;
-use crate::store::StoreError;
 
 /// Why a push or query was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +70,13 @@ pub enum InternalError {
     },
     /// The state database failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] DbError),
     /// A receipt could not be signed.
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
     /// A blocking task panicked or was cancelled.
-    #[error("a blocking task failed: {0}")]
-    Join(String),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
     /// The files and the database disagree in a way this program never
     /// leaves them.
     #[error("{0}")]
@@ -84,7 +85,7 @@ pub enum InternalError {
 
 impl From<rusqlite::Error> for InternalError {
     fn from(e: rusqlite::Error) -> Self {
-        InternalError::Store(StoreError::Sqlite(e))
+        InternalError::Db(DbError::Sqlite(e))
     }
 }
 
@@ -94,8 +95,8 @@ impl From<rusqlite::Error> for ExchangeError {
     }
 }
 
-impl From<StoreError> for ExchangeError {
-    fn from(e: StoreError) -> Self {
+impl From<DbError> for ExchangeError {
+    fn from(e: DbError) -> Self {
         ExchangeError::Internal(e.into())
     }
 }
@@ -141,13 +142,14 @@ impl From<ExchangeError> for Status {
     }
 }
 
-/// Runs blocking work (SQLite, fsync, hashing) off the reactor.
+/// Runs blocking work (SQLite, fsync, hashing) off the reactor
+/// ([`crate::common::blocking`]), a failed task being an internal error.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ExchangeError>
 where
     F: FnOnce() -> Result<T, ExchangeError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    crate::common::blocking::blocking(f)
         .await
-        .map_err(|e| ExchangeError::Internal(InternalError::Join(e.to_string())))?
+        .map_err(|e| ExchangeError::Internal(e.into()))?
 }

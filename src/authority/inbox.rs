@@ -9,10 +9,12 @@
 //!
 //! Everything here blocks; the service calls it through `spawn_blocking`.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::common::files;
 
 use sha2::{Digest, Sha256};
 
@@ -38,11 +40,7 @@ impl Inbox {
     pub fn open(inbox: &Path, data_dir: &Path) -> Result<Self, InternalError> {
         let partial = data_dir.join(PARTIAL_DIR);
         for dir in [inbox, partial.as_path()] {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_error("cannot create directory", dir))?;
+            files::create_private_dir(dir).map_err(io_error("cannot create directory", dir))?;
         }
         Ok(Self {
             inbox: inbox.to_path_buf(),
@@ -62,8 +60,10 @@ impl Inbox {
         h.update(provider.as_bytes());
         h.update([0]);
         h.update(transfer_id.as_bytes());
-        self.partial
-            .join(format!("{}.part", crate::store::hex(&h.finalize())))
+        self.partial.join(format!(
+            "{}.part",
+            crate::common::encoding::hex(&h.finalize())
+        ))
     }
 
     /// Where a finished file goes. Both parts were validated by the caller:
@@ -89,7 +89,7 @@ impl Inbox {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(files::PRIVATE_FILE)
             .open(&path)
             .map_err(io_error("cannot open partial file", &path))?;
         let len = file
@@ -158,16 +158,7 @@ impl Inbox {
         let partial = self.partial_path(provider, transfer_id);
         let folder = self.inbox.join(provider);
         if !folder.exists() {
-            DirBuilder::new()
-                .mode(0o700)
-                .create(&folder)
-                .or_else(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
+            files::create_private_dir(&folder)
                 .map_err(io_error("cannot create inbox folder", &folder))?;
             sync_dir(&self.inbox)?;
         }
@@ -286,9 +277,7 @@ fn remove_if_exists(path: &Path) -> Result<(), InternalError> {
 
 /// Makes a directory's entries (a new name, a removed one) durable.
 fn sync_dir(dir: &Path) -> Result<(), InternalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("cannot fsync directory", dir))
+    files::sync_dir(dir).map_err(io_error("cannot fsync directory", dir))
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

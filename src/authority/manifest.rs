@@ -1,6 +1,7 @@
 //! A manifest, validated field by field before any of it touches a path or
 //! the database.
 
+use crate::common::names::{is_period, is_report_name, is_transfer_id};
 use crate::wire::v1;
 
 use super::error::ExchangeError;
@@ -48,7 +49,7 @@ pub fn validate(
             shown(&wire.transfer_id)
         ));
     }
-    if !crate::config::is_report_name(&wire.report) {
+    if !is_report_name(&wire.report) {
         return bad(format!(
             "report {} is not a report name ([a-z0-9][a-z0-9-]{{0,63}})",
             shown(&wire.report)
@@ -108,27 +109,6 @@ pub fn validate(
     })
 }
 
-/// `[A-Za-z0-9-]{8,64}`.
-pub fn is_transfer_id(id: &str) -> bool {
-    (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-/// `YYYY-MM` (01 to 12), `YYYY-Qn` (1 to 4) or `YYYY`.
-pub fn is_period(period: &str) -> bool {
-    let b = period.as_bytes();
-    let year = |y: &[u8]| y.len() == 4 && y.iter().all(u8::is_ascii_digit);
-    match b.len() {
-        4 => year(b),
-        7 if b[4] == b'-' && b[5] == b'Q' => year(&b[..4]) && (b'1'..=b'4').contains(&b[6]),
-        7 if b[4] == b'-' => {
-            year(&b[..4])
-                && b[5..].iter().all(u8::is_ascii_digit)
-                && matches!((b[5] - b'0') * 10 + (b[6] - b'0'), 1..=12)
-        }
-        _ => false,
-    }
-}
-
 /// A peer's string, quoted and cut short, for messages and logs.
 pub fn shown(s: &str) -> String {
     const MAX: usize = 80;
@@ -161,45 +141,6 @@ mod tests {
     fn a_good_manifest_passes_and_names_its_file() {
         let m = validate(wire(), "E09000002", 1000).expect("valid");
         assert_eq!(m.stored_as(), "2012-10_referrals-monthly_transfer-0001.age");
-    }
-
-    #[test]
-    fn periods() {
-        for good in [
-            "2012", "2012-10", "2012-01", "2012-12", "2012-Q1", "2012-Q4",
-        ] {
-            assert!(is_period(good), "{good}");
-        }
-        for bad in [
-            "",
-            "12",
-            "2012-13",
-            "2012-00",
-            "2012-Q0",
-            "2012-Q5",
-            "2012-1",
-            "2012/10",
-            "../..",
-            "2012-10x",
-            "２０１２",
-        ] {
-            assert!(!is_period(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn transfer_ids() {
-        assert!(is_transfer_id("abcdEFG-12"));
-        assert!(is_transfer_id(&"a".repeat(64)));
-        for bad in [
-            "short",
-            "has space1",
-            "../../etc",
-            "a_b_c_d_e",
-            &"a".repeat(65),
-        ] {
-            assert!(!is_transfer_id(bad), "{bad}");
-        }
     }
 
     #[test]

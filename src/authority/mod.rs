@@ -7,18 +7,19 @@
 //!   before it touches a path or the database ([`manifest`]);
 //! - [`inbox`]: partial files under `data_dir/partial/`, finished ones moved
 //!   atomically into `inbox/<provider>/`;
-//! - [`state`]: transfers, receipts and the endpoint's own audit log in
-//!   `data_dir/authority.db`;
+//! - [`store`]: transfers, receipts and the endpoint's own audit log in
+//!   `data_dir/authority.db`, and the only place its SQL lives;
 //! - [`error`]: the one place errors become gRPC statuses.
 //!
 //! [`serve`] takes its listener and its shutdown as parameters, so tests run
-//! the real endpoint on `127.0.0.1:0` and stop it when they choose.
+//! the real endpoint on `127.0.0.1:0` and stop it when they choose, and the
+//! command line binds the configured address and says where it listens.
 
 pub mod error;
 pub mod inbox;
 pub mod manifest;
 pub mod service;
-pub mod state;
+pub mod store;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -30,20 +31,22 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
 
-use crate::audit::Kind;
-use crate::config::AuthorityEndpointConfig;
+use crate::common::audit::Kind;
+use crate::common::db::DbError;
+use crate::common::shutdown::Shutdown;
+use crate::common::time::now_ms;
+use crate::config::AuthorityConfig;
 use crate::receipt::{ReceiptError, ReceiptSigner};
-use crate::store::StoreError;
 use crate::tls::{self, TlsError};
 use crate::wire::v1::exchange_server::ExchangeServer;
 
 use self::error::{ExchangeError, InternalError, blocking};
 use self::inbox::{Inbox, hash_file};
-use self::service::{Claims, ExchangeService, Shared, now_ms};
-use self::state::State;
+use self::service::{Claims, ExchangeService, Shared};
+use self::store::Store;
 
 /// Room for a chunk's framing on top of `max_chunk_bytes` in one message.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
@@ -60,7 +63,7 @@ const AUDIT_QUEUE: usize = 1024;
 pub enum AuthorityError {
     /// The state database could not be opened.
     #[error("the endpoint's state: {0}")]
-    State(#[from] StoreError),
+    State(#[from] DbError),
     /// The inbox or the partial folder could not be used, or reconciling
     /// them with the state at start failed.
     #[error("the endpoint's files: {0}")]
@@ -71,13 +74,6 @@ pub enum AuthorityError {
     /// The endpoint's key cannot sign receipts.
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -92,34 +88,19 @@ impl From<ExchangeError> for AuthorityError {
     }
 }
 
-/// Binds `config.listen` and serves until `shutdown` completes.
-pub async fn run(
-    config: AuthorityEndpointConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), AuthorityError> {
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| AuthorityError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-    serve(config, listener, shutdown).await
-}
-
-/// Serves `Exchange` on `listener` until `shutdown` completes, then stops
+/// Serves `Exchange` on `listener` until `shutdown` is cancelled, then stops
 /// accepting connections, lets pushes in flight finish within
 /// `shutdown_grace`, cancels any still running (they keep what is durable),
-/// and returns.
+/// drains its other tasks and returns.
 ///
 /// Before accepting anything it reconciles the state with the files: a file
 /// already in the inbox whose transfer is not marked complete (the endpoint
 /// stopped between the two) is completed if its size and digest match, and
 /// partial files no transfer owns are removed.
 pub async fn serve(
-    config: AuthorityEndpointConfig,
+    config: AuthorityConfig,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: &Shutdown,
 ) -> Result<(), AuthorityError> {
     let signer = ReceiptSigner::new(&config.identity)?;
     let (state, inbox) = {
@@ -130,7 +111,7 @@ pub async fn serve(
         );
         let signer = signer.clone();
         blocking(move || {
-            let state = State::open(&data_dir, &code)?;
+            let state = Store::open(&data_dir, &code)?;
             let inbox = Inbox::open(&inbox_dir, &data_dir)?;
             reconcile(&state, &inbox, &signer)?;
             Ok((Arc::new(state), Arc::new(inbox)))
@@ -142,31 +123,41 @@ pub async fn serve(
     let server_config =
         tls::server_config(&config.identity, &config.provider_anchors, allow.clone())?;
 
+    // The endpoint's own tasks (the accept loop, the audit writer, the
+    // sweep) stop with the shutdown; pushes in flight are tracked apart and
+    // stopped only when their grace period is over.
+    let tasks = shutdown.branch();
+    let pushes = Shutdown::new();
+
     // Refused handshakes are audited by one writer task, fed through a
     // bounded queue (the TLS layer reports them from its own tasks).
     let (audit_tx, audit_rx) = mpsc::channel::<RefusedHandshake>(AUDIT_QUEUE);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(audit_writer(state.clone(), audit_rx, stop_rx.clone()));
-    let connections = tls::incoming(listener, server_config, allow, move |addr, reason| {
-        if audit_tx
-            .try_send(RefusedHandshake { addr, reason })
-            .is_err()
-        {
-            tracing::error!(peer = %addr, "the audit queue is full or closed; a refused handshake was not audited");
-        }
-    });
+    tasks.spawn(audit_writer(state.clone(), audit_rx, tasks.clone()));
+    let connections = tls::incoming(
+        listener,
+        server_config,
+        allow,
+        &tasks,
+        move |addr, reason| {
+            if audit_tx
+                .try_send(RefusedHandshake { addr, reason })
+                .is_err()
+            {
+                tracing::error!(peer = %addr, "the audit queue is full or closed; a refused handshake was not audited");
+            }
+        },
+    );
 
-    let (abort_tx, abort_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         state: state.clone(),
         inbox,
         signer,
         streams: Arc::new(Semaphore::new(config.max_streams)),
         claims: Claims::default(),
-        abort: abort_rx,
+        pushes: pushes.clone(),
         config,
     });
-    let sweeper = tokio::spawn(sweeper(shared.clone(), stop_rx.clone()));
+    tasks.spawn(sweeper(shared.clone(), tasks.clone()));
 
     let max_message = usize::try_from(shared.config.max_chunk_bytes)
         .unwrap_or(usize::MAX)
@@ -177,10 +168,9 @@ pub async fn serve(
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(MESSAGE_OVERHEAD);
 
-    let (closing_tx, closing_rx) = watch::channel(false);
     let connections = UntilClosing {
         inner: Some(connections),
-        closing: Box::pin(closed(closing_rx.clone())),
+        closing: Box::pin(shutdown.token().clone().cancelled_owned()),
     };
     // Flow-control windows a little over a chunk, so a sender is not held
     // to 64 KiB in flight while this side writes and hashes; per connection
@@ -195,22 +185,21 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
-        .serve_with_incoming_shutdown(connections, closed(closing_rx));
+        .serve_with_incoming_shutdown(connections, shutdown.token().clone().cancelled_owned());
     tokio::pin!(server);
     tracing::info!(code = %shared.config.code, "authority endpoint serving");
 
     let served = tokio::select! {
         served = &mut server => served.map_err(AuthorityError::from),
-        () = shutdown => {
+        () = shutdown.cancelled() => {
             let grace = shared.config.shutdown_grace;
             tracing::info!(
                 grace_secs = grace.as_secs(),
                 "shutting down: accepting no new connections; pushes in flight may finish"
             );
-            let _ = closing_tx.send(true);
             let drained = async {
                 let served = (&mut server).await;
-                idle(&shared).await;
+                pushes.wait().await;
                 served
             };
             match tokio::time::timeout(grace, drained).await {
@@ -219,16 +208,15 @@ pub async fn serve(
                     served.map_err(AuthorityError::from)
                 }
                 Err(_) => {
-                    let running = shared.config.max_streams - shared.streams.available_permits();
                     tracing::warn!(
-                        running,
+                        running = pushes.running(),
                         "the shutdown grace period expired; cancelling the pushes still \
                          running (what they sent that is durable is kept for a resume)"
                     );
-                    let _ = abort_tx.send(true);
+                    pushes.cancel();
                     let wound_down = tokio::time::timeout(ABORT_WAIT, async {
                         let _ = (&mut server).await;
-                        idle(&shared).await;
+                        pushes.wait().await;
                     })
                     .await;
                     if wound_down.is_err() {
@@ -240,33 +228,10 @@ pub async fn serve(
         }
     };
 
-    let _ = stop_tx.send(true);
-    if let Err(e) = sweeper.await {
-        tracing::error!(error = %e, "the partial-transfer sweep task failed");
-    }
-    if let Err(e) = writer.await {
-        tracing::error!(error = %e, "the audit writer task failed");
-    }
+    tasks.cancel();
+    tasks.drain(ABORT_WAIT, "authority endpoint").await;
     tracing::info!("authority endpoint stopped");
     served
-}
-
-/// Waits until no push holds a stream permit.
-async fn idle(shared: &Shared) {
-    let all = u32::try_from(shared.config.max_streams).unwrap_or(u32::MAX);
-    // Acquiring every permit means every push has ended; they are given
-    // back at once.
-    let _ = shared.streams.acquire_many(all).await;
-}
-
-async fn closed(mut closing: watch::Receiver<bool>) {
-    until_set(&mut closing).await;
-}
-
-/// Waits until the flag is set (or its sender is gone). The borrow the
-/// wait returns is dropped here, so callers' futures stay `Send`.
-pub(crate) async fn until_set(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|&set| set).await;
 }
 
 /// The connection stream, ended (and the accept loop with it, so the
@@ -297,14 +262,14 @@ struct RefusedHandshake {
 }
 
 async fn audit_writer(
-    state: Arc<State>,
+    state: Arc<Store>,
     mut queue: mpsc::Receiver<RefusedHandshake>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     loop {
         let next = tokio::select! {
             next = queue.recv() => next,
-            () = until_set(&mut stop) => {
+            () = stop.cancelled() => {
                 // Write what is already queued, then end.
                 queue.close();
                 queue.recv().await
@@ -327,13 +292,13 @@ async fn audit_writer(
 }
 
 /// Removes partial transfers with no progress for `partial_ttl`.
-async fn sweeper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn sweeper(shared: Arc<Shared>, stop: Shutdown) {
     let every =
         (shared.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = until_set(&mut stop) => return,
+            () = stop.cancelled() => return,
         }
         if let Err(e) = sweep(&shared).await {
             tracing::error!(error = %e, "cannot remove idle partial transfers");
@@ -379,13 +344,13 @@ pub(crate) async fn sweep(shared: &Shared) -> Result<usize, ExchangeError> {
 }
 
 /// Brings files and state into agreement at start (nothing else runs yet).
-fn reconcile(state: &State, inbox: &Inbox, signer: &ReceiptSigner) -> Result<(), ExchangeError> {
+fn reconcile(state: &Store, inbox: &Inbox, signer: &ReceiptSigner) -> Result<(), ExchangeError> {
     let mut owned = HashSet::new();
     for t in state.incomplete()? {
-        let sound = crate::config::is_provider_id(&t.provider)
-            && manifest::is_transfer_id(&t.transfer_id)
-            && crate::config::is_report_name(&t.report)
-            && manifest::is_period(&t.period);
+        let sound = crate::common::names::is_provider_id(&t.provider)
+            && crate::common::names::is_transfer_id(&t.transfer_id)
+            && crate::common::names::is_report_name(&t.report)
+            && crate::common::names::is_period(&t.period);
         if !sound {
             tracing::error!(provider = %t.provider, transfer_id = %t.transfer_id, "a transfer row holds names mishare never writes; left alone");
             continue;
@@ -403,7 +368,7 @@ fn reconcile(state: &State, inbox: &Inbox, signer: &ReceiptSigner) -> Result<(),
                     "report": t.report,
                     "period": t.period,
                     "size": t.size,
-                    "sha256": crate::receipt::hex(&digest),
+                    "sha256": crate::common::encoding::hex(&digest),
                     "stored_as": stored_as,
                     "received_unix_ms": receipt.received_unix_ms,
                 });

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{OwnedMutexGuard, Semaphore, watch};
+use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::audit::Kind;
-use crate::config::AuthorityEndpointConfig;
+use crate::common::audit::Kind;
+use crate::config::AuthorityConfig;
 use crate::receipt::ReceiptSigner;
 use crate::tls;
 use crate::wire::v1::exchange_server::Exchange;
@@ -23,20 +23,23 @@ use crate::wire::v1::{Chunk, PushRequest, QueryTransferRequest, Receipt, Transfe
 use super::error::{ExchangeError, InternalError, blocking};
 use super::inbox::{Inbox, PartialFile};
 use super::manifest::{self, AGE_MAGIC, Manifest, shown};
-use super::state::{self, State};
+use super::store::{self, Store};
+use crate::common::shutdown::Shutdown;
+use crate::common::time::now_ms;
 
 /// What every push and query shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub config: AuthorityEndpointConfig,
-    pub state: Arc<State>,
+    pub config: AuthorityConfig,
+    pub state: Arc<Store>,
     pub inbox: Arc<Inbox>,
     pub signer: ReceiptSigner,
     /// One permit per push in progress.
     pub streams: Arc<Semaphore>,
     pub claims: Claims,
-    /// Set when the shutdown grace has expired: pushes stop at once.
-    pub abort: watch::Receiver<bool>,
+    /// Pushes in progress, each a task of its own; cancelled when the
+    /// shutdown grace has expired, and then pushes stop at once.
+    pub pushes: Shutdown,
 }
 
 /// The `Exchange` service of an authority endpoint.
@@ -77,7 +80,8 @@ impl Exchange for ExchangeService {
             }
         };
         let stream = request.into_inner();
-        let task = tokio::spawn(async move {
+        let pushes = shared.pushes.clone();
+        let task = pushes.spawn(async move {
             let _permit = permit;
             let result = shared.push(&provider, stream).await;
             match result {
@@ -93,7 +97,7 @@ impl Exchange for ExchangeService {
         match task.await {
             Ok(Ok(receipt)) => Ok(Response::new(receipt)),
             Ok(Err(e)) => Err(e.into()),
-            Err(join) => Err(ExchangeError::Internal(InternalError::Join(join.to_string())).into()),
+            Err(join) => Err(ExchangeError::Internal(InternalError::Task(join.into())).into()),
         }
     }
 
@@ -103,7 +107,7 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<TransferStatus>, Status> {
         let provider = self.shared.provider(&request)?;
         let transfer_id = request.into_inner().transfer_id;
-        if !manifest::is_transfer_id(&transfer_id) {
+        if !crate::common::names::is_transfer_id(&transfer_id) {
             return Err(ExchangeError::Invalid(format!(
                 "transfer_id {} is not 8 to 64 ASCII letters, digits and '-'",
                 shown(&transfer_id)
@@ -154,12 +158,12 @@ struct Session {
 struct Messages {
     stream: Streaming<PushRequest>,
     idle: Duration,
-    abort: watch::Receiver<bool>,
+    abort: Shutdown,
 }
 
 impl Messages {
     async fn next(&mut self) -> Result<Option<Body>, ExchangeError> {
-        if *self.abort.borrow() {
+        if self.abort.is_cancelled() {
             return Err(ExchangeError::ShuttingDown);
         }
         let idle = self.idle;
@@ -186,7 +190,7 @@ impl Messages {
                     Err(ExchangeError::Invalid("a PushRequest with no body".into()))
                 }
             },
-            () = super::until_set(&mut self.abort) => Err(ExchangeError::ShuttingDown),
+            () = self.abort.cancelled() => Err(ExchangeError::ShuttingDown),
         }
     }
 }
@@ -223,7 +227,7 @@ impl Shared {
         let mut messages = Messages {
             stream,
             idle: self.config.stream_idle,
-            abort: self.abort.clone(),
+            abort: self.pushes.clone(),
         };
         let wire = match messages.next().await.map_err(|e| (e, None))? {
             Some(Body::Manifest(m)) => m,
@@ -414,9 +418,13 @@ impl Shared {
             }
             drop(file);
             let stored_as = m.stored_as();
-            crate::fault::dangerous_crash_point(crate::fault::CrashPoint::EndpointBeforePublish);
+            crate::common::fault::dangerous_crash_point(
+                crate::common::fault::CrashPoint::EndpointBeforePublish,
+            );
             inbox.publish(&provider, &m.transfer_id, &stored_as, m.size, &m.sha256)?;
-            crate::fault::dangerous_crash_point(crate::fault::CrashPoint::EndpointAfterPublish);
+            crate::common::fault::dangerous_crash_point(
+                crate::common::fault::CrashPoint::EndpointAfterPublish,
+            );
             let receipt = signer
                 .sign(&m.transfer_id, &m.sha256, m.size, &stored_as, now_ms())
                 .map_err(InternalError::from)?;
@@ -467,9 +475,9 @@ impl Shared {
             "transfer_id": m.transfer_id,
             "stored_as": receipt.stored_as,
             "size": receipt.size,
-            "sha256": crate::receipt::hex(&receipt.sha256),
+            "sha256": crate::common::encoding::hex(&receipt.sha256),
         });
-        self.audit(Kind::TransferRepeated, &state::actor(provider), detail)
+        self.audit(Kind::TransferRepeated, &store::actor(provider), detail)
             .await;
     }
 
@@ -493,7 +501,7 @@ impl Shared {
             detail["size"] = json!(m.size);
         }
         tracing::info!(provider, code = ?e.code(), reason = %e.public_message(), "push refused");
-        self.audit(Kind::TransferRefused, &state::actor(provider), detail)
+        self.audit(Kind::TransferRefused, &store::actor(provider), detail)
             .await;
     }
 
@@ -509,7 +517,7 @@ impl Shared {
 
 /// Looks the transfer up and opens its partial file at the durable offset.
 fn begin(
-    state: &State,
+    state: &Store,
     inbox: &Inbox,
     provider: &str,
     m: &Manifest,
@@ -576,15 +584,10 @@ fn accepted_detail(m: &Manifest, receipt: &Receipt) -> serde_json::Value {
         "period": m.period,
         "classification": m.classification,
         "size": m.size,
-        "sha256": crate::receipt::hex(&m.sha256),
+        "sha256": crate::common::encoding::hex(&m.sha256),
         "stored_as": receipt.stored_as,
         "received_unix_ms": receipt.received_unix_ms,
     })
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 type ClaimMap = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;

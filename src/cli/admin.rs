@@ -6,21 +6,18 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use chrono_tz::Europe::London;
+use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::json;
 
 use super::{Global, Outcome, actor, fail, status};
-use mishare::audit::{self, Verification};
+use mishare::common::audit::Verification;
+use mishare::common::names::is_la_code;
+use mishare::common::time::{london_date, parse_operator_time, timestamp};
 use mishare::config::{ConfigError, ProviderConfig};
-use mishare::gate::{self, AgreementFacts, Decision, Gate};
-use mishare::outbox::{self, Delivery, DeliveryState};
-use mishare::provider;
-use mishare::reference::is_la_code;
-use mishare::store::{
-    Agreement, AgreementError, AgreementRequest, Maker, NewAgreement, Scope, Store, StoreError,
-    Suspension, timestamp,
+use mishare::provider::status::{Status, dates, standing};
+use mishare::provider::store::{
+    AgreementError, AgreementRequest, Maker, NewAgreement, Scope, Store, StoreError,
 };
 
 #[derive(Debug, Subcommand)]
@@ -250,7 +247,7 @@ fn add(args: &AddArgs, global: &Global) -> Done {
         expires: args.expires.as_deref(),
         document: &args.document,
     };
-    let new = NewAgreement::validate(&request, &config, gate::london_date(now))?;
+    let new = NewAgreement::validate(&request, &config, london_date(now))?;
     let added = store.add_agreement(&new, &actor(), now)?;
     let a = &added.agreement;
     println!(
@@ -276,31 +273,9 @@ fn add(args: &AddArgs, global: &Global) -> Done {
     Ok(0)
 }
 
-fn dates(a: &Agreement) -> String {
-    match a.expires_on {
-        Some(e) => format!("signed {}, expires {e}", a.signed_on),
-        None => format!("signed {}, no expiry", a.signed_on),
-    }
-}
-
-/// An agreement's standing today, in a word.
-fn standing(a: &Agreement, today: NaiveDate) -> &'static str {
-    let facts = AgreementFacts {
-        signed_on: a.signed_on,
-        expires_on: a.expires_on,
-        revoked: a.revoked_at.is_some(),
-    };
-    match gate::agreement_standing(Some(&facts), today).map(|f| f.reason) {
-        None => "active",
-        Some(gate::Reason::AgreementRevoked) => "revoked",
-        Some(gate::Reason::AgreementExpired) => "expired",
-        Some(_) => "not yet signed",
-    }
-}
-
 fn list(args: &ListArgs, global: &Global) -> Done {
     let (_config, store) = open(global)?;
-    let today = gate::london_date(Utc::now());
+    let today = london_date(Utc::now());
     let agreements = store.agreements()?;
     match args.format {
         Format::Json => {
@@ -335,7 +310,7 @@ fn list(args: &ListArgs, global: &Global) -> Done {
 
 fn show(args: &ShowArgs, global: &Global) -> Done {
     let (_config, store) = open(global)?;
-    let today = gate::london_date(Utc::now());
+    let today = london_date(Utc::now());
     let Some(a) = store.agreement(&args.la)? else {
         return Err(StoreError::NoAgreement {
             la: args.la.clone(),
@@ -439,207 +414,20 @@ fn resume(args: &ResumeArgs, global: &Global) -> Done {
 
 fn show_status(args: &StatusArgs, global: &Global) -> Done {
     let (config, mut store) = open(global)?;
-    let now = Utc::now();
-    let today = gate::london_date(now);
-    let mut rows = Vec::new();
-    for authority in &config.authorities {
-        let la = authority.code.as_str();
-        let agreement = store.agreement(la)?;
-        let suspensions = store.suspensions_covering(la)?;
-        let decision = Gate::new(&config, &mut store, actor()).evaluate(la, now);
-        rows.push((la, agreement, suspensions, decision));
-    }
-    let active = store.suspensions(true)?;
-    let pending = outbox::pending(&store).map_err(anyhow::Error::new)?;
-    let dead = outbox::in_state(&store, DeliveryState::Dead).map_err(anyhow::Error::new)?;
-    // The oldest undelivered delivery per LA, in [[authority]] order.
-    let mut oldest: Vec<&Delivery> = Vec::new();
-    for d in &pending {
-        if !oldest.iter().any(|o| o.la == d.la) {
-            oldest.push(d);
-        }
-    }
-    let order = |la: &str| config.authorities.iter().position(|a| a.code == la);
-    oldest.sort_by_key(|d| order(&d.la));
-    let count = |state| pending.iter().filter(|d| d.state == state).count();
-    let next_runs = provider::next_runs(&config, now);
+    let status = Status::read(&config, &mut store, Utc::now())?;
     match args.format {
-        Format::Json => {
-            let authorities: Vec<_> = rows
-                .iter()
-                .map(|(la, agreement, suspensions, decision)| {
-                    let entry = config.reference.get(la);
-                    json!({
-                        "la": la,
-                        "name": entry.map(|e| e.name.as_str()),
-                        "cpa": entry.map(|e| e.cpa.as_str()),
-                        "agreement": agreement.as_ref().map(|a| {
-                            let mut j = a.to_json();
-                            j["standing"] = json!(standing(a, today));
-                            j
-                        }),
-                        "suspensions": suspensions.iter().map(Suspension::to_json).collect::<Vec<_>>(),
-                        "gate": decision.to_json(),
-                    })
-                })
-                .collect();
-            let doc = json!({
-                "at": timestamp(now),
-                "london_date": today.to_string(),
-                "authorities": authorities,
-                "suspensions": active.iter().map(Suspension::to_json).collect::<Vec<_>>(),
-                "queue": {
-                    "depth": pending.len(),
-                    "queued": count(DeliveryState::Queued),
-                    "sending": count(DeliveryState::Sending),
-                    "waiting_to_retry": count(DeliveryState::Failed),
-                    "oldest_per_la": oldest.iter().map(|d| delivery_json(d)).collect::<Vec<_>>(),
-                },
-                "dead": dead.iter().map(delivery_json).collect::<Vec<_>>(),
-                "next_runs": next_runs.iter().map(|r| json!({
-                    "report": r.report,
-                    "at": r.at.map(timestamp),
-                    "period": r.period,
-                })).collect::<Vec<_>>(),
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).context("JSON")?);
-        }
-        Format::Text => {
-            println!("status at {} ({today} Europe/London)", timestamp(now));
-            if rows.is_empty() {
-                println!("no [[authority]] in {}", config.path.display());
-            }
-            for (la, agreement, suspensions, decision) in &rows {
-                let entry = config.reference.get(la);
-                match entry {
-                    Some(e) => println!("{la} {} ({})", e.name, e.cpa),
-                    None => println!("{la} (not in the reference data)"),
-                }
-                match agreement {
-                    Some(a) => println!(
-                        "  agreement:   {} ({}), {}, {}",
-                        a.id,
-                        standing(a, today),
-                        dates(a),
-                        a.representative
-                    ),
-                    None => println!("  agreement:   none"),
-                }
-                if suspensions.is_empty() {
-                    println!("  suspensions: none");
-                }
-                for s in suspensions {
-                    println!("  suspensions: {}", describe(s));
-                }
-                match decision {
-                    Decision::Permit => println!("  gate now:    permit"),
-                    Decision::Refuse(findings) => {
-                        let details: Vec<_> = findings.iter().map(|f| f.detail.as_str()).collect();
-                        println!(
-                            "  gate now:    refuse {} ({})",
-                            decision.reason().map_or("", |r| r.as_str()),
-                            details.join("; ")
-                        );
-                    }
-                }
-            }
-            if !active.is_empty() {
-                println!("active suspensions:");
-                for s in &active {
-                    println!("  {}", describe(s));
-                }
-            }
-            println!(
-                "queue: {} undelivered ({} queued, {} sending, {} waiting to retry)",
-                pending.len(),
-                count(DeliveryState::Queued),
-                count(DeliveryState::Sending),
-                count(DeliveryState::Failed)
-            );
-            for d in &oldest {
-                println!("  oldest for {}: {}", d.la, delivery_line(d));
-            }
-            println!("dead: {}", dead.len());
-            for d in &dead {
-                println!("  {} (mishare retry {})", delivery_line(d), d.id);
-            }
-            if next_runs.is_empty() {
-                println!("next runs: none (no [[report]])");
-            } else {
-                println!("next runs:");
-            }
-            for r in &next_runs {
-                match r.at {
-                    Some(t) => println!(
-                        "  {} at {} ({}), period {}",
-                        r.report,
-                        super::provider::london(t),
-                        timestamp(t),
-                        r.period.as_deref().unwrap_or("-")
-                    ),
-                    None => println!("  {}: no run in the next eight years", r.report),
-                }
-            }
-        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&status.to_json()).context("JSON")?
+        ),
+        Format::Text => print!("{}", status.text()),
     }
     Ok(0)
 }
 
-fn delivery_line(d: &Delivery) -> String {
-    let retry = d
-        .next_attempt_at
-        .filter(|_| d.state == DeliveryState::Failed)
-        .map(|t| format!(", next attempt {}", timestamp(t)))
-        .unwrap_or_default();
-    format!(
-        "delivery {} {} {} {}, {} since {}, {} attempts{retry}{}",
-        d.id,
-        d.la,
-        d.report,
-        d.period,
-        d.state,
-        timestamp(d.age_from),
-        d.attempts,
-        d.last_error
-            .as_deref()
-            .map(|e| format!(", last error: {e}"))
-            .unwrap_or_default()
-    )
-}
-
-fn delivery_json(d: &Delivery) -> serde_json::Value {
-    json!({
-        "id": d.id,
-        "la": d.la,
-        "report": d.report,
-        "period": d.period,
-        "state": d.state.as_str(),
-        "since": timestamp(d.age_from),
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at.map(timestamp),
-        "last_error": d.last_error,
-    })
-}
-
-fn describe(s: &Suspension) -> String {
-    let reference = s
-        .reference
-        .as_deref()
-        .map(|r| format!(" [{r}]"))
-        .unwrap_or_default();
-    format!(
-        "suspension {} by {} since {} ({}): {}{reference}",
-        s.id,
-        s.made_by,
-        timestamp(s.made_at),
-        s.scope,
-        s.reason
-    )
-}
-
 fn verify(global: &Global) -> Done {
     let (_config, store) = open(global)?;
-    match audit::verify(&store)? {
+    match store.verify_audit()? {
         Verification::Intact { entries, head } => {
             println!("audit chain intact: {entries} entries");
             println!("last entry hash: {head}");
@@ -652,7 +440,7 @@ fn verify(global: &Global) -> Done {
 fn export(args: &ExportArgs, global: &Global) -> Done {
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let (_config, store) = open(global)?;
-    let entries = audit::entries(&store, since)?;
+    let entries = store.audit_entries(since)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let written = entries
@@ -670,20 +458,10 @@ fn export(args: &ExportArgs, global: &Global) -> Done {
 }
 
 fn parse_since(s: &str) -> Result<DateTime<Utc>, Failure> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let bad = || Failure {
+    parse_operator_time(s).ok_or_else(|| Failure {
         status: status::USAGE,
         error: anyhow!(
             "--since {s:?} is not a time; write 2013-03-31T12:00:00Z or a date such as 2013-03-31"
         ),
-    };
-    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad())?;
-    let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
-    London
-        .from_local_datetime(&midnight)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(bad)
+    })
 }

@@ -5,15 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use mishare::audit::Verification;
 use mishare::authority;
-use mishare::authority::state::{DATABASE_FILE, State};
-use mishare::config::AuthorityEndpointConfig;
+use mishare::authority::store::{DATABASE_FILE, Store};
+use mishare::common::audit::Verification;
+use mishare::common::shutdown::{Shutdown, cancel_on_signals};
+use mishare::config::AuthorityConfig;
 use mishare::receipt;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::{Global, Outcome, signals, status};
+use super::{Global, Outcome, status};
 
 /// The file `authority` commands read when `--config` is not given.
 const DEFAULT_CONFIG: &str = "authority.toml";
@@ -78,8 +79,8 @@ fn config_path(global: &Global) -> PathBuf {
     }
 }
 
-fn load(global: &Global) -> Result<AuthorityEndpointConfig, u8> {
-    AuthorityEndpointConfig::load(&config_path(global)).map_err(|e| {
+fn load(global: &Global) -> Result<AuthorityConfig, u8> {
+    AuthorityConfig::load(&config_path(global)).map_err(|e| {
         eprintln!("error: {e}");
         status::CONFIG
     })
@@ -97,7 +98,7 @@ pub(crate) fn run(command: &AuthorityCommand, global: &Global) -> Outcome {
     }
 }
 
-fn serve(config: AuthorityEndpointConfig) -> Outcome {
+fn serve(config: AuthorityConfig) -> Outcome {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,17 +114,18 @@ fn serve(config: AuthorityEndpointConfig) -> Outcome {
                 )
             })?;
         let local = listener.local_addr().unwrap_or(listen);
-        let shutdown = signals()?;
+        let shutdown = Shutdown::new();
+        cancel_on_signals(&shutdown).context("cannot listen for SIGTERM and SIGINT")?;
         eprintln!(
             "mishare authority endpoint for {} listening on {local}",
             config.code
         );
-        authority::serve(config, listener, shutdown).await?;
+        authority::serve(config, listener, &shutdown).await?;
         Ok(0)
     })
 }
 
-fn open_state(config: &AuthorityEndpointConfig) -> anyhow::Result<State> {
+fn open_state(config: &AuthorityConfig) -> anyhow::Result<Store> {
     let db = config.data_dir.join(DATABASE_FILE);
     if !db.exists() {
         anyhow::bail!(
@@ -132,10 +134,10 @@ fn open_state(config: &AuthorityEndpointConfig) -> anyhow::Result<State> {
             db.display()
         );
     }
-    Ok(State::open(&config.data_dir, &config.code)?)
+    Ok(Store::open(&config.data_dir, &config.code)?)
 }
 
-fn audit_verify(config: &AuthorityEndpointConfig) -> Outcome {
+fn audit_verify(config: &AuthorityConfig) -> Outcome {
     let state = open_state(config)?;
     match state.verify_audit()? {
         Verification::Intact { entries, head } => {
@@ -150,7 +152,7 @@ fn audit_verify(config: &AuthorityEndpointConfig) -> Outcome {
     }
 }
 
-fn audit_export(config: &AuthorityEndpointConfig) -> Outcome {
+fn audit_export(config: &AuthorityConfig) -> Outcome {
     let state = open_state(config)?;
     let mut out = String::new();
     for entry in state.audit_entries()? {
@@ -188,7 +190,7 @@ pub(crate) fn receipt(command: &ReceiptCommand, global: &Global) -> Outcome {
                 r.transfer_id,
                 r.stored_as,
                 r.size,
-                receipt::hex(&r.sha256),
+                mishare::common::encoding::hex(&r.sha256),
                 received,
                 if signer.is_empty() {
                     "the certificate's key"
@@ -210,14 +212,14 @@ pub(crate) fn receipt(command: &ReceiptCommand, global: &Global) -> Outcome {
 /// provider's state.
 fn export_receipt(args: &ExportArgs, global: &Global) -> Outcome {
     let config = mishare::config::ProviderConfig::load(&global.config)?;
-    let store = mishare::store::Store::open(&config.data_dir)?;
+    let store = mishare::provider::store::Store::open(&config.data_dir)?;
     let id = args
         .transfer_id
         .strip_suffix(".age")
         .map_or(args.transfer_id.as_str(), |name| {
             name.rsplit_once('_').map_or(name, |(_, id)| id)
         });
-    match mishare::outbox::wire_receipt(&store, id)? {
+    match store.wire_receipt(id)? {
         Some(r) => {
             println!("{}", receipt::to_json(&r));
             Ok(0)

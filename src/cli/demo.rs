@@ -8,13 +8,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::{Days, NaiveDate, Utc};
 use mishare::certs::{self, la_server_name};
-use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
+use mishare::common::shutdown::Shutdown;
+use mishare::config::{AuthorityConfig, ProviderConfig};
+use mishare::provider::push::Delivered;
+use mishare::provider::store::{AgreementRequest, Maker, NewAgreement, Scope, Store};
 use mishare::provider::{LaOutcome, SendOptions};
 use mishare::reference::PaymentGroups;
 use mishare::sanitiser::{self, InputError, Measure, TableSpec};
-use mishare::store::{AgreementRequest, Maker, NewAgreement, Scope, Store};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use super::Outcome;
 
@@ -92,8 +93,6 @@ struct Endpoint {
     code: &'static str,
     inbox: PathBuf,
     key: PathBuf,
-    stop: oneshot::Sender<()>,
-    served: tokio::task::JoinHandle<()>,
 }
 
 async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
@@ -127,6 +126,7 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
 
     let mut endpoints = Vec::new();
     let mut authorities = String::new();
+    let running = Shutdown::new();
     for code in CODES {
         let stem = format!("la-{}", code.to_ascii_lowercase());
         let key = dir.join(format!("keys/{code}.key"));
@@ -143,13 +143,10 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         );
         let path = la_dir.join("authority.toml");
         std::fs::write(&path, &toml)?;
-        let config = AuthorityEndpointConfig::from_toml(&path, &toml)?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = mishare::authority::serve(config, listener, shutdown).await {
+        let config = AuthorityConfig::from_toml(&path, &toml)?;
+        let stop = running.clone();
+        running.spawn(async move {
+            if let Err(e) = mishare::authority::serve(config, listener, &stop).await {
                 tracing::error!(error = %e, "a demo endpoint failed");
             }
         });
@@ -168,8 +165,6 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
             code,
             inbox: la_dir.join("inbox").join(PROVIDER_ID),
             key,
-            stop,
-            served,
         });
     }
 
@@ -246,7 +241,9 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         push: Default::default(),
         progress: Arc::new(|_| {}),
     };
-    let results = mishare::provider::send_now(config.clone(), REPORT, None, options).await?;
+    let sending = Shutdown::new();
+    let results =
+        mishare::provider::send_now(config.clone(), REPORT, None, options, &sending).await?;
     for result in &results {
         let _ = writeln!(out, "   {}", result.line());
     }
@@ -256,7 +253,7 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         "\n── What each LA holds, and how it opens it with the standard age tool:"
     );
     for result in &results {
-        let LaOutcome::Delivered { stored_as, .. } = &result.outcome else {
+        let LaOutcome::Pushed(Delivered::Delivered { stored_as, .. }) = &result.outcome else {
             continue;
         };
         let Some(endpoint) = endpoints.iter().find(|e| e.code == result.la) else {
@@ -272,7 +269,9 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         );
     }
     if let Some(first) = results.iter().find_map(|r| match &r.outcome {
-        LaOutcome::Delivered { stored_as, .. } => Some((r.la.clone(), stored_as.clone())),
+        LaOutcome::Pushed(Delivered::Delivered { stored_as, .. }) => {
+            Some((r.la.clone(), stored_as.clone()))
+        }
         _ => None,
     }) && let Some(endpoint) = endpoints.iter().find(|e| e.code == first.0)
     {
@@ -298,10 +297,10 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         other => anyhow::bail!("outcome volumes were not refused: {other:?}"),
     }
 
-    for endpoint in endpoints {
-        let _ = endpoint.stop.send(());
-        let _ = endpoint.served.await;
-    }
+    running.cancel();
+    running
+        .drain(std::time::Duration::from_secs(10), "demo endpoints")
+        .await;
     let _ = writeln!(
         out,
         "\nEvery decision above is in the provider's hash-chained audit log \

@@ -11,7 +11,6 @@ mod sanitise;
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -199,21 +198,6 @@ pub(crate) fn actor() -> String {
         "provider:{}",
         if user.is_empty() { "operator" } else { user }
     )
-}
-
-/// SIGTERM or SIGINT, as one future.
-pub(crate) fn signals() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutdown requested");
-        eprintln!("{name}: shutting down");
-    })
 }
 
 /// `mishare status | head` must not end in a panic. Rust ignores SIGPIPE, so

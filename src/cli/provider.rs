@@ -3,20 +3,22 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use chrono_tz::Europe::London;
+use chrono::Utc;
 use clap::{Args, Subcommand};
-use serde_json::json;
 
-use super::{Global, Outcome, actor, signals, status};
+use super::{Global, Outcome, actor, status};
+use mishare::common::shutdown::{Shutdown, cancel_on_signals};
+use mishare::common::time::parse_operator_time;
 use mishare::config::ProviderConfig;
-use mishare::gate::{Decision, Gate, Stage};
-use mishare::outbox::{self, RequeueError};
-use mishare::provider::{self, LaOutcome, Progress, SendError, SendOptions};
-use mishare::report::{self, ReportError};
-use mishare::store::Store;
+use mishare::provider::gate::{Decision, Gate};
+use mishare::provider::pipeline::{self, RetryError};
+use mishare::provider::report::{self, ReportError};
+use mishare::provider::status::Plan;
+use mishare::provider::store::Store;
+use mishare::provider::{self, Progress, SendError, SendOptions};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProviderCommand {
@@ -119,9 +121,12 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
     };
     match command {
         ProviderCommand::Run => runtime()?.block_on(async {
-            let shutdown = signals()?;
+            let shutdown = Shutdown::new();
+            cancel_on_signals(&shutdown).context("cannot listen for SIGTERM and SIGINT")?;
             let config = Arc::new(config);
-            let daemon = provider::Daemon::open(config.clone(), provider::DaemonOptions::default())?;
+            let daemon =
+                provider::Daemon::open(config.clone(), provider::DaemonOptions::default(), &shutdown)
+                    .await?;
             let directive = match &config.directive {
                 Some(d) => format!("serving Directive on {} to {}", d.listen, d.regulators.join(", ")),
                 None => "no [directive] configured".into(),
@@ -133,7 +138,9 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
                 config.authorities.len(),
                 config.data_dir.display()
             );
-            daemon.run(shutdown).await?;
+            daemon.run().await?;
+            shutdown.cancel();
+            shutdown.drain(std::time::Duration::from_secs(5), "provider daemon").await;
             Ok(0)
         }),
     }
@@ -185,14 +192,11 @@ pub(crate) fn preview(command: &ReportCommand, global: &Global) -> Outcome {
         let gate = match store.as_mut() {
             Some(store) => match Gate::new(&config, store, actor()).evaluate(&file.la, at) {
                 Decision::Permit => "the gate would permit it now".to_string(),
-                Decision::Refuse(findings) => {
-                    let detail: Vec<&str> = findings.iter().map(|f| f.detail.as_str()).collect();
-                    format!(
-                        "the gate would refuse it now: {}: {}",
-                        findings.first().map_or("GATE_ERROR", |f| f.reason.as_str()),
-                        detail.join("; ")
-                    )
-                }
+                refusal @ Decision::Refuse(_) => format!(
+                    "the gate would refuse it now: {}: {}",
+                    refusal.reason().map_or("GATE_ERROR", |r| r.as_str()),
+                    refusal.detail()
+                ),
             },
             None => format!(
                 "the gate would refuse it now: NO_AGREEMENT: no state database at {} yet",
@@ -227,11 +231,16 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
     };
     let terminal = std::io::stderr().is_terminal();
     let progress: Arc<dyn Fn(Progress) + Send + Sync> = if terminal {
-        Arc::new(|p| {
+        let pushing = Arc::new(AtomicUsize::new(0));
+        Arc::new(move |p| {
             let mut err = std::io::stderr().lock();
             let _ = match p {
-                Progress::Pushing { total } => write!(err, "\r\x1b[Kpushing to {total} LAs…"),
-                Progress::Finished { la, done, total } => {
+                Progress::Pushing { .. } => {
+                    let total = pushing.fetch_add(1, Ordering::Relaxed) + 1;
+                    write!(err, "\r\x1b[Kpushing to {total} LAs…")
+                }
+                Progress::Finished { la, done } => {
+                    let total = pushing.load(Ordering::Relaxed);
                     write!(err, "\r\x1b[K[{done}/{total}] {la} done")
                 }
             };
@@ -244,18 +253,33 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
         progress,
         ..SendOptions::now(actor())
     };
-    let sent = runtime()?.block_on(provider::send_now(
-        Arc::new(config),
-        &args.name,
-        args.la.as_deref(),
-        options,
-    ));
+    let (sent, stopped) = runtime()?.block_on(async {
+        let shutdown = Shutdown::new();
+        cancel_on_signals(&shutdown).context("cannot listen for SIGTERM and SIGINT")?;
+        let sent = provider::send_now(
+            Arc::new(config),
+            &args.name,
+            args.la.as_deref(),
+            options,
+            &shutdown,
+        )
+        .await;
+        let stopped = shutdown.is_cancelled();
+        shutdown.cancel();
+        shutdown
+            .drain(std::time::Duration::from_secs(5), "send-now")
+            .await;
+        anyhow::Ok((sent, stopped))
+    })?;
     if terminal {
         eprint!("\r\x1b[K");
     }
     let results = match sent {
         Ok(r) => r,
         Err(SendError::Report(e)) => return Ok(report_error(&e)),
+        Err(SendError::Pipeline(mishare::provider::pipeline::PipelineError::Report(e))) => {
+            return Ok(report_error(&e));
+        }
         Err(e) => return Err(e.into()),
     };
     let mut out = String::new();
@@ -264,10 +288,14 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
         out.push('\n');
     }
     super::write_stdout(out.as_bytes())?;
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r.outcome, LaOutcome::Failed { .. }))
-        .count();
+    if stopped {
+        eprintln!(
+            "error: send-now was stopped; what is spooled stays queued for the daemon or \
+             `mishare retry`"
+        );
+        return Ok(status::FAILURE);
+    }
+    let failed = results.iter().filter(|r| r.is_failure()).count();
     if failed > 0 {
         eprintln!(
             "error: {failed} of the LAs the gate permitted did not get their file; see the lines \
@@ -278,40 +306,6 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
     Ok(0)
 }
 
-/// A time on the command line: RFC 3339, or a date from midnight
-/// Europe/London.
-pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    London
-        .from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// A time as an operator in London reads it: `2026-12-02 06:00 GMT`.
-pub(crate) fn london(t: DateTime<Utc>) -> String {
-    t.with_timezone(&London)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
-}
-
-fn decision_text(decision: &Decision) -> String {
-    match decision {
-        Decision::Permit => "permit".into(),
-        Decision::Refuse(findings) => {
-            let detail: Vec<&str> = findings.iter().map(|f| f.detail.as_str()).collect();
-            format!(
-                "refuse {}: {}",
-                decision.reason().map_or("GATE_ERROR", |r| r.as_str()),
-                detail.join("; ")
-            )
-        }
-    }
-}
-
 pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
     let config = match load(global) {
         Ok(c) => c,
@@ -319,7 +313,7 @@ pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
     };
     let at = match args.at.as_deref() {
         None => Utc::now(),
-        Some(s) => match parse_time(s) {
+        Some(s) => match parse_operator_time(s) {
             Some(t) => t,
             None => {
                 eprintln!(
@@ -337,83 +331,12 @@ pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
     } else {
         None
     };
-    let runs = provider::next_runs(&config, at);
-    let mut decide = |la: &str, when: DateTime<Utc>| match store.as_mut() {
-        Some(store) => Gate::new(&config, store, actor()).evaluate(la, when),
-        None => Decision::Refuse(vec![mishare::gate::Finding {
-            reason: mishare::gate::Reason::NoAgreement,
-            detail: format!(
-                "no state database at {} yet",
-                config.database_path().display()
-            ),
-        }]),
+    let plan = Plan::read(&config, store.as_mut(), at);
+    let out = match args.format {
+        PlanFormat::Text => plan.text(),
+        PlanFormat::Json => serde_json::to_string_pretty(&plan.to_json()).context("JSON")? + "\n",
     };
-    let mut out = String::new();
-    let mut reports = Vec::new();
-    if args.format == PlanFormat::Text {
-        out.push_str(&format!(
-            "plan at {} ({}); nothing is sent\n",
-            mishare::store::timestamp(at),
-            london(at)
-        ));
-    }
-    for (run, report) in runs.iter().zip(&config.reports) {
-        let when = run.at.unwrap_or(at);
-        let decisions: Vec<(String, Decision)> = run
-            .recipients
-            .iter()
-            .map(|la| (la.clone(), decide(la, when)))
-            .collect();
-        match args.format {
-            PlanFormat::Text => {
-                match run.at {
-                    Some(t) => out.push_str(&format!(
-                        "{}: next run {} ({}), period {}, schedule \"{}\", missed {}\n",
-                        run.report,
-                        london(t),
-                        mishare::store::timestamp(t),
-                        run.period.as_deref().unwrap_or("-"),
-                        report.schedule,
-                        missed_name(report.missed),
-                    )),
-                    None => out.push_str(&format!(
-                        "{}: no run in the next eight years (schedule \"{}\")\n",
-                        run.report, report.schedule
-                    )),
-                }
-                if decisions.is_empty() {
-                    out.push_str("  no recipients\n");
-                }
-                for (la, d) in &decisions {
-                    out.push_str(&format!("  {la} {}\n", decision_text(d)));
-                }
-            }
-            PlanFormat::Json => reports.push(json!({
-                "report": run.report,
-                "schedule": report.schedule,
-                "missed": missed_name(report.missed),
-                "next_run_utc": run.at.map(mishare::store::timestamp),
-                "next_run_london": run.at.map(london),
-                "period": run.period,
-                "recipients": decisions.iter().map(|(la, d)| json!({
-                    "la": la,
-                    "gate": d.to_json(),
-                })).collect::<Vec<_>>(),
-            })),
-        }
-    }
-    if args.format == PlanFormat::Json {
-        let doc = json!({ "at": mishare::store::timestamp(at), "reports": reports });
-        out = serde_json::to_string_pretty(&doc).context("JSON")? + "\n";
-    }
     super::write_stdout(out.as_bytes())
-}
-
-fn missed_name(m: mishare::config::Missed) -> &'static str {
-    match m {
-        mishare::config::Missed::RunOnce => "run-once",
-        mishare::config::Missed::Skip => "skip",
-    }
 }
 
 pub(crate) fn retry(args: &RetryArgs, global: &Global) -> Outcome {
@@ -422,35 +345,7 @@ pub(crate) fn retry(args: &RetryArgs, global: &Global) -> Outcome {
         Err(code) => return Ok(code),
     };
     let mut store = Store::open(&config.data_dir)?;
-    let delivery = outbox::delivery(&store, args.id)?;
-    if delivery.state != outbox::DeliveryState::Dead {
-        eprintln!(
-            "error: {}",
-            RequeueError::NotDead {
-                id: args.id,
-                state: delivery.state
-            }
-        );
-        return Ok(status::FAILURE);
-    }
-    let asked = Gate::new(&config, &mut store, actor()).authorise(
-        &delivery.la,
-        &delivery.report,
-        Utc::now(),
-        Stage::Plan,
-        |_| {},
-    );
-    if let Err(refusal) = asked {
-        eprintln!(
-            "error: delivery {} to {} not queued again: the gate refuses it: {}: {}",
-            args.id,
-            delivery.la,
-            refusal.reason,
-            refusal.detail()
-        );
-        return Ok(status::FAILURE);
-    }
-    match outbox::requeue(&mut store, args.id, &actor(), Utc::now())? {
+    match pipeline::retry(&config, &mut store, args.id, &actor(), Utc::now()) {
         Ok(d) => super::write_stdout(
             format!(
                 "delivery {} to {} ({} {}) queued again; a running daemon sends it now\n",
@@ -458,9 +353,10 @@ pub(crate) fn retry(args: &RetryArgs, global: &Global) -> Outcome {
             )
             .as_bytes(),
         ),
-        Err(e) => {
+        Err(e @ (RetryError::NotRequeueable(_) | RetryError::Refused { .. })) => {
             eprintln!("error: {e}");
             Ok(status::FAILURE)
         }
+        Err(e) => Err(e.into()),
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mishare::config::ProviderConfig;
-use mishare::store::{AgreementRequest, NewAgreement, Store};
+use mishare::provider::store::{AgreementRequest, NewAgreement, Store};
 
 /// The reference data every test uses.
 pub const LAS_CSV: &str = "\
@@ -38,6 +38,7 @@ impl Env {
         std::fs::create_dir(env.path("reference")).expect("mkdir");
         std::fs::write(env.path("reference/las.csv"), LAS_CSV).expect("write las");
         std::fs::write(env.path("agreement.pdf"), b"%PDF-1.4 signed agreement\n").expect("doc");
+        write_provider_certs(&env.path("certs"));
         env.write_config("provider.toml", &["London East", "London West"]);
         env
     }
@@ -125,6 +126,21 @@ impl Env {
             .add_agreement(&new, "provider:tester", at(&format!("{today}T09:00:00Z")))
             .expect("agreement added");
     }
+}
+
+/// A CA and the provider's certificate and key in `dir` (`ca.pem`,
+/// `provider.pem`, `provider.key`), made in the test: a provider
+/// configuration is finished only with its TLS material loaded.
+pub fn write_provider_certs(dir: &Path) {
+    use mishare::certs::{DevCa, Usage, Validity};
+    std::fs::create_dir_all(dir).expect("mkdir certs");
+    let ca = DevCa::new("test CA").expect("ca");
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+    let issued = ca
+        .issue("provider.test", Usage::ClientAndServer, Validity::Current)
+        .expect("issue");
+    std::fs::write(dir.join("provider.pem"), &issued.cert_pem).expect("cert");
+    std::fs::write(dir.join("provider.key"), &issued.key_pem).expect("key");
 }
 
 pub fn at(s: &str) -> DateTime<Utc> {

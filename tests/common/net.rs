@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::Utc;
 use mishare::certs::{DevCa, Usage, Validity, la_server_name};
-use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
-use mishare::report::last_complete_period;
+use mishare::common::shutdown::Shutdown;
+use mishare::config::{AuthorityConfig, ProviderConfig};
+use mishare::provider::report::last_complete_period;
+use mishare::provider::store::{AgreementRequest, NewAgreement, Store};
 use mishare::sanitiser::PeriodGrain;
-use mishare::store::{AgreementRequest, NewAgreement, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 /// The LAs of these tests: two in each of the provider's areas.
 pub const LAS_CSV: &str = "\
@@ -48,7 +49,7 @@ pub struct La {
     pub inbox: PathBuf,
     pub identity_file: PathBuf,
     pub recipient: String,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<Shutdown>,
 }
 
 /// A provider and its LAs.
@@ -64,7 +65,7 @@ impl Drop for Net {
     fn drop(&mut self) {
         for la in &mut self.las {
             if let Some(stop) = la.stop.take() {
-                let _ = stop.send(());
+                stop.cancel();
             }
         }
     }
@@ -108,16 +109,13 @@ impl Net {
             );
             let path = la_dir.join("authority.toml");
             std::fs::write(&path, &toml).expect("authority.toml");
-            let config =
-                AuthorityEndpointConfig::from_toml(&path, &toml).expect("authority config");
+            let config = AuthorityConfig::from_toml(&path, &toml).expect("authority config");
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let real = listener.local_addr().expect("addr");
-            let (stop, stopped) = oneshot::channel::<()>();
+            let stop = Shutdown::new();
+            let shutdown = stop.clone();
             tokio::spawn(async move {
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                if let Err(e) = mishare::authority::serve(config, listener, shutdown).await {
+                if let Err(e) = mishare::authority::serve(config, listener, &shutdown).await {
                     panic!("the authority endpoint failed: {e}");
                 }
             });
@@ -185,7 +183,7 @@ impl Net {
             .find(|l| l.code == code)
             .expect("a known LA");
         if let Some(stop) = la.stop.take() {
-            let _ = stop.send(());
+            stop.cancel();
         }
         // Bounded wait until the port is free.
         for _ in 0..200 {

@@ -31,8 +31,8 @@
 //! Using a permit where it is handed over compiles:
 //!
 //! ```
-//! # fn demo(gate: &mut mishare::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
-//! use mishare::gate::Stage;
+//! # fn demo(gate: &mut mishare::provider::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
+//! use mishare::provider::gate::Stage;
 //! let started = gate.authorise("E09000002", "referrals-monthly", at, Stage::TransferStart, |permit| {
 //!     // The network layer's `start_transfer(permit, …)` takes it here.
 //!     permit.la().to_string()
@@ -43,8 +43,8 @@
 //! A permit cannot leave the closure:
 //!
 //! ```compile_fail
-//! # fn demo(gate: &mut mishare::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
-//! use mishare::gate::Stage;
+//! # fn demo(gate: &mut mishare::provider::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
+//! use mishare::provider::gate::Stage;
 //! let kept = gate.authorise("E09000002", "referrals-monthly", at, Stage::Plan, |permit| permit);
 //! # }
 //! ```
@@ -52,8 +52,8 @@
 //! nor be smuggled out through a captured variable:
 //!
 //! ```compile_fail
-//! # fn demo(gate: &mut mishare::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
-//! use mishare::gate::Stage;
+//! # fn demo(gate: &mut mishare::provider::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
+//! use mishare::provider::gate::Stage;
 //! let mut kept = None;
 //! let _ = gate.authorise("E09000002", "referrals-monthly", at, Stage::Plan, |permit| {
 //!     kept = Some(permit);
@@ -64,8 +64,8 @@
 //! nor be copied:
 //!
 //! ```compile_fail
-//! # fn demo(gate: &mut mishare::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
-//! use mishare::gate::Stage;
+//! # fn demo(gate: &mut mishare::provider::gate::Gate<'_>, at: chrono::DateTime<chrono::Utc>) {
+//! use mishare::provider::gate::Stage;
 //! let _ = gate.authorise("E09000002", "referrals-monthly", at, Stage::Plan, |permit| {
 //!     let again = permit.clone();
 //! });
@@ -76,14 +76,14 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Europe::London;
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::audit::{self, Kind};
+use crate::common::audit::{self, Kind};
+use crate::common::names::is_la_code;
+use crate::common::time::{london_date, timestamp};
 use crate::config::ProviderConfig;
-use crate::reference::is_la_code;
-use crate::store::{self, Maker, Store, StoreError, timestamp};
+use crate::provider::store::{Maker, Store, StoreError, agreements, suspensions};
 
 /// Why the gate refused. [`Reason::as_str`] gives the code the audit log
 /// records.
@@ -224,6 +224,31 @@ impl Decision {
         }
     }
 
+    /// Every rule that does not hold, in words, joined with "; " (empty for
+    /// a permit).
+    pub fn detail(&self) -> String {
+        match self {
+            Decision::Permit => String::new(),
+            Decision::Refuse(findings) => findings
+                .iter()
+                .map(|f| f.detail.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    /// The decision in words: `permit`, or `refuse CODE: why; …`.
+    pub fn text(&self) -> String {
+        match self {
+            Decision::Permit => "permit".into(),
+            Decision::Refuse(_) => format!(
+                "refuse {}: {}",
+                self.reason().map_or("GATE_ERROR", Reason::as_str),
+                self.detail()
+            ),
+        }
+    }
+
     /// The decision for the audit log and JSON output.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
@@ -238,11 +263,6 @@ impl Decision {
             }),
         }
     }
-}
-
-/// The date of `at` in Europe/London.
-pub fn london_date(at: DateTime<Utc>) -> NaiveDate {
-    at.with_timezone(&London).date_naive()
 }
 
 /// Rule 1 alone: whether an agreement allows sharing on `today` (London).
@@ -330,12 +350,12 @@ fn gather(
     } else {
         None
     };
-    let agreement = store::agreements_current(conn, la)?.map(|a| AgreementFacts {
+    let agreement = agreements::current(conn, la)?.map(|a| AgreementFacts {
         signed_on: a.signed_on,
         expires_on: a.expires_on,
         revoked: a.revoked_at.is_some(),
     });
-    let suspensions = store::suspensions_covering(conn, la)?
+    let suspensions = suspensions::covering(conn, la)?
         .into_iter()
         .map(|s| SuspensionFacts {
             id: s.id,
@@ -366,6 +386,21 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal because the gate could not decide at all (it fails closed).
+    pub fn gate_error(la: &str, report: &str, stage: Stage, why: String) -> Self {
+        Self {
+            la: la.to_string(),
+            report: report.to_string(),
+            stage,
+            reason: Reason::GateError,
+            findings: vec![Finding {
+                reason: Reason::GateError,
+                detail: why,
+            }],
+            audit_seq: None,
+        }
+    }
+
     /// The findings in words.
     pub fn detail(&self) -> String {
         self.findings

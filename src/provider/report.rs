@@ -20,8 +20,8 @@ use std::io::{BufReader, Read};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use zeroize::Zeroizing;
 
-use crate::config::{ProviderConfig, ReportConfig, Source};
-use crate::gate::london_date;
+use crate::common::time::london_date;
+use crate::config::provider::{ProviderConfig, ReportConfig, Source};
 use crate::reference::PaymentGroups;
 use crate::sanitiser::{
     self, Blocked, Finding, InputError, PeriodGrain, Recipient, TableSpec, render,
@@ -129,17 +129,6 @@ pub struct ReportRun {
     pub files: Vec<LaFile>,
 }
 
-/// The LAs a report goes to, in `[[authority]]` order (rule 3 of the gate
-/// is still checked for each at every stage).
-pub fn recipients(config: &ProviderConfig, report: &ReportConfig) -> Vec<String> {
-    config
-        .authorities
-        .iter()
-        .filter(|a| report.recipients.includes(&a.code, &config.authorities))
-        .map(|a| a.code.clone())
-        .collect()
-}
-
 /// Finds report `name` and checks that every one of `las` is a recipient;
 /// `None` means all of the report's recipients.
 pub fn select<'c>(
@@ -150,7 +139,7 @@ pub fn select<'c>(
     let report = config
         .report(name)
         .ok_or_else(|| ReportError::UnknownReport(name.to_string()))?;
-    let all = recipients(config, report);
+    let all = config.recipients_of(report);
     let las = match la {
         None => all,
         Some(la) if all.iter().any(|c| c == la) => vec![la.to_string()],
@@ -175,13 +164,7 @@ pub fn run_report(
 ) -> Result<ReportRun, ReportError> {
     let period = last_complete_period(report.period, at);
     let groups = PaymentGroups::default();
-    let base = TableSpec {
-        view: report.view,
-        cols: report.cols.clone(),
-        period: report.period,
-        classification: Some(report.classification),
-        ..TableSpec::new(report.measure, report.rows.clone())
-    };
+    let base = report.table_spec();
     let recipient = |la: &str| Recipient {
         code: la.to_string(),
         name: config

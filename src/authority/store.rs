@@ -1,29 +1,37 @@
-//! The endpoint's state: one SQLite database, `data_dir/authority.db`,
-//! opened like the provider's (owner-only, WAL, `synchronous = FULL`,
-//! numbered migrations): transfers in progress and complete, their receipts,
-//! and the endpoint's own hash-chained audit log ([`crate::audit`]).
+//! The endpoint's store: one SQLite database, `data_dir/authority.db`, and
+//! the only place the endpoint's SQL lives. Opened like every mishare
+//! database ([`crate::common::db`]: owner-only, WAL, `synchronous = FULL`,
+//! numbered migrations): transfers in progress and complete, their
+//! receipts, and the endpoint's own hash-chained audit log
+//! ([`crate::common::audit`]).
 //!
 //! Every key includes the provider identity, so one provider never sees or
 //! touches another's transfer of the same id. `committed` is only ever set
 //! to a length already fsynced to the partial file.
 //!
-//! The API is synchronous; the service calls it through `spawn_blocking`.
+//! The API is synchronous; the service calls it off the reactor.
 //! One connection, behind a mutex: each call is a few small statements.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::Utc;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::audit::{self, Kind, Verification};
-use crate::store::{StoreError, open_database};
+use crate::common::audit::{self, Kind, Verification};
+use crate::common::db::{self, DbError};
 use crate::wire::v1::Receipt;
 
 use super::manifest::Manifest;
 
 /// The database file under `data_dir`.
 pub const DATABASE_FILE: &str = "authority.db";
+
+const SCHEMA: db::Schema = db::Schema {
+    file: DATABASE_FILE,
+    whose: "the endpoint's state",
+    migrations: MIGRATIONS,
+};
 
 const MIGRATIONS: &[&str] = &[
     // 1: transfers (with their receipts) and the audit log.
@@ -108,16 +116,16 @@ impl Transfer {
 
 /// The endpoint's database.
 #[derive(Debug)]
-pub struct State {
+pub struct Store {
     conn: Mutex<Connection>,
     /// This LA's code, recorded with every audit entry.
     code: String,
 }
 
-impl State {
+impl Store {
     /// Opens (creating if needed) `data_dir/authority.db`.
-    pub fn open(data_dir: &Path, code: &str) -> Result<Self, StoreError> {
-        let conn = open_database(data_dir, DATABASE_FILE, MIGRATIONS)?;
+    pub fn open(data_dir: &Path, code: &str) -> Result<Self, DbError> {
+        let conn = db::open(data_dir, &SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             code: code.to_string(),
@@ -133,7 +141,7 @@ impl State {
     }
 
     /// The transfer `transfer_id` of `provider`, if any.
-    pub fn get(&self, provider: &str, transfer_id: &str) -> Result<Option<Transfer>, StoreError> {
+    pub fn get(&self, provider: &str, transfer_id: &str) -> Result<Option<Transfer>, DbError> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -145,7 +153,7 @@ impl State {
     }
 
     /// Every transfer not complete.
-    pub fn incomplete(&self) -> Result<Vec<Transfer>, StoreError> {
+    pub fn incomplete(&self) -> Result<Vec<Transfer>, DbError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("{SELECT} WHERE stored_as IS NULL"))?;
         let rows = stmt.query_map([], read_transfer)?;
@@ -153,7 +161,7 @@ impl State {
     }
 
     /// Incomplete transfers with no progress since `cutoff_ms`.
-    pub fn idle_before(&self, cutoff_ms: i64) -> Result<Vec<Transfer>, StoreError> {
+    pub fn idle_before(&self, cutoff_ms: i64) -> Result<Vec<Transfer>, DbError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "{SELECT} WHERE stored_as IS NULL AND updated_ms < ?1"
@@ -169,7 +177,7 @@ impl State {
         m: &Manifest,
         committed: u64,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO transfers (provider, transfer_id, report, period, classification,
@@ -194,7 +202,7 @@ impl State {
     }
 
     /// Forgets an incomplete transfer (its partial file is gone or going).
-    pub fn forget(&self, provider: &str, transfer_id: &str) -> Result<(), StoreError> {
+    pub fn forget(&self, provider: &str, transfer_id: &str) -> Result<(), DbError> {
         self.conn().execute(
             "DELETE FROM transfers WHERE provider = ?1 AND transfer_id = ?2
                  AND stored_as IS NULL",
@@ -211,9 +219,9 @@ impl State {
         receipt: &Receipt,
         kind: Kind,
         detail: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db::write(&mut conn)?;
         let changed = tx.execute(
             "UPDATE transfers SET committed = size, stored_as = ?3, received_ms = ?4,
                  signature = ?5, updated_ms = ?4
@@ -230,13 +238,13 @@ impl State {
             ],
         )?;
         if changed != 1 {
-            return Err(StoreError::Corrupt {
-                what: "transfer",
-                value: format!(
+            return Err(DbError::corrupt(
+                "transfer",
+                format!(
                     "{provider}/{}: no incomplete row to complete",
                     receipt.transfer_id
                 ),
-            });
+            ));
         }
         audit::append(
             &tx,
@@ -258,9 +266,9 @@ impl State {
         transfer_id: &str,
         cutoff_ms: i64,
         detail: &serde_json::Value,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, DbError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db::write(&mut conn)?;
         let removed = tx.execute(
             "DELETE FROM transfers WHERE provider = ?1 AND transfer_id = ?2
                  AND stored_as IS NULL AND updated_ms < ?3",
@@ -286,39 +294,22 @@ impl State {
         kind: Kind,
         actor: &str,
         detail: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db::write(&mut conn)?;
         audit::append(&tx, Utc::now(), kind, actor, Some(&self.code), detail)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Checks the audit chain.
-    pub fn verify_audit(&self) -> Result<Verification, StoreError> {
-        audit::verify_connection(&self.conn())
+    pub fn verify_audit(&self) -> Result<Verification, DbError> {
+        audit::verify(&self.conn())
     }
 
     /// Every audit entry, in order.
-    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, time, kind, actor, la, detail, prev_hash, hash FROM audit_log
-             ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(audit::Entry {
-                seq: r.get(0)?,
-                time: r.get(1)?,
-                kind: r.get(2)?,
-                actor: r.get(3)?,
-                la: r.get(4)?,
-                detail: r.get(5)?,
-                prev_hash: r.get(6)?,
-                hash: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>, DbError> {
+        audit::entries(&self.conn(), None)
     }
 }
 

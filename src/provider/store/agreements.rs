@@ -2,9 +2,7 @@
 //! file, and their history (added, replaced, revoked).
 
 use std::fmt;
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -12,12 +10,14 @@ use rusqlite::{Connection, Row, params};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{
-    AGREEMENTS_DIR, Optional, Store, StoreError, hex, parse_date, parse_timestamp, timestamp,
-};
-use crate::audit::{self, Kind};
+use super::{AGREEMENTS_DIR, Store, StoreError};
+use crate::common::audit::{self, Kind};
+use crate::common::db::{DbError, Optional, date_column, time_column};
+use crate::common::encoding::hex;
+use crate::common::files;
+use crate::common::names::is_la_code;
+use crate::common::time::timestamp;
 use crate::config::ProviderConfig;
-use crate::reference::is_la_code;
 
 /// The largest signed-agreement document accepted.
 pub const MAX_DOCUMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -408,16 +408,16 @@ fn agreement_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Agreement, StoreEr
                 name: text(3)?,
                 email: text(4)?,
             },
-            signed_on: parse_date(&text(5)?)?,
-            expires_on: opt(6)?.as_deref().map(parse_date).transpose()?,
+            signed_on: date_column(&text(5)?)?,
+            expires_on: opt(6)?.as_deref().map(date_column).transpose()?,
             document_sha256: text(7)?,
             document_name: text(8)?,
-            added_at: parse_timestamp(&text(9)?)?,
+            added_at: time_column(&text(9)?)?,
             added_by: text(10)?,
-            revoked_at: opt(11)?.as_deref().map(parse_timestamp).transpose()?,
+            revoked_at: opt(11)?.as_deref().map(time_column).transpose()?,
             revoked_by: opt(12)?,
             revoke_reason: opt(13)?,
-            replaced_at: opt(14)?.as_deref().map(parse_timestamp).transpose()?,
+            replaced_at: opt(14)?.as_deref().map(time_column).transpose()?,
             replaced_by: r.get(15)?,
         })
     };
@@ -658,19 +658,14 @@ impl Store {
                 "added" => AgreementEventKind::Added,
                 "replaced" => AgreementEventKind::Replaced,
                 "revoked" => AgreementEventKind::Revoked,
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        what: "agreement event",
-                        value: kind,
-                    });
-                }
+                _ => return Err(DbError::corrupt("agreement event", kind).into()),
             };
             out.push(AgreementEvent {
                 id,
                 agreement_id,
                 la_code,
                 kind,
-                at: parse_timestamp(&at)?,
+                at: time_column(&at)?,
                 actor,
                 reason,
             });
@@ -683,35 +678,17 @@ impl Store {
     /// a transaction that then failed is harmless.
     fn keep_document(&self, bytes: &[u8], sha256: &str) -> Result<(), StoreError> {
         let dir = self.data_dir().join(AGREEMENTS_DIR);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io(&dir))?;
-        let target = dir.join(sha256);
-        if target.is_file() {
-            return Ok(());
-        }
-        let temp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io(&temp))?;
-        file.write_all(bytes).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
-        drop(file);
-        std::fs::rename(&temp, &target).map_err(io(&target))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))?;
-        Ok(())
+        let kept = (|| {
+            files::create_private_dir(&dir)?;
+            if dir.join(sha256).is_file() {
+                return Ok(());
+            }
+            files::write_atomically(&dir, sha256, bytes)
+        })();
+        kept.map_err(|source| StoreError::Document {
+            path: dir.join(sha256),
+            source,
+        })
     }
 }
 

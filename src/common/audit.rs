@@ -20,7 +20,9 @@ use rusqlite::{Connection, Row, Transaction};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, hex, timestamp};
+use super::db::DbError;
+use super::encoding::hex;
+use super::time::timestamp;
 
 /// The `prev_hash` of the first entry: 32 zero bytes, in hex.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -194,18 +196,18 @@ pub fn entry_hash(
 }
 
 /// Appends an entry inside the caller's write transaction, which must have
-/// been begun IMMEDIATE (see [`Store::write`]) so no other writer can take
+/// been begun IMMEDIATE (see [`super::db::write`]) so no other writer can take
 /// the same sequence number. Any database with the `audit_log` and
 /// `audit_head` tables of the provider's first migration will do (the
 /// authority endpoint's has them too).
-pub(crate) fn append(
+pub fn append(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
     kind: Kind,
     actor: &str,
     la: Option<&str>,
     detail: &serde_json::Value,
-) -> Result<Entry, StoreError> {
+) -> Result<Entry, DbError> {
     let (head_seq, prev_hash): (i64, String) =
         tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -305,15 +307,10 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Recomputes the chain from the rows and names the first broken entry.
+/// Recomputes the chain from the rows of any database holding an audit log
+/// (the provider's or an endpoint's) and names the first broken entry.
 /// `Err` only when the database cannot be read at all.
-pub fn verify(store: &Store) -> Result<Verification, StoreError> {
-    verify_connection(store.conn())
-}
-
-/// [`verify`] on any database holding an audit log (the authority
-/// endpoint's, for one).
-pub fn verify_connection(conn: &Connection) -> Result<Verification, StoreError> {
+pub fn verify(conn: &Connection) -> Result<Verification, DbError> {
     let (head_seq, head_hash): (i64, String) =
         conn.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -371,9 +368,9 @@ pub fn verify_connection(conn: &Connection) -> Result<Verification, StoreError> 
 }
 
 /// Entries in order, those at or after `since` if given.
-pub fn entries(store: &Store, since: Option<DateTime<Utc>>) -> Result<Vec<Entry>, StoreError> {
+pub fn entries(conn: &Connection, since: Option<DateTime<Utc>>) -> Result<Vec<Entry>, DbError> {
     let since = since.map(timestamp);
-    let mut stmt = store.conn().prepare(
+    let mut stmt = conn.prepare(
         "SELECT seq, time, kind, actor, la, detail, prev_hash, hash FROM audit_log
          WHERE ?1 IS NULL OR time >= ?1 ORDER BY seq",
     )?;
@@ -383,10 +380,10 @@ pub fn entries(store: &Store, since: Option<DateTime<Utc>>) -> Result<Vec<Entry>
         match read_entry(row)? {
             Ok(entry) => out.push(entry),
             Err(field) => {
-                return Err(StoreError::Corrupt {
-                    what: "audit entry",
-                    value: format!("entry {}: {field} is not text", row.get::<_, i64>(0)?),
-                });
+                return Err(DbError::corrupt(
+                    "audit entry",
+                    format!("entry {}: {field} is not text", row.get::<_, i64>(0)?),
+                ));
             }
         }
     }

@@ -12,9 +12,7 @@
 //! become a [`Status`] in one place ([`DirectiveError::status`]); internal
 //! causes are logged, never sent.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -23,10 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::audit::{self, Kind};
-use crate::config::{DirectiveConfig, ProviderConfig};
-use crate::reference::is_la_code;
-use crate::store::{Scope, Store, StoreError, Suspension};
+use crate::common::audit::Kind;
+use crate::common::names::is_la_code;
+use crate::common::shutdown::Shutdown;
+use crate::config::provider::ProviderConfig;
+use crate::provider::store::{Scope, SharedStore, Store, StoreError, Suspension};
 use crate::tls::{self, AllowList, Peer, TlsError};
 use crate::wire::v1;
 use crate::wire::v1::directive_server::{Directive, DirectiveServer};
@@ -55,9 +54,12 @@ pub enum DirectiveError {
     /// [`tls::incoming`]; refused all the same).
     #[error("no DWP identity on the connection")]
     NoIdentity,
-    /// Something failed on the provider's side.
+    /// The state database failed.
     #[error("internal: {0}")]
-    Internal(String),
+    Store(#[source] StoreError),
+    /// A blocking task failed.
+    #[error("internal: {0}")]
+    Task(#[from] crate::common::blocking::TaskFailed),
 }
 
 impl DirectiveError {
@@ -81,7 +83,11 @@ impl DirectiveError {
                     Status::internal("the provider could not carry out the directive")
                 }
             },
-            DirectiveError::Internal(cause) => {
+            DirectiveError::Store(cause) => {
+                tracing::error!(%cause, "directive failed");
+                Status::internal("the provider could not carry out the directive")
+            }
+            DirectiveError::Task(cause) => {
                 tracing::error!(%cause, "directive failed");
                 Status::internal("the provider could not carry out the directive")
             }
@@ -198,19 +204,17 @@ pub fn to_wire(s: &Suspension) -> v1::Suspension {
 /// The `Directive` service over the provider's state.
 #[derive(Debug, Clone)]
 pub struct DirectiveService {
-    data_dir: Arc<PathBuf>,
+    store: SharedStore,
 }
 
 impl DirectiveService {
-    /// A service acting on the database under `data_dir`.
-    pub fn new(data_dir: PathBuf) -> Self {
-        Self {
-            data_dir: Arc::new(data_dir),
-        }
+    /// A service acting on the daemon's store.
+    pub fn new(store: SharedStore) -> Self {
+        Self { store }
     }
 
-    /// Runs `f` on a store of its own, off the reactor, and records the call
-    /// in the audit log with its outcome.
+    /// Runs `f` on the store, off the reactor, and records the call in the
+    /// audit log with its outcome.
     async fn call<T: Send + 'static>(
         &self,
         identity: String,
@@ -218,36 +222,28 @@ impl DirectiveService {
         request: serde_json::Value,
         f: impl FnOnce(&mut Store, &str) -> Result<T, DirectiveError> + Send + 'static,
     ) -> Result<T, DirectiveError> {
-        let data_dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store =
-                Store::open(&data_dir).map_err(|e| DirectiveError::Internal(e.to_string()))?;
-            let result = f(&mut store, &identity);
-            let outcome = match &result {
-                Ok(_) => json!({ "ok": true }),
-                Err(e) => json!({ "ok": false, "error": e.to_string() }),
-            };
-            let actor = format!("dwp:{identity}");
-            let logged = (|| -> Result<(), StoreError> {
-                let tx = store.write()?;
+        self.store
+            .run(move |store| {
+                let result = f(store, &identity);
+                let outcome = match &result {
+                    Ok(_) => json!({ "ok": true }),
+                    Err(e) => json!({ "ok": false, "error": e.to_string() }),
+                };
+                let actor = format!("dwp:{identity}");
                 let mut detail = json!({ "method": method, "request": request });
                 detail["outcome"] = outcome;
-                audit::append(&tx, Utc::now(), Kind::DirectiveCall, &actor, None, &detail)?;
-                tx.commit()?;
-                Ok(())
-            })();
-            if let Err(e) = logged {
-                tracing::error!(error = %e, %method, "cannot audit a directive call");
-                // A change already committed stands; a read is refused if
-                // it cannot be recorded.
-                if result.is_ok() && method == "List" {
-                    return Err(DirectiveError::Internal(e.to_string()));
+                if let Err(e) = store.audit(Kind::DirectiveCall, &actor, None, &detail, Utc::now())
+                {
+                    tracing::error!(error = %e, %method, "cannot audit a directive call");
+                    // A change already committed stands; a read is refused
+                    // if it cannot be recorded.
+                    if result.is_ok() && method == "List" {
+                        return Err(DirectiveError::Store(e));
+                    }
                 }
-            }
-            result
-        })
-        .await
-        .map_err(|e| DirectiveError::Internal(e.to_string()))?
+                result
+            })
+            .await?
     }
 }
 
@@ -327,7 +323,7 @@ impl Directive for DirectiveService {
         self.call(who, "List", logged, move |store, _| {
             store
                 .suspensions(!include_lifted)
-                .map_err(|e| DirectiveError::Internal(e.to_string()))
+                .map_err(DirectiveError::Store)
         })
         .await
         .map(|list| {
@@ -344,31 +340,26 @@ const REFUSAL_QUEUE: usize = 256;
 
 /// Records each refused handshake in the audit log; ends when the listener
 /// is gone.
-async fn audit_refusals(data_dir: PathBuf, mut queue: mpsc::Receiver<(SocketAddr, String)>) {
+async fn audit_refusals(store: SharedStore, mut queue: mpsc::Receiver<(SocketAddr, String)>) {
     while let Some((addr, why)) = queue.recv().await {
-        let data_dir = data_dir.clone();
-        let written = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let mut store = Store::open(&data_dir)?;
-            let tx = store.write()?;
-            let detail = json!({
-                "service": "Directive",
-                "peer_addr": addr.to_string(),
-                "reason": why,
-            });
-            audit::append(
-                &tx,
-                Utc::now(),
-                Kind::HandshakeRefused,
-                "unauthenticated",
-                None,
-                &detail,
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await;
+        let written = store
+            .run(move |store| {
+                let detail = json!({
+                    "service": "Directive",
+                    "peer_addr": addr.to_string(),
+                    "reason": why,
+                });
+                store.audit(
+                    Kind::HandshakeRefused,
+                    "unauthenticated",
+                    None,
+                    &detail,
+                    Utc::now(),
+                )
+            })
+            .await;
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot audit a refused handshake"),
             Err(e) => tracing::error!(error = %e, "cannot audit a refused handshake"),
         }
@@ -379,44 +370,52 @@ async fn audit_refusals(data_dir: PathBuf, mut queue: mpsc::Receiver<(SocketAddr
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The TLS files of `[tls]` or `[directive]` cannot be used.
+    /// The TLS configuration could not be made.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} for the Directive service: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The listener failed.
     #[error("the Directive service stopped: {0}")]
-    Transport(String),
+    Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `Directive` on `listener` until `shutdown` completes. The server
-/// presents the provider's `[tls]` certificate; clients must be DWP
-/// identities from `directive.regulators` under `directive.ca`.
+/// Serves `Directive` on `listener` until `shutdown` is cancelled. The
+/// server presents the provider's `[tls]` certificate; clients must be DWP
+/// identities from `directive.regulators` under `directive.ca`. Does
+/// nothing when `[directive]` is not configured.
 pub async fn serve(
-    config: &ProviderConfig,
-    directive: &DirectiveConfig,
+    config: Arc<ProviderConfig>,
+    store: SharedStore,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
+    shutdown: &Shutdown,
 ) -> Result<(), ServeError> {
-    let identity = tls::Identity::load(&config.tls.cert, &config.tls.key)?;
-    let anchors = tls::TrustAnchors::load(&directive.ca)?;
+    let Some(directive) = &config.directive else {
+        return Ok(());
+    };
     let allow = AllowList::new(directive.regulators.iter().cloned());
-    let server = tls::server_config(&identity, &anchors, allow.clone())?;
+    let server = tls::server_config(&config.tls.identity, &directive.anchors, allow.clone())?;
     let local = listener.local_addr().ok();
     // Refused handshakes are audited by one task; a flood beyond the queue
     // is logged only, so it cannot hold up the listener.
     let (refusals, queue) = mpsc::channel::<(SocketAddr, String)>(REFUSAL_QUEUE);
-    let incoming = tls::incoming(listener, server, allow, move |addr, why| {
+    let incoming = tls::incoming(listener, server, allow, shutdown, move |addr, why| {
         tracing::warn!(peer = %addr, reason = %why, "refused a Directive connection");
         let _ = refusals.try_send((addr, why));
     });
-    tokio::spawn(audit_refusals(config.data_dir.clone(), queue));
+    shutdown.spawn(audit_refusals(store.clone(), queue));
     tracing::info!(listen = ?local, regulators = ?directive.regulators, "serving Directive to DWP");
+    let stop = shutdown.clone();
     tonic::transport::Server::builder()
-        .add_service(DirectiveServer::new(DirectiveService::new(
-            config.data_dir.clone(),
-        )))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+        .add_service(DirectiveServer::new(DirectiveService::new(store)))
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -474,7 +473,10 @@ mod tests {
 
     #[test]
     fn internal_causes_are_not_sent() {
-        let status = DirectiveError::Internal("disk /var/secret failed".into()).status();
+        let status = DirectiveError::Store(StoreError::NoAgreement {
+            la: "/var/secret".into(),
+        })
+        .status();
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(!status.message().contains("secret"));
         let status = DirectiveError::Refused(StoreError::OnlyProviderCanLift { id: 4 }).status();

@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
 use serde_json::json;
 
-use super::{Optional, Store, StoreError, parse_timestamp, timestamp};
-use crate::audit::{self, Kind};
+use super::{Store, StoreError};
+use crate::common::audit::{self, Kind};
+use crate::common::db::{DbError, Optional, time_column};
+use crate::common::time::timestamp;
 
 /// What a suspension covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,21 +130,16 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Suspension, StoreError>> {
             made_by: match made_by.as_str() {
                 "provider" => Maker::Provider,
                 "dwp" => Maker::Dwp,
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        what: "suspension maker",
-                        value: made_by,
-                    });
-                }
+                _ => return Err(DbError::corrupt("suspension maker", made_by).into()),
             },
             reason: r.get(3)?,
             reference: r.get(4)?,
-            made_at: parse_timestamp(&r.get::<_, String>(5)?)?,
+            made_at: time_column(&r.get::<_, String>(5)?)?,
             made_actor: r.get(6)?,
             lifted_at: r
                 .get::<_, Option<String>>(7)?
                 .as_deref()
-                .map(parse_timestamp)
+                .map(time_column)
                 .transpose()?,
             lifted_by: r.get(8)?,
         })

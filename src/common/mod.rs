@@ -1,0 +1,22 @@
+//! What both programs use: the database (open, WAL, migrations), the audit
+//! chain, encodings, times, durable files, names, blocking work, shutdown,
+//! and the test-only fault hook. Nothing here knows the provider or the
+//! authority endpoint; both build on it.
+
+pub mod audit;
+pub mod blocking;
+pub mod db;
+pub mod encoding;
+pub mod fault;
+pub mod files;
+pub mod names;
+pub mod shutdown;
+pub mod time;
+
+/// Writes `line` and a newline to standard error. A reader that went away
+/// (`2>&1 | head`) is not an error and never a panic.
+pub fn stderr_line(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}

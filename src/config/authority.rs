@@ -1,0 +1,262 @@
+//! `authority.toml`: an LA's endpoint, finished with its TLS identity and
+//! trust anchors loaded and its key checked for signing receipts, so a bad
+//! file or key fails at start.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Checker, ConfigError, RawTls, TlsPaths};
+use crate::common::names::{is_la_code, is_provider_id};
+
+/// Default `max_chunk_bytes`: 1 MiB.
+pub const DEFAULT_MAX_CHUNK_BYTES: u64 = 1 << 20;
+/// The largest `max_chunk_bytes` allowed: a chunk is held in memory whole.
+pub const MAX_MAX_CHUNK_BYTES: u64 = 16 << 20;
+/// Default `max_streams`: concurrent pushes.
+pub const DEFAULT_MAX_STREAMS: usize = 32;
+/// Default `stream_idle_secs`.
+pub const DEFAULT_STREAM_IDLE_SECS: u64 = 30;
+/// Default `partial_ttl_secs`: a day.
+pub const DEFAULT_PARTIAL_TTL_SECS: u64 = 86_400;
+/// Default `shutdown_grace_secs`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Default `sync_every_bytes`: received bytes are fsynced (and only then
+/// count as committed) at least this often, and at every commit.
+pub const DEFAULT_SYNC_EVERY_BYTES: u64 = 8 << 20;
+
+/// A finished `authority.toml`.
+#[derive(Debug, Clone)]
+pub struct AuthorityConfig {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// This LA's code: every manifest's `la_code` must equal it.
+    pub code: String,
+    /// The address the endpoint listens on.
+    pub listen: SocketAddr,
+    /// Received files, one folder per provider identity.
+    pub inbox: PathBuf,
+    /// SQLite state and partial transfers.
+    pub data_dir: PathBuf,
+    /// The largest file accepted, in bytes.
+    pub max_file_bytes: u64,
+    /// The largest chunk accepted, in bytes.
+    pub max_chunk_bytes: u64,
+    /// How many pushes may run at once.
+    pub max_streams: usize,
+    /// A push that sends nothing for this long is cancelled.
+    pub stream_idle: Duration,
+    /// Partial transfers idle for longer are removed.
+    pub partial_ttl: Duration,
+    /// How long in-flight pushes may run on after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Received bytes are fsynced at least every this many bytes.
+    pub sync_every_bytes: u64,
+    /// Where the TLS files are.
+    pub tls: TlsPaths,
+    /// The endpoint's certificate chain and key.
+    pub identity: crate::tls::Identity,
+    /// Trust anchors for provider certificates.
+    pub provider_anchors: crate::tls::TrustAnchors,
+    /// The providers served, by the DNS name in their certificate.
+    pub providers: Vec<ProviderEntry>,
+}
+
+/// One `[[provider]]`: an identity the endpoint serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEntry {
+    /// The DNS name in the provider's client certificate (lower case).
+    pub id: String,
+    /// The provider's name, for people.
+    pub name: String,
+}
+
+impl AuthorityConfig {
+    /// Reads and finishes `path`, loading the TLS files it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_toml(path, &super::read(path, "authority.toml")?)
+    }
+
+    /// Finishes `text` as if read from `path` (relative paths resolve
+    /// against `path`'s directory), loading the TLS files it names.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        finish(&Checker { path }, super::parse_toml(path, text)?)
+    }
+
+    /// The provider identities served, for the TLS allow-list.
+    pub fn allow_list(&self) -> crate::tls::AllowList {
+        crate::tls::AllowList::new(self.providers.iter().map(|p| p.id.clone()))
+    }
+
+    /// Whether `identity` is a configured `[[provider]]`.
+    pub fn serves(&self, identity: &str) -> bool {
+        self.providers.iter().any(|p| p.id == identity)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    code: String,
+    listen: String,
+    inbox: PathBuf,
+    data_dir: PathBuf,
+    max_file_bytes: u64,
+    max_chunk_bytes: Option<u64>,
+    max_streams: Option<usize>,
+    stream_idle_secs: Option<u64>,
+    partial_ttl_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    sync_every_bytes: Option<u64>,
+    tls: RawTls,
+    #[serde(default)]
+    provider: Vec<RawProviderEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProviderEntry {
+    id: String,
+    name: String,
+}
+
+fn at_least_one<T: PartialOrd + From<u8> + Copy>(
+    check: &Checker<'_>,
+    key: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or(default);
+    if value < T::from(1) {
+        return Err(check.invalid(key, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, ConfigError> {
+    if !is_la_code(&raw.code) {
+        return Err(check.invalid(
+            "code",
+            format!(
+                "{:?} is not an LA code (1 to 16 ASCII letters and digits)",
+                raw.code
+            ),
+        ));
+    }
+    let listen = check.address("listen", &raw.listen)?;
+    if raw.inbox.as_os_str().is_empty() {
+        return Err(check.invalid("inbox", "must name a directory"));
+    }
+    if raw.data_dir.as_os_str().is_empty() {
+        return Err(check.invalid("data_dir", "must name a directory"));
+    }
+    let inbox = check.resolve(&raw.inbox);
+    let data_dir = check.resolve(&raw.data_dir);
+    if inbox == data_dir || inbox.starts_with(&data_dir) || data_dir.starts_with(&inbox) {
+        return Err(check.invalid(
+            "inbox",
+            "must be a directory apart from data_dir (partial transfers never appear in \
+             the inbox)",
+        ));
+    }
+    if raw.max_file_bytes == 0 {
+        return Err(check.invalid("max_file_bytes", "must be at least 1"));
+    }
+    let max_chunk_bytes = at_least_one(
+        check,
+        "max_chunk_bytes",
+        raw.max_chunk_bytes,
+        DEFAULT_MAX_CHUNK_BYTES,
+    )?;
+    if max_chunk_bytes > MAX_MAX_CHUNK_BYTES {
+        return Err(check.invalid(
+            "max_chunk_bytes",
+            format!(
+                "{max_chunk_bytes} is more than {MAX_MAX_CHUNK_BYTES}; a chunk is held in \
+                 memory whole"
+            ),
+        ));
+    }
+    let max_streams = at_least_one(check, "max_streams", raw.max_streams, DEFAULT_MAX_STREAMS)?;
+    let stream_idle = at_least_one(
+        check,
+        "stream_idle_secs",
+        raw.stream_idle_secs,
+        DEFAULT_STREAM_IDLE_SECS,
+    )?;
+    let partial_ttl = at_least_one(
+        check,
+        "partial_ttl_secs",
+        raw.partial_ttl_secs,
+        DEFAULT_PARTIAL_TTL_SECS,
+    )?;
+    let shutdown_grace = raw
+        .shutdown_grace_secs
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS);
+    let sync_every_bytes = at_least_one(
+        check,
+        "sync_every_bytes",
+        raw.sync_every_bytes,
+        DEFAULT_SYNC_EVERY_BYTES,
+    )?;
+
+    if raw.provider.is_empty() {
+        return Err(check.invalid(
+            "provider",
+            "lists no provider; add a [[provider]] with the DNS name in its client \
+             certificate",
+        ));
+    }
+    let mut providers = Vec::with_capacity(raw.provider.len());
+    let mut ids = HashSet::new();
+    for (i, p) in raw.provider.into_iter().enumerate() {
+        let key = |field: &str| format!("provider[{}].{field}", i + 1);
+        let id = p.id.to_ascii_lowercase();
+        if !is_provider_id(&id) {
+            return Err(check.invalid(
+                key("id"),
+                format!(
+                    "{:?} is not a DNS name (letters, digits and '-' in labels joined by \
+                     '.'; no wildcard)",
+                    p.id
+                ),
+            ));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(check.invalid(
+                key("id"),
+                format!("{id} has more than one [[provider]] section"),
+            ));
+        }
+        check.non_empty(&key("name"), &p.name)?;
+        providers.push(ProviderEntry { id, name: p.name });
+    }
+
+    let tls = check.tls_paths(&raw.tls);
+    let (identity, provider_anchors) = check.load_tls(&tls)?;
+    // The same key signs receipts: fail now if it cannot.
+    crate::receipt::ReceiptSigner::new(&identity)
+        .map_err(|e| check.invalid("tls.key", e.to_string()))?;
+
+    Ok(AuthorityConfig {
+        path: check.path.to_path_buf(),
+        code: raw.code,
+        listen,
+        inbox,
+        data_dir,
+        max_file_bytes: raw.max_file_bytes,
+        max_chunk_bytes,
+        max_streams,
+        stream_idle: Duration::from_secs(stream_idle),
+        partial_ttl: Duration::from_secs(partial_ttl),
+        shutdown_grace: Duration::from_secs(shutdown_grace),
+        sync_every_bytes,
+        tls,
+        identity,
+        provider_anchors,
+        providers,
+    })
+}

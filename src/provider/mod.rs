@@ -1,0 +1,40 @@
+//! The provider: its daemon and the one-off commands that act on the same
+//! state.
+//!
+//! Data meets it in this order:
+//!
+//! - [`scheduler`]: which runs of each report are due (pure);
+//! - [`pipeline`]: **plan → run → seal → spool**, written once, for
+//!   `send-now`, the daemon and `mishare retry`:
+//!   - [`gate`]: whether a file may go to an LA now; permits that cannot be
+//!     kept, refusals with reason codes, failing closed;
+//!   - [`report`]: a report run, its source read once, one sanitised file
+//!     per LA, in memory;
+//!   - [`spool`]: each file sealed with age and written durably;
+//! - [`outbox`]: the deliveries' state machine, backoff and retry;
+//! - [`push`]: a spooled file streamed to its LA's endpoint, the gate asked
+//!   at the start and before the commit, cut off in flight by a suspension
+//!   ([`watch`]);
+//! - [`daemon`]: `provider run`, the loop that ties them together;
+//!   [`send`]: `send-now`;
+//! - [`directive`]: DWP's `Directive` service;
+//! - [`status`]: what `status` and `plan` show;
+//! - [`store`]: the provider's SQLite state, and the only place its SQL
+//!   lives.
+
+pub mod daemon;
+pub mod directive;
+pub mod gate;
+pub mod outbox;
+pub mod pipeline;
+pub mod push;
+pub mod report;
+pub mod scheduler;
+pub mod send;
+pub mod spool;
+pub mod status;
+pub mod store;
+pub mod watch;
+
+pub use daemon::{Daemon, DaemonError, DaemonOptions, ScheduledRun};
+pub use send::{LaOutcome, LaResult, Progress, SendError, SendOptions, send_now};

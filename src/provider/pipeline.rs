@@ -1,0 +1,348 @@
+//! The pipeline, written once: **plan → run → seal → spool**. `send-now`,
+//! the daemon's scheduled runs and `mishare retry` all go through it.
+//!
+//! 1. **Plan**: the gate at [`Stage::Plan`] for each LA ([`plan`]). A
+//!    refused LA is never read for, sealed or sent; a scheduled run
+//!    remembers its refusals, so finishing it after a restart does not send
+//!    what was withheld.
+//! 2. **Run**: the report made for the permitted LAs, its source read once
+//!    ([`report::run_report`]), off the reactor. A table the sanitiser
+//!    blocks is that LA's outcome; the other LAs go on.
+//! 3. **Seal and spool**: each LA's file sealed to its recipients and
+//!    written to the spool with no lock held, then recorded as a queued
+//!    delivery ([`outbox::spool`]). Each delivery is handed on as soon as it
+//!    is spooled, so a caller can push it while the next is sealed.
+//!
+//! A shutdown stops it between LAs: what is spooled stays spooled (queued,
+//! for the daemon or `mishare retry`), and nothing is half-recorded.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::common::blocking::{TaskFailed, blocking};
+use crate::common::shutdown::Shutdown;
+use crate::config::provider::{ProviderConfig, ReportConfig};
+use crate::provider::gate::{Gate, Refusal, Stage};
+use crate::provider::outbox::{self, Addressed, OutboxError, RequeueError};
+use crate::provider::report::{self, LaFile, Period, ReportError};
+use crate::provider::store::{Delivery, SharedStore, Store, StoreError};
+use crate::sanitiser::Blocked;
+
+/// Why a run could not be made at all (for any LA).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The report's source could not be read, or is blocked as a whole.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The state database failed.
+    #[error("report {report}: the state database: {source}")]
+    Store {
+        report: String,
+        #[source]
+        source: StoreError,
+    },
+    /// A blocking task failed.
+    #[error("report {report}: {source}")]
+    Task {
+        report: String,
+        #[source]
+        source: TaskFailed,
+    },
+}
+
+/// Which run a pipeline pass makes files for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRecord {
+    /// A new run outside the schedule (`send-now`): recorded once the
+    /// report is made, if any LA is permitted.
+    New,
+    /// A scheduled run already recorded (and possibly half spooled).
+    Scheduled(i64),
+}
+
+/// What became of one LA in a pass.
+#[derive(Debug)]
+pub enum LaStep {
+    /// Its file is sealed, spooled and queued.
+    Spooled(Delivery),
+    /// The gate refused it at planning.
+    Refused(Refusal),
+    /// The sanitiser blocked its table.
+    Blocked(Blocked),
+    /// Its file could not be sealed or spooled.
+    NotSpooled(OutboxError),
+    /// The pass stopped (a shutdown) before its file was made.
+    Stopped,
+}
+
+/// The result of one pass.
+#[derive(Debug)]
+pub struct Pass {
+    /// The run's id, once it is recorded.
+    pub run_id: Option<i64>,
+    /// The period the run covers.
+    pub period: Period,
+    /// One step per LA asked for, in the order asked.
+    pub las: Vec<(String, LaStep)>,
+}
+
+/// The pipeline over one configuration and store, recording as `actor`.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    config: Arc<ProviderConfig>,
+    store: SharedStore,
+    actor: String,
+}
+
+impl Pipeline {
+    pub fn new(config: Arc<ProviderConfig>, store: SharedStore, actor: impl Into<String>) -> Self {
+        Self {
+            config,
+            store,
+            actor: actor.into(),
+        }
+    }
+
+    /// Makes `report`'s files for `las` as of `at`: plan, run, seal and
+    /// spool. Each delivery is handed to `spooled` as soon as it is queued.
+    /// Stops between LAs once `shutdown` is cancelled.
+    pub async fn pass(
+        &self,
+        report: &ReportConfig,
+        las: Vec<String>,
+        at: DateTime<Utc>,
+        record: RunRecord,
+        shutdown: &Shutdown,
+        mut spooled: impl FnMut(&Delivery),
+    ) -> Result<Pass, PipelineError> {
+        let name = report.name.clone();
+        let store_error = |source| PipelineError::Store {
+            report: name.clone(),
+            source,
+        };
+        let task_error = |source| PipelineError::Task {
+            report: name.clone(),
+            source,
+        };
+        let period = report::last_complete_period(report.period, at);
+
+        let (config, actor, r) = (self.config.clone(), self.actor.clone(), report.clone());
+        let run_for_refusals = match record {
+            RunRecord::Scheduled(id) => Some(id),
+            RunRecord::New => None,
+        };
+        let planned = self
+            .store
+            .run(move |store| plan(&config, store, &r, las, &actor, run_for_refusals))
+            .await
+            .map_err(task_error)?
+            .map_err(store_error)?;
+        let mut steps: Vec<(String, Option<LaStep>)> = Vec::new();
+        let mut permitted = Vec::new();
+        for (la, answer) in planned {
+            match answer {
+                Ok(()) => {
+                    permitted.push(la.clone());
+                    steps.push((la, None));
+                }
+                Err(refusal) => steps.push((la, Some(LaStep::Refused(refusal)))),
+            }
+        }
+        let mut pass = Pass {
+            run_id: None,
+            period,
+            las: Vec::new(),
+        };
+        if permitted.is_empty() || shutdown.is_cancelled() {
+            pass.run_id = run_for_refusals;
+            pass.las = finish_steps(steps);
+            return Ok(pass);
+        }
+
+        let (config, r) = (self.config.clone(), report.clone());
+        let made = blocking(move || report::run_report(&config, &r, &permitted, at))
+            .await
+            .map_err(task_error)??;
+        let run_id = match record {
+            RunRecord::Scheduled(id) => id,
+            RunRecord::New => {
+                let (report_name, period_name, actor) = (
+                    report.name.clone(),
+                    made.period.name.clone(),
+                    self.actor.clone(),
+                );
+                self.store
+                    .run(move |store| {
+                        store.start_run(&report_name, &period_name, &actor, Utc::now())
+                    })
+                    .await
+                    .map_err(task_error)?
+                    .map_err(store_error)?
+            }
+        };
+        pass.run_id = Some(run_id);
+        pass.period = made.period.clone();
+
+        // Seal and spool one file at a time, each handed on as soon as it
+        // is queued (so its push can start while the next is sealed). The
+        // database is held only to record each, never while sealing; and
+        // one at a time, a crash leaves at most one sealed file unrecorded.
+        for LaFile { la, outcome } in made.files {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let rendered = match outcome {
+                Ok(rendered) => rendered,
+                Err(blocked) => {
+                    set_step(&mut steps, &la, LaStep::Blocked(blocked));
+                    continue;
+                }
+            };
+            let Some(endpoint) = self.config.authority(&la) else {
+                // The report's recipients are all [[authority]] sections.
+                continue;
+            };
+            let (store, actor, recipients) = (
+                self.store.clone(),
+                self.actor.clone(),
+                endpoint.recipients.clone(),
+            );
+            let (report_name, period_name, classification, to_la) = (
+                report.name.clone(),
+                made.period.name.clone(),
+                report.classification,
+                la.clone(),
+            );
+            let done = blocking(move || {
+                let to = Addressed {
+                    run_id,
+                    la: &to_la,
+                    report: &report_name,
+                    period: &period_name,
+                    classification,
+                };
+                outbox::spool(
+                    &store,
+                    to,
+                    &rendered.csv[..],
+                    &recipients,
+                    &actor,
+                    Utc::now(),
+                )
+            })
+            .await
+            .map_err(task_error)?;
+            settle(&mut steps, la, done, &mut spooled);
+        }
+        pass.las = finish_steps(steps);
+        Ok(pass)
+    }
+}
+
+fn settle(
+    steps: &mut [(String, Option<LaStep>)],
+    la: String,
+    done: Result<Delivery, OutboxError>,
+    spooled: &mut impl FnMut(&Delivery),
+) {
+    let step = match done {
+        Ok(delivery) => {
+            spooled(&delivery);
+            LaStep::Spooled(delivery)
+        }
+        Err(e) => {
+            tracing::error!(%la, error = %e, "cannot spool the file");
+            LaStep::NotSpooled(e)
+        }
+    };
+    set_step(steps, &la, step);
+}
+
+fn set_step(steps: &mut [(String, Option<LaStep>)], la: &str, step: LaStep) {
+    if let Some((_, slot)) = steps.iter_mut().find(|(l, _)| l == la) {
+        *slot = Some(step);
+    }
+}
+
+fn finish_steps(steps: Vec<(String, Option<LaStep>)>) -> Vec<(String, LaStep)> {
+    steps
+        .into_iter()
+        .map(|(la, step)| (la, step.unwrap_or(LaStep::Stopped)))
+        .collect()
+}
+
+/// What the gate said for each LA at planning.
+pub type Planned = Vec<(String, Result<(), Refusal>)>;
+
+/// The gate at planning for each of `las`, recorded as `actor`. For a
+/// scheduled run (`run`), each refusal is remembered with it.
+pub fn plan(
+    config: &ProviderConfig,
+    store: &mut Store,
+    report: &ReportConfig,
+    las: Vec<String>,
+    actor: &str,
+    run: Option<i64>,
+) -> Result<Planned, StoreError> {
+    let mut out = Vec::with_capacity(las.len());
+    for la in las {
+        let answer = Gate::new(config, store, actor).authorise(
+            &la,
+            &report.name,
+            Utc::now(),
+            Stage::Plan,
+            |_permit| {},
+        );
+        if let (Err(refusal), Some(run)) = (&answer, run) {
+            store.record_plan_refusal(run, &la, refusal.reason.as_str())?;
+        }
+        out.push((la, answer));
+    }
+    Ok(out)
+}
+
+/// Why `mishare retry` did not queue a delivery again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetryError {
+    /// It is not dead, or its ciphertext is gone.
+    #[error(transparent)]
+    NotRequeueable(#[from] RequeueError),
+    /// The gate refuses it now (recorded in the audit log).
+    #[error(
+        "delivery {id} to {la} not queued again: the gate refuses it: {}: {}",
+        refusal.reason,
+        refusal.detail()
+    )]
+    Refused {
+        id: i64,
+        la: String,
+        refusal: Box<Refusal>,
+    },
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `mishare retry`: queues dead delivery `id` again with the same spooled
+/// ciphertext, after the gate at planning permits it (and records so).
+pub fn retry(
+    config: &ProviderConfig,
+    store: &mut Store,
+    id: i64,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Delivery, RetryError> {
+    let delivery = store.delivery(id)?;
+    outbox::can_requeue(&delivery)?;
+    Gate::new(config, store, actor)
+        .authorise(&delivery.la, &delivery.report, now, Stage::Plan, |_| {})
+        .map_err(|refusal| RetryError::Refused {
+            id,
+            la: delivery.la.clone(),
+            refusal: Box::new(refusal),
+        })?;
+    Ok(store.requeue_dead(id, actor, now)?)
+}
