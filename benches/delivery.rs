@@ -40,7 +40,8 @@ use chrono::Utc;
 use mishare::certs::{DevCa, Usage, Validity, la_server_name};
 use mishare::common::shutdown::Shutdown;
 use mishare::config::{AuthorityConfig, ProviderConfig};
-use mishare::provider::store::{AgreementRequest, NewAgreement, SharedStore, Store};
+use mishare::provider::agreement::{AgreementRequest, NewAgreement};
+use mishare::provider::store::{SharedStore, Store};
 
 const PROVIDER_ID: &str = "provider.test";
 

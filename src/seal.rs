@@ -1,5 +1,7 @@
 //! Sealing: age encryption of each LA's file to that LA's X25519
 //! recipients, and the LA's side of it (identities, opening, key generation).
+//! One concept, age, kept in one file (so it is longer than most): both
+//! sides of the format, and its errors, read together.
 //!
 //! The files are standard age v1 (<https://age-encryption.org/v1>): an LA
 //! opens them with `mishare decrypt` or the standard `age -d -i KEY FILE`.

@@ -642,3 +642,84 @@ async fn sigterm_stops_the_daemon_cleanly() {
     );
     drop(daemon(&net).await);
 }
+
+/// Ctrl-C stops `send-now` cleanly: the push in flight ends, recorded as
+/// failed (not left `sending`), its ciphertext stays spooled, the audit
+/// chain verifies, and the daemon later delivers that same spooled file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_stops_send_now_and_leaves_what_is_spooled_for_the_daemon() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let proxy = net
+        .proxy("E09000002", ProxyMode::StallFirstAfter(600))
+        .await;
+    net.append_config(FAST);
+    let mut sending = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["send-now", "referrals-monthly"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("send-now"),
+    );
+    tokio::time::timeout(Duration::from_secs(60), proxy.stalled.notified())
+        .await
+        .expect("the push reaches the stalled endpoint");
+    let int = Command::new("kill")
+        .args(["-INT", &sending.0.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(int.success());
+    let child = std::mem::replace(
+        &mut sending.0,
+        Command::new("true").spawn().expect("placeholder"),
+    );
+    let out = child.wait_with_output().expect("wait");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("SIGINT"), "{stderr}");
+    assert!(stderr.contains("send-now was stopped"), "{stderr}");
+    assert!(
+        stdout.starts_with("E09000002 failed: interrupted"),
+        "{stdout}"
+    );
+
+    // Nothing half-recorded: one delivery, failed and resumable, its
+    // ciphertext still spooled; nothing committed at the LA.
+    let pending = net.store().pending_deliveries().expect("pending");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].state, DeliveryState::Failed);
+    assert!(pending[0].spool_path.as_ref().is_some_and(|p| p.exists()));
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'sending'"
+        ),
+        0
+    );
+    assert!(net.inbox("E09000002").is_empty());
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+
+    // The daemon sends the same spooled bytes (retrying while the endpoint
+    // still holds the interrupted stream).
+    proxy.release();
+    let spooled = std::fs::read(pending[0].spool_path.as_ref().expect("spooled")).expect("read");
+    let mut d = daemon(&net).await;
+    for _ in 0..30 {
+        d.deliver_due(Utc::now()).await.expect("deliver");
+        d.settle().await.expect("settle");
+        if !net.inbox("E09000002").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let files = net.inbox("E09000002");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read(&files[0]).expect("read"), spooled);
+}

@@ -15,6 +15,7 @@
 //! the real endpoint on `127.0.0.1:0` and stop it when they choose, and the
 //! command line binds the configured address and says where it listens.
 
+mod claims;
 pub mod error;
 pub mod inbox;
 pub mod manifest;
@@ -43,9 +44,10 @@ use crate::receipt::{ReceiptError, ReceiptSigner};
 use crate::tls::{self, TlsError};
 use crate::wire::v1::exchange_server::ExchangeServer;
 
+use self::claims::Claims;
 use self::error::{ExchangeError, InternalError, blocking};
 use self::inbox::{Inbox, hash_file};
-use self::service::{Claims, ExchangeService, Shared};
+use self::service::{ExchangeService, Shared};
 use self::store::Store;
 
 /// Room for a chunk's framing on top of `max_chunk_bytes` in one message.

@@ -15,10 +15,9 @@ use mishare::common::audit::Verification;
 use mishare::common::names::is_la_code;
 use mishare::common::time::{london_date, parse_operator_time, timestamp};
 use mishare::config::{ConfigError, ProviderConfig};
+use mishare::provider::agreement::{AgreementError, AgreementRequest, NewAgreement};
 use mishare::provider::status::{Status, dates, standing};
-use mishare::provider::store::{
-    AgreementError, AgreementRequest, Maker, NewAgreement, Scope, Store, StoreError,
-};
+use mishare::provider::store::{Maker, Scope, Store, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
@@ -185,12 +184,8 @@ impl From<ConfigError> for Failure {
 
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
-        let status = match &error {
-            StoreError::Agreement(e) => agreement_status(e),
-            _ => status::FAILURE,
-        };
         Self {
-            status,
+            status: status::FAILURE,
             error: error.into(),
         }
     }

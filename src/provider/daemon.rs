@@ -1,4 +1,5 @@
-//! The provider daemon: `mishare provider run`.
+//! The provider daemon: `mishare provider run`. One concept in one file:
+//! the loop, and the steps of it that tests drive one at a time.
 //!
 //! One instance per `data_dir` (an exclusive lock on `data_dir/daemon.lock`).
 //! It runs each `[[report]]` when its schedule falls due (missed runs per

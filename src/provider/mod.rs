@@ -19,9 +19,11 @@
 //!   [`send`]: `send-now`;
 //! - [`directive`]: DWP's `Directive` service;
 //! - [`status`]: what `status` and `plan` show;
+//! - [`agreement`]: what an operator asks to put on file, checked;
 //! - [`store`]: the provider's SQLite state, and the only place its SQL
 //!   lives.
 
+pub mod agreement;
 pub mod daemon;
 pub mod directive;
 pub mod gate;

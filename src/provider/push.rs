@@ -1,7 +1,7 @@
 //! The push: one spooled delivery streamed to its LA's endpoint over gRPC
-//! with mutual TLS, asking the gate as it goes. This is the provider's wire
-//! edge: the only place a delivery becomes a `Manifest`, chunks and a
-//! `Commit`, and an endpoint's answer becomes an outcome.
+//! with mutual TLS, asking the gate as it goes. One concept in one file: the
+//! provider's wire edge, the only place a delivery becomes a `Manifest`,
+//! chunks and a `Commit`, and an endpoint's answer becomes an outcome.
 //!
 //! One attempt of [`deliver`]:
 //!

@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mishare::config::ProviderConfig;
-use mishare::provider::store::{AgreementRequest, NewAgreement, Store};
+use mishare::provider::agreement::{AgreementRequest, NewAgreement};
+use mishare::provider::store::Store;
 
 /// The reference data every test uses.
 pub const LAS_CSV: &str = "\

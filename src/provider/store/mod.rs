@@ -31,10 +31,7 @@ use crate::common::audit::{self, Kind, Verification};
 use crate::common::blocking::{TaskFailed, blocking};
 use crate::common::db::{self, DbError};
 
-pub use agreements::{
-    Added, Agreement, AgreementError, AgreementEvent, AgreementEventKind, AgreementRequest,
-    NewAgreement, Representative,
-};
+pub use agreements::{Added, Agreement, AgreementEvent, AgreementEventKind};
 pub use deliveries::{Delivery, DeliveryState, StoredReceipt};
 pub use runs::UnfinishedRun;
 pub use suspensions::{Maker, Scope, Suspension};
@@ -67,9 +64,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// An agreement request was refused.
-    #[error(transparent)]
-    Agreement(#[from] AgreementError),
     /// A revocation or suspension with no reason.
     #[error("give a reason (--reason TEXT); it goes in the audit log")]
     NoReason,
