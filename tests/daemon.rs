@@ -45,19 +45,25 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `mishare ARGS` as a process in `net`'s directory, its standard output
+/// and error piped.
+fn spawn_mishare(net: &Net, args: &[&str]) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(args)
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mishare starts"),
+    )
+}
+
 /// `mishare provider run` as a process, once it has taken its lock; its
 /// standard error arrives line by line on the receiver.
 fn start_daemon(net: &Net) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
-    let mut running = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["provider", "run"])
-            .current_dir(net.dir.path())
-            .env_remove("MISHARE_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("provider run"),
-    );
+    let mut running = spawn_mishare(net, &["provider", "run"]);
     let stderr = running.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -544,6 +550,10 @@ async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no
     .await
     .expect("the other LA is delivered");
     assert!(net.inbox("E09000009").is_empty());
+    // Released only once stalled: a release before the stall would be lost.
+    tokio::time::timeout(Duration::from_secs(60), stall.stalled.notified())
+        .await
+        .expect("E09000009's push stalls");
     stall.release();
     d.settle().await.expect("settle");
 }
@@ -654,16 +664,7 @@ async fn ctrl_c_stops_send_now_and_leaves_what_is_spooled_for_the_daemon() {
         .proxy("E09000002", ProxyMode::StallFirstAfter(600))
         .await;
     net.append_config(FAST);
-    let mut sending = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["send-now", "referrals-monthly"])
-            .current_dir(net.dir.path())
-            .env_remove("MISHARE_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("send-now"),
-    );
+    let mut sending = spawn_mishare(&net, &["send-now", "referrals-monthly"]);
     tokio::time::timeout(Duration::from_secs(60), proxy.stalled.notified())
         .await
         .expect("the push reaches the stalled endpoint");

@@ -29,9 +29,9 @@ use crate::common::fault::{CrashPoint, dangerous_crash_point};
 use crate::config::provider::DeliveryPolicy;
 use crate::provider::gate::Reason;
 use crate::provider::spool::{self, SpoolError};
+pub use crate::provider::store::deliveries::Addressed;
 use crate::provider::store::deliveries::{NewDelivery, Unsent};
 use crate::provider::store::{Delivery, DeliveryState, SharedStore, Store, StoreError};
-use crate::sanitiser::Classification;
 use crate::seal::Recipients;
 use crate::wire::v1;
 
@@ -45,16 +45,6 @@ pub enum OutboxError {
     /// The file could not be sealed or spooled.
     #[error(transparent)]
     Spool(#[from] SpoolError),
-}
-
-/// What a delivery is for, before it is spooled.
-#[derive(Debug, Clone, Copy)]
-pub struct Addressed<'a> {
-    pub run_id: i64,
-    pub la: &'a str,
-    pub report: &'a str,
-    pub period: &'a str,
-    pub classification: Classification,
 }
 
 /// Seals `plaintext` to `recipients` into the spool (no lock held), then
@@ -71,11 +61,7 @@ pub fn spool(
 ) -> Result<Delivery, OutboxError> {
     let spooled = spool::write(store.data_dir(), to.la, plaintext, recipients)?;
     let new = NewDelivery {
-        run_id: to.run_id,
-        la: to.la,
-        report: to.report,
-        period: to.period,
-        classification: to.classification,
+        to,
         transfer_id: &spooled.transfer_id,
         spool_file: &spooled.file_name,
         size: spooled.size,

@@ -106,14 +106,20 @@ impl Delivery {
     }
 }
 
-/// A delivery about to be recorded: its file is sealed and spooled.
+/// What a delivery is for, before it is spooled.
 #[derive(Debug, Clone, Copy)]
-pub struct NewDelivery<'a> {
+pub struct Addressed<'a> {
     pub run_id: i64,
     pub la: &'a str,
     pub report: &'a str,
     pub period: &'a str,
     pub classification: Classification,
+}
+
+/// A delivery about to be recorded: its file is sealed and spooled.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDelivery<'a> {
+    pub to: Addressed<'a>,
     pub transfer_id: &'a str,
     /// The spool file's name under `data_dir/spool`.
     pub spool_file: &'a str,
@@ -230,18 +236,19 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Delivery, StoreError> {
+        let to = &new.to;
         let tx = self.write()?;
         tx.execute(
             "INSERT INTO deliveries (run_id, la_code, transfer_id, report, period, classification,
                  state, size, sha256, spool_file, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?10)",
             params![
-                new.run_id,
-                new.la,
+                to.run_id,
+                to.la,
                 new.transfer_id,
-                new.report,
-                new.period,
-                new.classification.as_str(),
+                to.report,
+                to.period,
+                to.classification.as_str(),
                 new.size as i64,
                 hex(new.sha256),
                 new.spool_file,
@@ -254,13 +261,13 @@ impl Store {
             now,
             Kind::DeliverySpooled,
             actor,
-            Some(new.la),
+            Some(to.la),
             &json!({
                 "delivery": id,
-                "run": new.run_id,
+                "run": to.run_id,
                 "transfer_id": new.transfer_id,
-                "report": new.report,
-                "period": new.period,
+                "report": to.report,
+                "period": to.period,
                 "size": new.size,
                 "sha256": hex(new.sha256),
             }),
