@@ -537,3 +537,51 @@ fn the_recipient_is_named_from_the_provider_configuration() {
         run.stdout()
     );
 }
+
+/// `mishare sanitise … 2>&1 | head -1`: standard error goes away, and the
+/// command still ends with the status it would have had, not a panic.
+#[test]
+fn a_closed_stderr_is_not_a_panic() {
+    let dir = Dir::new();
+    dir.write(
+        "counts.csv",
+        "payment_group,count\nJSA 18-24,9\nJSA 25+,9\nIB/IS,x\n",
+    );
+    let run = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader); // Every write to stderr now fails with EPIPE.
+        let output = Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .arg("sanitise")
+            .args(args)
+            .current_dir(dir.path())
+            .stderr(writer)
+            .output()
+            .expect("run mishare");
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).expect("utf8"),
+        )
+    };
+    let base = [
+        "--counts",
+        "counts.csv",
+        "--measure",
+        "referrals",
+        "--rows",
+        "payment_group",
+    ];
+    // Blocked: the error lines go nowhere, the status is still 65.
+    assert_eq!(run(&base), (Some(65), String::new()));
+    // Warnings go nowhere; the file is still printed and the status is 0.
+    dir.write(
+        "counts.csv",
+        "payment_group,count\nJSA 18-24,9\nJSA 25+,9\n",
+    );
+    let (code, stdout) = run(&base);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("JSA 25+,0,0"), "{stdout}");
+    // An unreadable input (66) too.
+    let mut missing = base.to_vec();
+    missing[1] = "nope.csv";
+    assert_eq!(run(&missing).0, Some(66));
+}

@@ -109,7 +109,7 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
 
 pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
     if args.counts.is_some() && args.period.is_some() {
-        eprintln!(
+        to_stderr!(
             "error: --period applies to --records only; a counts file's own period column is \
              used as it is"
         );
@@ -125,7 +125,7 @@ pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
                 Some(path) => LaReference::load(path)?,
                 None if global.config.exists() => ProviderConfig::load(&global.config)?.reference,
                 None => {
-                    eprintln!(
+                    to_stderr!(
                         "error: --recipient {code} needs LA reference data to name the LA on the \
                          label: pass --las FILE (la_code,la_name,cpa), or run where \
                          provider.toml is (or name it with --config)"
@@ -136,7 +136,7 @@ pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
             match recipient(code, &las) {
                 Ok(r) => Some(r),
                 Err(message) => {
-                    eprintln!("error: {message}");
+                    to_stderr!("error: {message}");
                     return Ok(status::USAGE);
                 }
             }
@@ -167,7 +167,7 @@ pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot open {source}: {e}");
+            to_stderr!("error: cannot open {source}: {e}");
             return Ok(status::NO_INPUT);
         }
     };
@@ -180,7 +180,7 @@ pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
         Ok(t) => t,
         Err(InputError::Blocked(blocked)) => return Ok(blocked_status(&blocked)),
         Err(e) => {
-            eprintln!("error: {e}");
+            to_stderr!("error: {e}");
             return Ok(status::NO_INPUT);
         }
     };
@@ -211,7 +211,7 @@ fn recipient(code: &str, las: &LaReference) -> Result<Recipient, String> {
 
 /// Prints a block's errors and gives the exit status for it.
 fn blocked_status(blocked: &Blocked) -> u8 {
-    eprintln!("{blocked}");
+    to_stderr!("{blocked}");
     status::DATA_ERR
 }
 
@@ -220,7 +220,7 @@ fn print(table: &Sanitised, format: Format) -> Outcome {
         Format::Csv => {
             // Findings are for the operator, never part of the file (R13).
             for finding in table.findings() {
-                eprintln!("{finding}");
+                to_stderr!("{finding}");
             }
             render::csv(table)
         }
