@@ -24,6 +24,7 @@
 mod counts;
 mod findings;
 mod input;
+mod period;
 mod records;
 pub mod render;
 mod rounding;
@@ -34,6 +35,7 @@ mod table;
 pub use counts::read_counts;
 pub use findings::{Blocked, Code, Finding, Severity};
 pub use input::InputError;
+pub use period::{MAX_MONTHS, MAX_QUARTERS, Period, PeriodError, PeriodRange};
 pub use records::{read_records, read_records_split};
 pub use rounding::{MAX_COUNT, Rounded};
 pub use rules::{Body, METHOD, PUBLISHED_LABEL, Sanitised, check_spec, internal_label, sanitise};
