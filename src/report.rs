@@ -22,9 +22,10 @@ use zeroize::Zeroizing;
 
 use crate::config::{ProviderConfig, ReportConfig, Source};
 use crate::gate::london_date;
-use crate::reference::PaymentGroups;
+use crate::reference::Dimensions;
 use crate::sanitiser::{
-    self, Blocked, Finding, InputError, PeriodGrain, Recipient, TableSpec, render,
+    self, Blocked, Catalogue, Finding, InputError, PeriodGrain, PeriodRange, Recipient, TableSpec,
+    render,
 };
 
 /// The largest counts file a report reads into memory. Counts are
@@ -174,11 +175,13 @@ pub fn run_report(
     at: DateTime<Utc>,
 ) -> Result<ReportRun, ReportError> {
     let period = last_complete_period(report.period, at);
-    let groups = PaymentGroups::default();
+    let catalogue = Catalogue::new(Dimensions::default(), config.reference.clone());
     let base = TableSpec {
         view: report.view,
         cols: report.cols.clone(),
         period: report.period,
+        periods: sanitiser::Period::containing(period.last_day, report.period)
+            .map(PeriodRange::single),
         classification: Some(report.classification),
         ..TableSpec::new(report.measure, report.rows.clone())
     };
@@ -215,22 +218,19 @@ pub fn run_report(
 
     let files = match &report.source {
         Source::Records(path) => {
-            let spec = TableSpec {
-                until: Some(period.last_day),
-                ..base
-            };
+            let spec = base;
             let source = path.display().to_string();
             let file = File::open(path).map_err(|e| read_error(path, e))?;
             if report.split_by_recipient {
                 let tables =
-                    sanitiser::read_records_split(file, &source, &spec, &groups, "la_code", las)
+                    sanitiser::read_records_split(file, &source, &spec, &catalogue, "la_code", las)
                         .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .zip(&tables)
                     .map(|(la, table)| finish(la, &spec_for(la, &spec), table))
                     .collect()
             } else {
-                let table = sanitiser::read_records(file, &source, &spec, &groups)
+                let table = sanitiser::read_records(file, &source, &spec, &catalogue)
                     .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .map(|la| finish(la, &spec_for(la, &spec), &table))
@@ -257,13 +257,13 @@ pub fn run_report(
                 for la in las {
                     let mut spec = spec_for(la, &base);
                     spec.filters.push(("la_code".to_string(), la.clone()));
-                    let table = sanitiser::read_counts(&bytes[..], &source, &spec, &groups)
+                    let table = sanitiser::read_counts(&bytes[..], &source, &spec, &catalogue)
                         .map_err(|e| source_blocked(e, path))?;
                     files.push(finish(la, &spec, &table));
                 }
                 files
             } else {
-                let table = sanitiser::read_counts(&bytes[..], &source, &base, &groups)
+                let table = sanitiser::read_counts(&bytes[..], &source, &base, &catalogue)
                     .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .map(|la| finish(la, &spec_for(la, &base), &table))

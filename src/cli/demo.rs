@@ -10,8 +10,7 @@ use chrono::{Days, NaiveDate, Utc};
 use mishare::certs::{self, la_server_name};
 use mishare::config::{AuthorityEndpointConfig, ProviderConfig};
 use mishare::provider::{LaOutcome, SendOptions};
-use mishare::reference::PaymentGroups;
-use mishare::sanitiser::{self, InputError, Measure, TableSpec};
+use mishare::sanitiser::{self, Catalogue, InputError, Measure, TableSpec};
 use mishare::store::{AgreementRequest, Maker, NewAgreement, Scope, Store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -290,7 +289,7 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         std::fs::File::open(dir.join("data/participants.csv"))?,
         "participants.csv",
         &volumes,
-        &PaymentGroups::default(),
+        &Catalogue::default(),
     ) {
         Err(InputError::Blocked(blocked)) => {
             let _ = writeln!(out, "   {blocked}");

@@ -158,6 +158,11 @@ impl Period {
         let ordinal = self.ordinal + 1;
         (ordinal < Self::YEARS * self.grain.per_year()).then_some(Period { ordinal, ..self })
     }
+
+    /// Its position in time among periods of its grain.
+    pub(crate) fn ordinal(self) -> u32 {
+        self.ordinal
+    }
 }
 
 impl fmt::Display for Period {

@@ -1,10 +1,12 @@
 //! What a table is asked to show: measure, view, dimensions, filters, period
-//! grain, classification and recipient.
+//! grain and range, classification and recipient.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use super::period::PeriodRange;
 
 /// A Work Programme measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -122,7 +124,8 @@ impl Classification {
     }
 }
 
-/// The grain of the derived `period` dimension of participant records.
+/// The grain of the `period` dimension: derived from the measure's stage
+/// date for participant records, the `period` column of a counts file.
 #[derive(
     Debug,
     Clone,
@@ -147,8 +150,13 @@ pub enum PeriodGrain {
     Quarter,
 }
 
-/// The name of the derived period dimension.
+/// The name of the period dimension (derived from the measure's own stage
+/// date for participant records).
 pub const PERIOD: &str = "period";
+
+/// The name of the dimension of LA codes (categories from the LA reference
+/// data, in file order).
+pub const LA_CODE: &str = crate::reference::LA_CODE;
 
 /// The name of the dimension holding payment groups (ordered by reference).
 pub const PAYMENT_GROUP: &str = "payment_group";
@@ -177,23 +185,32 @@ pub struct Recipient {
 pub const DEFAULT_MIN_SHARE_BASE: u64 = 100;
 
 /// Everything a table is asked to show. Built by the CLI or by a report.
+///
+/// Rows, columns and filters name declared dimensions only (R14): `period`,
+/// `la_code`, `payment_group` and the declared characteristics. Which of
+/// these exist, and their categories, is the [`super::Catalogue`] the spec
+/// is checked against ([`super::check_spec`]).
 #[derive(Debug, Clone)]
 pub struct TableSpec {
     pub measure: Measure,
     pub view: View,
-    /// The row dimension: any column of the source, or `period`.
+    /// The row dimension.
     pub rows: String,
     /// The column dimension; `None` gives one column named `All`.
     pub cols: Option<String>,
-    /// Keep only rows whose dimension equals the value (all must hold).
+    /// Keep only input whose dimension has this category (all must hold).
     pub filters: Vec<(String, String)>,
-    /// The grain of `period` for participant records.
+    /// The grain of `period`.
     pub period: PeriodGrain,
-    /// Participant records: count only stage dates on or before this day
-    /// (a scheduled report leaves out the period still in progress).
-    pub until: Option<chrono::NaiveDate>,
+    /// The periods the table covers: stage dates (records) or `period`
+    /// values (counts) outside it are not counted. Required when `period`
+    /// lays the table out, so its labels never depend on the data (R15).
+    /// `None` counts every period in the input.
+    pub periods: Option<PeriodRange>,
     /// `None` is treated as internal, with `W_UNCLASSIFIED` (R10).
     pub classification: Option<Classification>,
+    /// For an internal table, the LA it is for: the readers count only that
+    /// LA's participants (R16).
     pub recipient: Option<Recipient>,
     /// Warnings block (R13).
     pub strict: bool,
@@ -211,12 +228,18 @@ impl TableSpec {
             cols: None,
             filters: Vec::new(),
             period: PeriodGrain::default(),
-            until: None,
+            periods: None,
             classification: None,
             recipient: None,
             strict: false,
             min_share_base: DEFAULT_MIN_SHARE_BASE,
         }
+    }
+
+    /// Whether the file is internal MI (R10: no classification means
+    /// internal).
+    pub fn is_internal(&self) -> bool {
+        self.classification != Some(Classification::Published)
     }
 
     /// The dimensions the table is laid out by: rows, then columns if any.
