@@ -135,6 +135,8 @@ fn csv_is_exactly_the_file_an_la_receives() {
         run.stdout(),
         "# Internal MI – for Barking and Dagenham (E09000002) only – not for publication
 # Rounded to nearest 20 (halves up); totals are sums of rounded figures; percentages are computed from rounded figures.
+# Measure: job_starts; view: counts
+# Period: 2012-Q1 to 2012-Q2
 payment_group,2012-Q1,2012-Q2,Total
 JSA 18-24,60,60,120
 JSA 25+,100,80,180
@@ -166,6 +168,10 @@ fn json_has_the_contract_shape() {
         "classification",
         "recipient",
         "label",
+        "provider",
+        "report",
+        "periods",
+        "made_at",
         "rows",
         "cols",
         "cells",
@@ -184,6 +190,13 @@ fn json_has_the_contract_shape() {
     assert_eq!(json["classification"], "published");
     assert_eq!(json["recipient"], serde_json::Value::Null);
     assert_eq!(json["label"], "Published – public domain");
+    assert_eq!(
+        json["periods"],
+        serde_json::json!({"grain": "quarter", "first": "2012-Q1", "last": "2012-Q2"})
+    );
+    for unknown in ["provider", "report", "made_at"] {
+        assert_eq!(json[unknown], serde_json::Value::Null, "{unknown}");
+    }
     assert_eq!(json["cols"], serde_json::json!(["2012-Q1", "2012-Q2"]));
     assert_eq!(
         json["cells"],
@@ -521,6 +534,11 @@ fn records_give_a_table_by_period() {
             "Total,0,20,40,0,60"
         ],
         "every group and every quarter of the range, in order"
+    );
+    assert!(
+        run.stdout().contains("\n# Period: 2011-Q4 to 2012-Q3\n"),
+        "{}",
+        run.stdout()
     );
 }
 
@@ -1027,10 +1045,17 @@ fn the_period_grain_applies_to_counts_too() {
         table_lines(&months.stdout()).last().map(String::as_str),
         Some("Total,80,80")
     );
+    assert!(months.stdout().contains("\n# Period: 2012-07 to 2012-09\n"));
     let all = dir.sanitise(&args(&[]));
     assert_eq!(
         table_lines(&all.stdout()).last().map(String::as_str),
         Some("Total,480,480")
+    );
+    assert!(
+        all.stdout()
+            .contains("\n# Period: every period in the input (no period range was given)\n"),
+        "{}",
+        all.stdout()
     );
     // The period column holds labels of the grain, used or not.
     let lines = dir.sanitise(&args(&["--period", "quarter"])).blocked();
@@ -1116,6 +1141,40 @@ fn a_bad_dimensions_file_names_the_file_and_line() {
             .starts_with("error: cannot read reference data nope.csv: "),
         "{}",
         run.stderr()
+    );
+}
+
+#[test]
+fn the_file_says_what_it_is() {
+    let dir = records_dir();
+    let run = referrals(
+        &dir,
+        &[
+            "--rows",
+            "disability",
+            "--periods",
+            "2012-09",
+            "--recipient",
+            "E09000002",
+            "--las",
+            "las.csv",
+            "--classification",
+            "internal",
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let head: Vec<String> = (run.stdout().lines())
+        .take_while(|l| l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        head,
+        [
+            "# Internal MI – for Barking and Dagenham (E09000002) only – not for publication",
+            "# Rounded to nearest 20 (halves up); totals are sums of rounded figures; percentages are computed from rounded figures.",
+            "# Measure: referrals; view: counts",
+            "# Period: 2012-09",
+        ]
     );
 }
 

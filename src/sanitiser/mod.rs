@@ -23,7 +23,8 @@
 //! 4. The release ledger (R11, a later phase) slots in here: it judges a
 //!    [`Sanitised`] against what the same recipient already holds and adds
 //!    its findings with [`Sanitised::add_findings`] before anything renders.
-//! 5. [`render`] writes the CSV an LA receives, or the JSON with findings.
+//! 5. [`render`] writes the CSV an LA receives (saying what it is, who made
+//!    it, for which period, R10), or the JSON with findings.
 //!
 //! Everything here is pure and deterministic (R12): no clock, no randomness,
 //! no I/O beyond the reader it is handed.

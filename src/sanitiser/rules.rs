@@ -3,8 +3,9 @@
 //! figures or whole percentages, its label and its findings.
 
 use super::findings::{Blocked, Code, Finding, Severity};
+use super::period::PeriodRange;
 use super::rounding::{self, Rounded};
-use super::spec::{Classification, Measure, Recipient, TableSpec, View};
+use super::spec::{About, Classification, Measure, Recipient, TableSpec, View};
 use super::table::CountTable;
 
 /// The method note every output carries (R10).
@@ -59,6 +60,8 @@ pub struct Sanitised {
     cols: Vec<String>,
     body: Body,
     findings: Vec<Finding>,
+    periods: Option<PeriodRange>,
+    about: About,
 }
 
 impl Sanitised {
@@ -95,6 +98,14 @@ impl Sanitised {
     }
     pub fn body(&self) -> &Body {
         &self.body
+    }
+    /// The periods the table covers; `None` for every period in the input.
+    pub fn periods(&self) -> Option<PeriodRange> {
+        self.periods
+    }
+    /// Who made the file and when, as far as known.
+    pub fn about(&self) -> &About {
+        &self.about
     }
     /// Warnings, suppressions and notes. Never part of the file an LA gets.
     pub fn findings(&self) -> &[Finding] {
@@ -190,6 +201,8 @@ pub fn sanitise(spec: &TableSpec, table: &CountTable) -> Result<Sanitised, Block
         cols: table.cols().to_vec(),
         body,
         findings,
+        periods: spec.periods,
+        about: spec.about.clone(),
     })
 }
 

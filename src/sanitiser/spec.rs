@@ -1,9 +1,10 @@
 //! What a table is asked to show: measure, view, dimensions, filters, period
-//! grain and range, classification and recipient.
+//! grain and range, classification, recipient, and who made it.
 
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::period::PeriodRange;
@@ -184,6 +185,19 @@ pub struct Recipient {
 /// are shown (R8).
 pub const DEFAULT_MIN_SHARE_BASE: u64 = 100;
 
+/// Who made a file and when, for its leading lines (R10). A report fills
+/// it; the command line leaves it empty. Each part is said only when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct About {
+    /// The provider's name, as `provider.toml` gives it.
+    pub provider: Option<String>,
+    /// The `[[report]]` that made the file.
+    pub report: Option<String>,
+    /// When the run was made for (the run's time, not the clock's, so the
+    /// same run gives the same bytes).
+    pub made_at: Option<DateTime<Utc>>,
+}
+
 /// Everything a table is asked to show. Built by the CLI or by a report.
 ///
 /// Rows, columns and filters name declared dimensions only (R14): `period`,
@@ -216,6 +230,8 @@ pub struct TableSpec {
     pub strict: bool,
     /// The smallest column base for which shares are shown (R8).
     pub min_share_base: u64,
+    /// Who made the file and when (R10).
+    pub about: About,
 }
 
 impl TableSpec {
@@ -233,6 +249,7 @@ impl TableSpec {
             recipient: None,
             strict: false,
             min_share_base: DEFAULT_MIN_SHARE_BASE,
+            about: About::default(),
         }
     }
 
