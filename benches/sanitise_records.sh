@@ -5,9 +5,11 @@
 #   Wall-clock time and peak RSS (GNU /usr/bin/time -f '%e %M') of one
 #   end-to-end sanitise of a participant-records CSV:
 #     mishare sanitise --records FILE --measure referrals --rows payment_group \
-#         --cols period --period month --format csv
-#   i.e. referrals by payment group x month, every cell rounded to the nearest
-#   20 (halves up), totals as sums of rounded cells, written as the LA's CSV.
+#         --cols period --period month --periods 2011-06..2016-03 --format csv
+#   i.e. referrals by payment group x month over the generator's whole date
+#   range (2011-06-01..2016-03-31), laid out in full (all nine groups, every
+#   month of the range), every cell rounded to the nearest 20 (halves up),
+#   totals as sums of rounded cells, written as the LA's CSV.
 #
 # Peer tool
 #   DuckDB's Python package (benches/duckdb_records.py): one SQL query with
@@ -32,7 +34,7 @@
 #   Records come from ../shared/bench/gen_records.py (beside the repo);
 #   generated data is never written inside the repo.
 #
-# Targets reported: mishare median wall time <= DuckDB's; mishare peak RSS < 64 MiB.
+# Targets reported: mishare median wall time <= 0.4 x DuckDB's; mishare peak RSS < 64 MiB.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -93,7 +95,7 @@ timed() {
     local tool=$1 out="$WORK/out_$1.csv" cmd
     if [[ $tool == mishare ]]; then
         cmd=("$MISHARE" sanitise --records "$FILE" --measure referrals --rows payment_group
-             --cols period --period month --format csv)
+             --cols period --period month --periods 2011-06..2016-03 --format csv)
     else
         cmd=("$PY" "$DUCK" "$FILE")
     fi
@@ -141,8 +143,8 @@ for name, w, r in (("mishare", mw, mr), ("duckdb", dw, dr)):
 ratio = st.median(mw) / st.median(dw) if st.median(dw) > 0 else float("nan")
 print()
 print(f"ratio mishare/duckdb (median wall): {ratio:.3f}")
-ok_t = st.median(mw) <= st.median(dw)
+ok_t = st.median(mw) <= 0.4 * st.median(dw)
 ok_m = st.median(mr) < 64
-print(f"target wall time <= DuckDB's: {'MET' if ok_t else 'NOT MET'}")
+print(f"target wall time <= 0.4 x DuckDB's: {'MET' if ok_t else 'NOT MET'}")
 print(f"target peak RSS < 64 MiB:     {'MET' if ok_m else 'NOT MET'} ({st.median(mr):.1f} MiB)")
 EOF

@@ -1,12 +1,16 @@
-//! Reference data: payment groups, local authorities and the contract package
-//! areas (CPAs) they lie in.
+//! Reference data: the declared dimensions a table may be laid out by
+//! (payment groups and characteristics such as disability), local
+//! authorities and the contract package areas (CPAs) they lie in.
 //!
-//! None of this is hard-coded policy. Payment groups have a built-in default
-//! (the Work Programme's nine, in reference order) that a CSV can replace; LAs
+//! None of this is hard-coded policy. The declared dimensions have a
+//! built-in default (the Work Programme's nine payment groups, and disability
+//! `Y`/`N`) that a versioned file (`dimension,category,label`) replaces; LAs
 //! and CPAs always come from a versioned file (`la_code,la_name,cpa`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+use crate::sanitiser::{COUNT, MEASURE_COLUMN, Measure, PAYMENT_GROUP, PERIOD};
 
 /// The Work Programme payment groups, in reference order.
 pub const DEFAULT_PAYMENT_GROUPS: [&str; 9] = [
@@ -20,6 +24,27 @@ pub const DEFAULT_PAYMENT_GROUPS: [&str; 9] = [
     "IB/IS",
     "JSA Prison Leavers",
 ];
+
+/// The built-in characteristic: disability, `Y` (Disabled) then `N` (Not
+/// disabled), in reference order.
+pub const DEFAULT_DISABILITY: [(&str, &str); 2] = [("Y", "Disabled"), ("N", "Not disabled")];
+
+/// The name of the built-in characteristic.
+pub const DISABILITY: &str = "disability";
+
+/// The name of the dimension holding LA codes (from [`LaReference`]).
+pub const LA_CODE: &str = "la_code";
+
+/// The most categories a characteristic may declare. A finer breakdown is
+/// all small cells (R6) and only helps someone single a person out.
+pub const MAX_CHARACTERISTIC_CATEGORIES: usize = 64;
+
+/// The columns of participant records that are not characteristics: the
+/// identifier and the five stage dates. None of them can be declared as a
+/// dimension (R14).
+pub fn record_columns_not_characteristics() -> impl Iterator<Item = &'static str> {
+    std::iter::once("participant_id").chain(Measure::ALL.iter().map(|m| m.date_column()))
+}
 
 /// Why a reference file could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +79,267 @@ pub enum ReferenceError {
         first: u64,
         value: String,
     },
-    /// The file has a header but no entries.
+    /// The file has no entries (or is empty altogether).
     #[error("reference data {path} has no entries")]
     Empty { path: PathBuf },
+    /// A dimensions file does not declare a dimension every table needs.
+    #[error(
+        "reference data {path} declares no `{dimension}` dimension; add one row per category \
+         (`{dimension},CATEGORY,LABEL`), in reference order"
+    )]
+    MissingDimension {
+        path: PathBuf,
+        dimension: &'static str,
+    },
+}
+
+/// One category of a declared dimension: the value the input holds, and the
+/// label the output shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    /// As it appears in the input, for example `Y`.
+    pub code: String,
+    /// As tables show it, for example `Disabled`.
+    pub label: String,
+}
+
+/// A declared dimension: its name and its full, ordered list of categories.
+/// Every category is laid out in every table that uses the dimension,
+/// whether or not anyone falls in it (R15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dimension {
+    name: String,
+    categories: Vec<Category>,
+    position: HashMap<String, usize>,
+}
+
+impl Dimension {
+    /// The dimension's name, as rows, columns and filters name it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The categories in reference order.
+    pub fn categories(&self) -> &[Category] {
+        &self.categories
+    }
+
+    /// The position of the category whose code is `code`, in reference order.
+    pub fn position(&self, code: &str) -> Option<usize> {
+        self.position.get(code).copied()
+    }
+
+    /// How many categories it has (never 0).
+    pub fn len(&self) -> usize {
+        self.categories.len()
+    }
+
+    /// Always `false`: a dimension declares at least one category.
+    pub fn is_empty(&self) -> bool {
+        self.categories.is_empty()
+    }
+
+    /// Builds a dimension from categories already checked to be distinct.
+    fn from_checked(name: &str, categories: Vec<Category>) -> Self {
+        let position = (categories.iter().enumerate())
+            .map(|(i, c)| (c.code.clone(), i))
+            .collect();
+        Self {
+            name: name.to_string(),
+            categories,
+            position,
+        }
+    }
+}
+
+/// The declared dimensions: `payment_group` and the characteristics (such
+/// as `disability`), each with its categories and labels, in reference
+/// order. `period` (derived from dates) and `la_code` (from
+/// [`LaReference`]) are declared elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dimensions {
+    /// In file order; `payment_group` is always one of them.
+    dims: Vec<Dimension>,
+}
+
+impl Default for Dimensions {
+    /// The Work Programme's nine payment groups, then disability (`Y`
+    /// Disabled, `N` Not disabled).
+    fn default() -> Self {
+        let groups = DEFAULT_PAYMENT_GROUPS.map(|g| Category {
+            code: g.to_string(),
+            label: g.to_string(),
+        });
+        let disability = DEFAULT_DISABILITY.map(|(code, label)| Category {
+            code: code.to_string(),
+            label: label.to_string(),
+        });
+        Self {
+            dims: vec![
+                Dimension::from_checked(PAYMENT_GROUP, groups.to_vec()),
+                Dimension::from_checked(DISABILITY, disability.to_vec()),
+            ],
+        }
+    }
+}
+
+impl Dimensions {
+    /// Loads a declaration: a CSV with the header `dimension,category,label`
+    /// and one row per category, in reference order (an empty label means
+    /// the label is the category). It must declare `payment_group`; every
+    /// other dimension is a characteristic of at most
+    /// [`MAX_CHARACTERISTIC_CATEGORIES`] categories. Every mistake names the
+    /// file and, where there is one, the line.
+    pub fn load(path: &Path) -> Result<Self, ReferenceError> {
+        const COLUMNS: [&str; 3] = ["dimension", "category", "label"];
+        let mut dims: Vec<(Dimension, HashMap<String, u64>)> = Vec::new();
+        let mut labels: HashMap<(String, String), (u64, String)> = HashMap::new();
+        for_each_row(path, &COLUMNS, "dimension,category,label", |line, row| {
+            let malformed = |reason: String| ReferenceError::Malformed {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            };
+            let name = row[0].trim();
+            let code = row[1].trim();
+            let label = match row[2].trim() {
+                "" => code,
+                label => label,
+            };
+            check_dimension_name(name).map_err(malformed)?;
+            if code.is_empty() {
+                return Err(malformed(format!("the category of `{name}` is empty")));
+            }
+            for (what, value) in [("category", code), ("label", label)] {
+                if value.chars().any(char::is_control) {
+                    return Err(malformed(format!(
+                        "the {what} {value:?} of `{name}` holds a control character"
+                    )));
+                }
+            }
+            if code.eq_ignore_ascii_case("total") {
+                return Err(malformed(format!(
+                    "`{code}` cannot be a category of `{name}`: `Total` is reserved for \
+                     declared totals"
+                )));
+            }
+            let at = match dims.iter().position(|(d, _)| d.name == name) {
+                Some(at) => at,
+                None => {
+                    dims.push((Dimension::from_checked(name, Vec::new()), HashMap::new()));
+                    dims.len() - 1
+                }
+            };
+            let (dim, first_line) = &mut dims[at];
+            if let Some(first) = first_line.get(code) {
+                return Err(malformed(format!(
+                    "category `{code}` of `{name}` appears twice (first on line {first})"
+                )));
+            }
+            if let Some((first, other)) = labels.get(&(name.to_string(), label.to_string())) {
+                return Err(malformed(format!(
+                    "label `{label}` of `{name}` is already the label of category `{other}` \
+                     (line {first}); two categories with one label could not be told apart"
+                )));
+            }
+            if name != PAYMENT_GROUP && dim.len() == MAX_CHARACTERISTIC_CATEGORIES {
+                return Err(malformed(format!(
+                    "`{name}` has more than {MAX_CHARACTERISTIC_CATEGORIES} categories; a \
+                     breakdown that fine is all small cells — declare coarser bands"
+                )));
+            }
+            first_line.insert(code.to_string(), line);
+            labels.insert(
+                (name.to_string(), label.to_string()),
+                (line, code.to_string()),
+            );
+            dim.position.insert(code.to_string(), dim.categories.len());
+            dim.categories.push(Category {
+                code: code.to_string(),
+                label: label.to_string(),
+            });
+            Ok(())
+        })?;
+        if dims.is_empty() {
+            return Err(ReferenceError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        if !dims.iter().any(|(d, _)| d.name == PAYMENT_GROUP) {
+            return Err(ReferenceError::MissingDimension {
+                path: path.to_path_buf(),
+                dimension: PAYMENT_GROUP,
+            });
+        }
+        Ok(Self {
+            dims: dims.into_iter().map(|(d, _)| d).collect(),
+        })
+    }
+
+    /// The same declaration with the payment groups replaced (as
+    /// `--payment-groups FILE` does); each group's label is its name.
+    pub fn with_payment_groups(mut self, groups: &PaymentGroups) -> Self {
+        let categories = (groups.names().iter())
+            .map(|g| Category {
+                code: g.clone(),
+                label: g.clone(),
+            })
+            .collect();
+        let replacement = Dimension::from_checked(PAYMENT_GROUP, categories);
+        for dim in &mut self.dims {
+            if dim.name == PAYMENT_GROUP {
+                *dim = replacement;
+                break;
+            }
+        }
+        self
+    }
+
+    /// The dimension with this name, if declared.
+    pub fn get(&self, name: &str) -> Option<&Dimension> {
+        self.dims.iter().find(|d| d.name == name)
+    }
+
+    /// The payment groups (always declared).
+    pub fn payment_groups(&self) -> &Dimension {
+        self.get(PAYMENT_GROUP)
+            .expect("every declaration has payment_group")
+    }
+
+    /// Every declared dimension, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = &Dimension> {
+        self.dims.iter()
+    }
+}
+
+/// A dimension name: a lower-case letter, then up to 31 lower-case letters,
+/// digits or `_`, and not one of the names a declaration may not take.
+fn check_dimension_name(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    let shaped = (1..=32).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && (b.iter()).all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if !shaped {
+        return Err(format!(
+            "{name:?} is not a dimension name: a lower-case letter, then up to 31 lower-case \
+             letters, digits or `_`"
+        ));
+    }
+    let why = if name == PERIOD {
+        "is derived from the measure's own stage date"
+    } else if name == LA_CODE {
+        "comes from the LA reference data (la_code,la_name,cpa)"
+    } else if name == COUNT || name == MEASURE_COLUMN {
+        "names the figures of a counts file, not a breakdown"
+    } else if record_columns_not_characteristics().any(|c| c == name) {
+        "is a column of participant records that is not a characteristic (an identifier \
+         or a stage date)"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "`{name}` cannot be declared as a dimension: it {why}"
+    ))
 }
 
 /// Payment groups in reference order.
@@ -92,6 +375,24 @@ impl PaymentGroups {
         let mut first_line = HashMap::new();
         for_each_row(path, &["payment_group"], "payment_group", |line, row| {
             let name = row[0].trim().to_string();
+            let reason = if name.is_empty() {
+                Some("the payment group is empty".to_string())
+            } else if name.eq_ignore_ascii_case("total") {
+                Some(format!(
+                    "`{name}` cannot be a payment group: `Total` is reserved for declared totals"
+                ))
+            } else if name.chars().any(char::is_control) {
+                Some(format!("{name:?} holds a control character"))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ReferenceError::Malformed {
+                    path: path.to_path_buf(),
+                    line,
+                    reason,
+                });
+            }
             if let Some(&first) = first_line.get(&name) {
                 return Err(ReferenceError::Duplicate {
                     path: path.to_path_buf(),
@@ -134,16 +435,19 @@ pub struct LocalAuthority {
     pub cpa: String,
 }
 
-/// The local authorities, keyed by code.
+/// The local authorities, keyed by code, remembering the file's order.
 #[derive(Debug, Clone, Default)]
 pub struct LaReference {
     las: BTreeMap<String, LocalAuthority>,
+    /// Codes in file order: the order of the `la_code` dimension.
+    order: Vec<String>,
 }
 
 impl LaReference {
     /// Loads `la_code,la_name,cpa` (columns found by header name).
     pub fn load(path: &Path) -> Result<Self, ReferenceError> {
         let mut las = BTreeMap::new();
+        let mut order = Vec::new();
         let mut first_line: HashMap<String, u64> = HashMap::new();
         const COLUMNS: [&str; 3] = ["la_code", "la_name", "cpa"];
         for_each_row(path, &COLUMNS, "la_code,la_name,cpa", |line, row| {
@@ -177,6 +481,7 @@ impl LaReference {
                 });
             }
             first_line.insert(code.clone(), line);
+            order.push(code.clone());
             las.insert(code.clone(), LocalAuthority { code, name, cpa });
             Ok(())
         })?;
@@ -185,17 +490,21 @@ impl LaReference {
                 path: path.to_path_buf(),
             });
         }
-        Ok(Self { las })
+        Ok(Self { las, order })
     }
 
-    /// Builds reference data from entries already validated elsewhere.
+    /// Builds reference data from entries already validated elsewhere, in
+    /// their given order (a repeated code keeps its first place and its
+    /// last entry).
     pub fn from_entries(entries: impl IntoIterator<Item = LocalAuthority>) -> Self {
-        Self {
-            las: entries
-                .into_iter()
-                .map(|la| (la.code.clone(), la))
-                .collect(),
+        let mut reference = Self::default();
+        for la in entries {
+            if !reference.las.contains_key(&la.code) {
+                reference.order.push(la.code.clone());
+            }
+            reference.las.insert(la.code.clone(), la);
         }
+        reference
     }
 
     /// The authority with this code, if the reference data knows it.
@@ -206,6 +515,17 @@ impl LaReference {
     /// All authorities, in code order.
     pub fn iter(&self) -> impl Iterator<Item = &LocalAuthority> {
         self.las.values()
+    }
+
+    /// The position of `code` in the reference file's order.
+    pub fn position(&self, code: &str) -> Option<usize> {
+        self.order.iter().position(|c| c == code)
+    }
+
+    /// All authorities in the order of the reference file: the order of the
+    /// `la_code` dimension in a table.
+    pub fn in_file_order(&self) -> impl Iterator<Item = &LocalAuthority> {
+        self.order.iter().map(|code| &self.las[code])
     }
 
     /// How many authorities the reference data lists.
@@ -250,6 +570,11 @@ fn for_each_row(
         .headers()
         .map_err(|e| malformed(1, csv_reason(&e)))?
         .clone();
+    if header.iter().all(|h| h.trim().is_empty()) {
+        return Err(ReferenceError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
     let mut index = Vec::with_capacity(columns.len());
     for &column in columns {
         let at = header.iter().position(|h| h.trim() == column).ok_or(
@@ -326,6 +651,153 @@ mod tests {
             err.to_string().contains("line 4") && err.to_string().contains("line 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn payment_groups_refuse_total() {
+        let f = file("payment_group\nJSA\nTOTAL\n");
+        let err = PaymentGroups::load(f.path()).expect_err("reserved");
+        assert!(
+            err.to_string()
+                .contains("line 3: `TOTAL` cannot be a payment group"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_dimensions_are_the_nine_groups_and_disability() {
+        let d = Dimensions::default();
+        let names: Vec<&str> = d.iter().map(Dimension::name).collect();
+        assert_eq!(names, ["payment_group", "disability"]);
+        let groups: Vec<&str> = (d.payment_groups().categories().iter())
+            .map(|c| c.label.as_str())
+            .collect();
+        assert_eq!(groups, DEFAULT_PAYMENT_GROUPS);
+        let disability = d.get("disability").expect("built in");
+        let codes: Vec<(&str, &str)> = (disability.categories().iter())
+            .map(|c| (c.code.as_str(), c.label.as_str()))
+            .collect();
+        assert_eq!(codes, [("Y", "Disabled"), ("N", "Not disabled")]);
+        assert_eq!(disability.position("N"), Some(1));
+    }
+
+    #[test]
+    fn a_dimensions_file_declares_groups_and_characteristics_with_labels() {
+        let f = file(
+            "dimension,category,label\n\
+             payment_group,JSA,\n\
+             age_band,18-24,Aged 18 to 24\n\
+             payment_group,ESA,Employment and Support Allowance\n\
+             age_band,25+,\n",
+        );
+        let d = Dimensions::load(f.path()).expect("loads");
+        let names: Vec<&str> = d.iter().map(Dimension::name).collect();
+        assert_eq!(names, ["payment_group", "age_band"]);
+        let age: Vec<(&str, &str)> = (d.get("age_band").expect("declared").categories().iter())
+            .map(|c| (c.code.as_str(), c.label.as_str()))
+            .collect();
+        assert_eq!(age, [("18-24", "Aged 18 to 24"), ("25+", "25+")]);
+        assert_eq!(
+            d.payment_groups().categories()[1].label,
+            "Employment and Support Allowance"
+        );
+        assert!(
+            d.get("disability").is_none(),
+            "the file is the whole declaration"
+        );
+
+        let groups = PaymentGroups::from_names(["A".to_string(), "B".to_string()]).expect("ok");
+        let replaced = d.with_payment_groups(&groups);
+        assert_eq!(replaced.payment_groups().len(), 2);
+        assert!(replaced.get("age_band").is_some());
+    }
+
+    #[test]
+    fn a_bad_dimensions_file_names_the_file_and_line() {
+        let many: String = (0..=MAX_CHARACTERISTIC_CATEGORIES)
+            .map(|i| format!("band,b{i},\n"))
+            .collect();
+        let cases = [
+            (
+                "payment_group,JSA,\npayment_group,JSA,x\n",
+                "line 3: category `JSA` of `payment_group` appears twice (first on line 2)",
+            ),
+            (
+                "payment_group,,\n",
+                "line 2: the category of `payment_group` is empty",
+            ),
+            (
+                "payment_group,JSA,\nAge Band,x,\n",
+                "line 3: \"Age Band\" is not a dimension name",
+            ),
+            (
+                "payment_group,JSA,\nperiod,2012-09,\n",
+                "line 3: `period` cannot be declared",
+            ),
+            (
+                "payment_group,JSA,\nla_code,E1,\n",
+                "line 3: `la_code` cannot be declared",
+            ),
+            (
+                "payment_group,JSA,\ncount,1,\n",
+                "line 3: `count` cannot be declared",
+            ),
+            (
+                "payment_group,JSA,\nmeasure,x,\n",
+                "line 3: `measure` cannot be declared",
+            ),
+            (
+                "payment_group,JSA,\nparticipant_id,P1,\n",
+                "line 3: `participant_id` cannot be declared",
+            ),
+            (
+                "payment_group,JSA,\njob_outcome_date,2012-09-01,\n",
+                "line 3: `job_outcome_date` cannot be declared",
+            ),
+            (
+                "payment_group,JSA,\npayment_group,Total,\n",
+                "line 3: `Total` cannot be a category",
+            ),
+            (
+                "payment_group,JSA,Same\npayment_group,ESA,Same\n",
+                "line 3: label `Same` of `payment_group` is already",
+            ),
+            ("disability,Y,\n", "declares no `payment_group` dimension"),
+            ("", "has no entries"),
+        ];
+        for (rows, expected) in cases {
+            let f = file(&format!("dimension,category,label\n{rows}"));
+            let err = Dimensions::load(f.path()).expect_err(rows);
+            let text = err.to_string();
+            assert!(text.contains(&f.path().display().to_string()), "{text}");
+            assert!(text.contains(expected), "{rows:?}: {text}");
+        }
+        let f = file(&format!(
+            "dimension,category,label\npayment_group,JSA,\n{many}"
+        ));
+        let err = Dimensions::load(f.path()).expect_err("too many");
+        assert!(
+            err.to_string()
+                .contains("line 67: `band` has more than 64 categories"),
+            "{err}"
+        );
+        let f = file("");
+        let err = Dimensions::load(f.path()).expect_err("empty file");
+        assert!(err.to_string().contains("has no entries"), "{err}");
+        let f = file("dimension,category\npayment_group,JSA\n");
+        let err = Dimensions::load(f.path()).expect_err("no label column");
+        assert!(err.to_string().contains("`label`"), "{err}");
+    }
+
+    #[test]
+    fn las_keep_the_file_order() {
+        let f = file("la_code,la_name,cpa\nE3,C,X\nE1,A,X\nE2,B,X\n");
+        let las = LaReference::load(f.path()).expect("loads");
+        let order: Vec<&str> = las.in_file_order().map(|la| la.code.as_str()).collect();
+        assert_eq!(order, ["E3", "E1", "E2"]);
+        assert_eq!(las.position("E1"), Some(1));
+        let codes: Vec<&str> = las.iter().map(|la| la.code.as_str()).collect();
+        assert_eq!(codes, ["E1", "E2", "E3"], "iter stays in code order");
     }
 
     #[test]

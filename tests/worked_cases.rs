@@ -1,11 +1,16 @@
-//! SANITISER.md's worked cases T1–T15, through the public library API: a
-//! long counts CSV is read, sanitised and rendered exactly as the daemon and
-//! `mishare sanitise` do it.
+//! SANITISER.md's worked cases T1–T15, T21 and T22, through the public
+//! library API: a long counts CSV (or participant records) is read,
+//! sanitised and rendered exactly as the daemon and `mishare sanitise` do
+//! it. Every table is laid out in full (R15): every declared category of
+//! every dimension it uses, so cases that name only some payment groups
+//! declare just those.
 
-use mishare::reference::PaymentGroups;
+use std::io::Write;
+
+use mishare::reference::{Dimensions, LaReference, LocalAuthority};
 use mishare::sanitiser::{
-    Blocked, Body, Classification, Code, InputError, Measure, Sanitised, TableSpec, View,
-    read_counts, render, sanitise,
+    Blocked, Body, Catalogue, Classification, Code, InputError, Measure, PeriodGrain, Sanitised,
+    TableSpec, View, read_counts, read_records, render, sanitise,
 };
 
 const GROUPS: [&str; 9] = [
@@ -29,18 +34,51 @@ fn spec(measure: Measure, view: View, rows: &str, cols: Option<&str>) -> TableSp
     }
 }
 
-fn run(csv: &str, spec: &TableSpec) -> Result<Sanitised, Blocked> {
-    let table = read_counts(
-        csv.as_bytes(),
-        "counts.csv",
-        spec,
-        &PaymentGroups::default(),
-    )
-    .map_err(|e| match e {
+/// Declared dimensions from a `dimension,category,label` file's rows, and
+/// LAs with these codes (in this order).
+fn catalogue(dimensions: &str, las: &[&str]) -> Catalogue {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(file, "dimension,category,label\n{dimensions}").expect("write");
+    let dimensions = Dimensions::load(file.path()).expect("a valid declaration");
+    let las = las.iter().map(|code| LocalAuthority {
+        code: code.to_string(),
+        name: format!("{code} Council"),
+        cpa: "Area".to_string(),
+    });
+    Catalogue::new(dimensions, LaReference::from_entries(las))
+}
+
+/// The payment groups T5 uses, alone.
+const T5_GROUPS: &str =
+    "payment_group,JSA 18-24,\npayment_group,JSA 25+,\npayment_group,ESA Ex-IB,\n";
+
+fn blocked(e: InputError) -> Blocked {
+    match e {
         InputError::Blocked(b) => b,
         other => panic!("unexpected I/O error: {other}"),
-    })?;
+    }
+}
+
+fn run(csv: &str, spec: &TableSpec) -> Result<Sanitised, Blocked> {
+    run_with(csv, spec, &Catalogue::default())
+}
+
+fn run_with(csv: &str, spec: &TableSpec, catalogue: &Catalogue) -> Result<Sanitised, Blocked> {
+    let table = read_counts(csv.as_bytes(), "counts.csv", spec, catalogue).map_err(blocked)?;
     sanitise(spec, &table)
+}
+
+/// T5's spec: job starts by the three groups × 2012-Q1, 2012-Q2.
+fn t5_spec() -> TableSpec {
+    let mut s = spec(
+        Measure::JobStarts,
+        View::Counts,
+        "payment_group",
+        Some("period"),
+    );
+    s.period = PeriodGrain::Quarter;
+    s.periods = Some("2012-Q1..2012-Q2".parse().expect("range"));
+    s
 }
 
 /// A one-column counts CSV over the payment groups, in reference order.
@@ -103,10 +141,17 @@ fn t1_rounding_through_the_pipeline() {
         0, 0, 0, 20, 20, 20, 20, 20, 40, 40, 40, 60, 60, 100, 100, 120, 1240,
     ];
     let mut csv = String::from("cell,count\n");
+    let mut declared = String::from("payment_group,JSA,\n");
     for (i, x) in input.iter().enumerate() {
         csv.push_str(&format!("c{i:02},{x}\n"));
+        declared.push_str(&format!("cell,c{i:02},\n"));
     }
-    let out = run(&csv, &spec(Measure::Referrals, View::Counts, "cell", None)).expect("valid");
+    let out = run_with(
+        &csv,
+        &spec(Measure::Referrals, View::Counts, "cell", None),
+        &catalogue(&declared, &[]),
+    )
+    .expect("valid");
     assert_eq!(column(counts(&out).0), expected);
 }
 
@@ -198,16 +243,7 @@ ESA Ex-IB,2012-Q2,14
 
 #[test]
 fn t5_job_starts_two_way_table() {
-    let out = run(
-        T5,
-        &spec(
-            Measure::JobStarts,
-            View::Counts,
-            "payment_group",
-            Some("period"),
-        ),
-    )
-    .expect("ok");
+    let out = run_with(T5, &t5_spec(), &catalogue(T5_GROUPS, &[])).expect("ok");
     assert_eq!(out.rows(), ["JSA 18-24", "JSA 25+", "ESA Ex-IB"]);
     assert_eq!(out.cols(), ["2012-Q1", "2012-Q2"]);
     let (cells, row_totals, col_totals, total) = counts(&out);
@@ -226,7 +262,11 @@ fn t6_all_small_cells_warn_twice() {
     )
     .expect("ok");
     let (cells, _, _, total) = counts(&out);
-    assert_eq!(column(cells), [0, 0, 0, 0, 0]);
+    assert_eq!(
+        column(cells),
+        [0; 9],
+        "the four groups with nobody show 0 too"
+    );
     assert_eq!(total, 0);
     assert_eq!(warnings(&out), [Code::Distortion, Code::SmallCells]);
 }
@@ -240,11 +280,31 @@ fn t7_distortion_of_plus_40_is_25_percent() {
     )
     .expect("ok");
     let (cells, _, _, total) = counts(&out);
-    assert_eq!(column(cells), [20, 40, 60, 80]);
+    assert_eq!(column(cells), [20, 40, 60, 80, 0, 0, 0, 0, 0]);
     assert_eq!(total, 200);
     assert_eq!(warnings(&out), [Code::Distortion]);
     let message = &out.findings()[0].message;
     assert!(message.contains("+40, 25%"), "{message}");
+}
+
+/// The exact total stays with the provider: W_DISTORTION's message holds
+/// it for the operator, and no finding is ever part of the LA's file.
+#[test]
+fn t7_the_distortion_message_never_reaches_the_file() {
+    let csv = "payment_group,count\nJSA 18-24,10\nJSA 25+,30\nJSA Early Access,50\nJSA Ex-IB,70\n";
+    let out = run(
+        csv,
+        &spec(Measure::Attachments, View::Counts, "payment_group", None),
+    )
+    .expect("ok");
+    assert!(out.has(Code::Distortion));
+    let file = String::from_utf8(render::csv(&out)).expect("utf8");
+    for finding in out.findings() {
+        assert!(!file.contains(&finding.message), "{file}");
+        assert!(!file.contains(finding.code.as_str()), "{file}");
+    }
+    assert!(!file.contains("160"), "the true total 160: {file}");
+    assert!(!file.contains("25%"), "{file}");
 }
 
 #[test]
@@ -269,17 +329,16 @@ TOTAL,2012-Q1,65
 JSA 18-24,total,40
 total,Total,65
 ";
-    let out = run(
-        csv,
-        &spec(
-            Measure::Referrals,
-            View::Counts,
-            "payment_group",
-            Some("period"),
-        ),
-    )
-    .expect("additive");
-    assert_eq!(out.rows(), ["JSA 18-24", "JSA 25+"]);
+    let mut s = spec(
+        Measure::Referrals,
+        View::Counts,
+        "payment_group",
+        Some("period"),
+    );
+    s.period = PeriodGrain::Quarter;
+    s.periods = Some("2012-Q1".parse().expect("a quarter"));
+    let out = run(csv, &s).expect("additive");
+    assert_eq!(out.rows(), GROUPS, "no Total row: every group, once");
     assert_eq!(out.cols(), ["2012-Q1"]);
     assert_eq!(counts(&out).3, 60);
 }
@@ -334,7 +393,7 @@ fn t11_small_base_suppresses_the_column() {
         &spec(Measure::JobOutcomes, View::Shares, "payment_group", None),
     )
     .expect("ok");
-    assert_eq!(shares(&out), vec![vec![None]; 4]);
+    assert_eq!(shares(&out), vec![vec![None]; 9]);
     let suppressed = out
         .findings()
         .iter()
@@ -343,7 +402,7 @@ fn t11_small_base_suppresses_the_column() {
     assert!(suppressed.message.contains("40"), "{}", suppressed.message);
     assert!(codes(&out).contains(&Code::SmallCells));
     let csv = String::from_utf8(render::csv(&out)).expect("utf8");
-    assert_eq!(csv.matches("[c]").count(), 4, "{csv}");
+    assert_eq!(csv.matches("[c]").count(), 9, "{csv}");
 }
 
 #[test]
@@ -356,10 +415,10 @@ fn t12_sustainments_by_disability() {
     .expect("ok");
     assert_eq!(
         out.rows(),
-        ["N", "Y"],
-        "byte order for a non-reference dimension"
+        ["Disabled", "Not disabled"],
+        "the declared order (Y, N) and labels"
     );
-    assert_eq!(shares(&out), [vec![Some(78)], vec![Some(22)]]);
+    assert_eq!(shares(&out), [vec![Some(22)], vec![Some(78)]]);
     assert!(!codes(&out).contains(&Code::PctSum));
 }
 
@@ -371,7 +430,9 @@ fn t13_thirds_sum_to_99() {
         &spec(Measure::JobOutcomes, View::Shares, "payment_group", None),
     )
     .expect("ok");
-    assert_eq!(shares(&out), vec![vec![Some(33)]; 3]);
+    let mut expected = vec![vec![Some(33)]; 3];
+    expected.extend(vec![vec![Some(0)]; 6]);
+    assert_eq!(shares(&out), expected);
     let pct = out
         .findings()
         .iter()
@@ -382,7 +443,7 @@ fn t13_thirds_sum_to_99() {
 
 #[test]
 fn t14_shares_are_per_column() {
-    let csv = "payment_group,la,count
+    let csv = "payment_group,la_code,count
 JSA 18-24,LA1,58
 JSA 25+,LA1,71
 New ESA Claimants,LA1,12
@@ -390,16 +451,17 @@ JSA 18-24,LA2,14
 JSA 25+,LA2,22
 New ESA Claimants,LA2,3
 ";
-    let out = run(
-        csv,
-        &spec(
-            Measure::JobOutcomes,
-            View::Shares,
-            "payment_group",
-            Some("la"),
-        ),
-    )
-    .expect("ok");
+    // LAs side by side: a published table (an internal one is for one LA).
+    let mut s = spec(
+        Measure::JobOutcomes,
+        View::Shares,
+        "payment_group",
+        Some("la_code"),
+    );
+    s.classification = Some(Classification::Published);
+    let declared = "payment_group,JSA 18-24,\npayment_group,JSA 25+,\n\
+                    payment_group,New ESA Claimants,\n";
+    let out = run_with(csv, &s, &catalogue(declared, &["LA1", "LA2"])).expect("ok");
     assert_eq!(out.cols(), ["LA1", "LA2"]);
     assert_eq!(
         shares(&out),
@@ -423,24 +485,11 @@ New ESA Claimants,LA2,3
 
 #[test]
 fn t15_no_classification_means_internal_with_a_warning() {
-    let mut s = spec(
-        Measure::JobStarts,
-        View::Counts,
-        "payment_group",
-        Some("period"),
-    );
+    let groups = catalogue(T5_GROUPS, &[]);
+    let mut s = t5_spec();
     s.classification = None;
-    let out = run(T5, &s).expect("ok");
-    let classified = run(
-        T5,
-        &spec(
-            Measure::JobStarts,
-            View::Counts,
-            "payment_group",
-            Some("period"),
-        ),
-    )
-    .expect("ok");
+    let out = run_with(T5, &s, &groups).expect("ok");
+    let classified = run_with(T5, &t5_spec(), &groups).expect("ok");
     assert_eq!(out.body(), classified.body(), "T5's output");
     assert_eq!(out.classification(), Classification::Internal);
     assert!(
@@ -449,4 +498,77 @@ fn t15_no_classification_means_internal_with_a_warning() {
         out.label()
     );
     assert_eq!(warnings(&out), [Code::Unclassified]);
+}
+
+const RECORDS_HEADER: &str = "participant_id,la_code,payment_group,disability,referral_date,\
+                              attachment_date,job_start_date,job_outcome_date,\
+                              first_sustainment_date\n";
+
+#[test]
+fn t21_identifiers_dates_and_other_stages_are_refused() {
+    let records = format!("{RECORDS_HEADER}P1,E1,JSA 25+,N,2012-09-03,,,2013-01-07,\n");
+    // (rows, cols, filter, the code that refuses it)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a str)>, Code);
+    let cases: [Case; 3] = [
+        ("participant_id", None, None, Code::NotADimension),
+        (
+            "payment_group",
+            Some("job_outcome_date"),
+            None,
+            Code::NotADimension,
+        ),
+        (
+            "payment_group",
+            None,
+            Some(("job_outcome_date", "")),
+            Code::OutcomeRate,
+        ),
+    ];
+    for (rows, cols, filter, code) in cases {
+        let mut s = spec(Measure::Referrals, View::Counts, rows, cols);
+        s.filters
+            .extend(filter.map(|(d, v)| (d.to_string(), v.to_string())));
+        let err = read_records(records.as_bytes(), "r.csv", &s, &Catalogue::default())
+            .map_err(blocked)
+            .expect_err(rows);
+        let codes: Vec<Code> = err.errors.iter().map(|e| e.code).collect();
+        assert_eq!(codes, [code], "{rows} {cols:?} {filter:?}: {err}");
+    }
+}
+
+#[test]
+fn t22_a_group_of_three_looks_like_a_group_of_none() {
+    let mut records = String::from(RECORDS_HEADER);
+    for i in 0..200 {
+        records.push_str(&format!("P{i},E1,JSA 25+,N,2012-09-03,,,,\n"));
+    }
+    for i in 200..203 {
+        records.push_str(&format!("P{i},E1,JSA Prison Leavers,N,2012-09-04,,,,\n"));
+    }
+    let s = spec(Measure::Referrals, View::Counts, "payment_group", None);
+    let table =
+        read_records(records.as_bytes(), "r.csv", &s, &Catalogue::default()).expect("valid");
+    let out = sanitise(&s, &table).expect("ok");
+    assert_eq!(out.rows(), GROUPS, "all nine groups, in reference order");
+    let (cells, _, _, total) = counts(&out);
+    assert_eq!(column(cells), [0, 200, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(total, 200);
+    let file = String::from_utf8(render::csv(&out)).expect("utf8");
+    let body: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        body,
+        [
+            "payment_group,All,Total",
+            "JSA 18-24,0,0",
+            "JSA 25+,200,200",
+            "JSA Early Access,0,0",
+            "JSA Ex-IB,0,0",
+            "ESA Volunteers,0,0",
+            "New ESA Claimants,0,0",
+            "ESA Ex-IB,0,0",
+            "IB/IS,0,0",
+            "JSA Prison Leavers,0,0",
+            "Total,200,200",
+        ]
+    );
 }

@@ -14,8 +14,7 @@ use mishare::provider::agreement::{AgreementRequest, NewAgreement};
 use mishare::provider::push::Delivered;
 use mishare::provider::store::{Maker, Scope, Store};
 use mishare::provider::{LaOutcome, SendOptions};
-use mishare::reference::PaymentGroups;
-use mishare::sanitiser::{self, InputError, Measure, TableSpec};
+use mishare::sanitiser::{self, Catalogue, InputError, Measure, TableSpec};
 use tokio::net::TcpListener;
 
 use super::Outcome;
@@ -290,7 +289,7 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
         std::fs::File::open(dir.join("data/participants.csv"))?,
         "participants.csv",
         &volumes,
-        &PaymentGroups::default(),
+        &Catalogue::default(),
     ) {
         Err(InputError::Blocked(blocked)) => {
             let _ = writeln!(out, "   {blocked}");

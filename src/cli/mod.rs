@@ -1,6 +1,15 @@
 //! The command-line edge: argument parsing, output formatting and exit
 //! statuses. Commands call the library; nothing here holds policy.
 
+/// `eprintln!` that never panics: a line for standard error, dropped if
+/// nobody is reading it any more (`mishare … 2>&1 | head -1`). The command
+/// then ends with the status it would have had.
+macro_rules! to_stderr {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stderr(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod authority;
 mod certs;
@@ -157,7 +166,7 @@ pub(crate) type Outcome = anyhow::Result<u8>;
 
 /// Prints `error: …` with the whole cause chain and returns `code`.
 pub(crate) fn fail(code: u8, error: &anyhow::Error) -> u8 {
-    eprintln!("error: {error:#}");
+    to_stderr!("error: {error:#}");
     code
 }
 
@@ -185,6 +194,17 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> Outcome {
     }
 }
 
+/// Writes one line to standard error, ignoring any failure: there is no
+/// better place to report that standard error is gone, and a closed stderr
+/// must not turn a command's result into a panic. Use [`to_stderr!`].
+pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(args)
+        .and_then(|()| stderr.write_all(b"\n"));
+}
+
 /// Who is acting: `provider:<login name>`.
 pub(crate) fn actor() -> String {
     let user: String = std::env::var("USER")
@@ -204,6 +224,13 @@ pub(crate) fn actor() -> String {
 /// `println!` to a reader that went away panics; this crate forbids the
 /// `unsafe` needed to restore SIGPIPE, so the panic hook ends the process
 /// quietly instead, as SIGPIPE would, with status 0 like [`write_stdout`].
+///
+/// The same for standard error: commands write to it with [`to_stderr!`],
+/// which cannot panic, but an `eprintln!` left anywhere else would. Such a
+/// panic ends the process quietly with status 1 ([`status::FAILURE`]): the
+/// status the command would have had is not known at that point, and a
+/// command that was writing to stderr was most likely saying something
+/// went wrong.
 fn quiet_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -213,8 +240,13 @@ fn quiet_on_closed_stdout() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(0);
+        if message.contains("Broken pipe") {
+            if message.starts_with("failed printing to stdout") {
+                std::process::exit(0);
+            }
+            if message.starts_with("failed printing to stderr") {
+                std::process::exit(i32::from(status::FAILURE));
+            }
         }
         default(info);
     }));

@@ -187,7 +187,7 @@ pub(crate) fn preview(command: &ReportCommand, global: &Global) -> Outcome {
             .map_or("", |e| e.name.as_str());
         eprintln!(
             "== {} {name}: report {}, period {} ==",
-            file.la, run.report, run.period.name
+            file.la, run.report, run.range
         );
         let gate = match store.as_mut() {
             Some(store) => match Gate::new(&config, store, actor()).evaluate(&file.la, at) {

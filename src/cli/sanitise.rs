@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use mishare::config::ProviderConfig;
-use mishare::reference::{LaReference, PaymentGroups, is_la_code};
+use mishare::reference::{Dimensions, LaReference, PaymentGroups, ReferenceError, is_la_code};
 use mishare::sanitiser::{
-    self, Blocked, Classification, InputError, Measure, PeriodGrain, Recipient, Sanitised,
-    TableSpec, View, render,
+    self, Blocked, Catalogue, Classification, Code, InputError, LA_CODE, Measure, PeriodGrain,
+    PeriodRange, Recipient, Sanitised, TableSpec, View, render,
 };
 
 use super::{Outcome, status};
@@ -18,13 +18,19 @@ use super::{Outcome, status};
 #[derive(Debug, clap::Args)]
 #[command(
     group = clap::ArgGroup::new("input").required(true).args(["counts", "records"]),
-    after_help = "Exit status: 0 on success (warnings allowed), 65 when the input is blocked \
-                  (one `error[CODE]: …` line per reason on standard error, nothing on standard \
-                  output), 64 for a wrong command line, 66 when an input cannot be read."
+    after_help = "Rows, columns and filters may use only declared dimensions: period, la_code \
+                  (from the LA reference data), payment_group and the characteristics (built \
+                  in: disability Y/N; more with --dimensions FILE). Every declared category is \
+                  laid out, in reference order, whether or not anyone falls in it.\n\n\
+                  Exit status: 0 on success (warnings allowed), 65 when the input or the \
+                  request is blocked (one `error[CODE]: …` line per reason on standard error, \
+                  nothing on standard output), 64 for a wrong command line (including a \
+                  missing or too long --periods: error[E_PERIOD_RANGE]), 66 when an input \
+                  cannot be read, 78 when a reference data file is wrong."
 )]
 pub(crate) struct SanitiseArgs {
-    /// A long counts CSV: a header, the table's dimension columns and a
-    /// `count` column, one row per cell.
+    /// A long counts CSV: a header, the columns of the dimensions the table
+    /// uses and a `count` column, one row per cell.
     #[arg(long, value_name = "FILE")]
     counts: Option<PathBuf>,
 
@@ -43,7 +49,8 @@ pub(crate) struct SanitiseArgs {
     #[arg(long, value_enum, default_value_t = View::Counts)]
     view: View,
 
-    /// The row dimension: a column of the input, or `period`.
+    /// The row dimension: period, la_code, payment_group or a declared
+    /// characteristic such as disability.
     #[arg(long, value_name = "DIM")]
     rows: String,
 
@@ -51,22 +58,32 @@ pub(crate) struct SanitiseArgs {
     #[arg(long, value_name = "DIM")]
     cols: Option<String>,
 
-    /// Keep only rows where DIM equals VALUE. Repeat to narrow further.
+    /// Keep only input where dimension DIM has category VALUE. Repeat to
+    /// narrow further.
     #[arg(long = "where", value_name = "DIM=VALUE", value_parser = parse_filter)]
     filters: Vec<(String, String)>,
 
-    /// The grain of the `period` dimension of participant records
-    /// [default: month].
+    /// The grain of the `period` dimension: derived from the measure's date
+    /// in records, the `period` column's labels in counts [default: the
+    /// grain of --periods, else month].
     #[arg(long, value_enum)]
     period: Option<PeriodGrain>,
+
+    /// The periods the table covers, FROM..TO (2012-07..2012-09,
+    /// 2012-Q1..2012-Q4) or one PERIOD; needed when `period` is the rows or
+    /// columns; at most 120 months or 40 quarters. Without it every period
+    /// in the input is counted.
+    #[arg(long, value_name = "FROM..TO")]
+    periods: Option<String>,
 
     /// Published (public domain) or internal MI for one LA. Without it the
     /// file is labelled internal and W_UNCLASSIFIED is reported.
     #[arg(long, value_enum)]
     classification: Option<Classification>,
 
-    /// The LA this file is for; its name goes on the label, from --las or
-    /// else from the reference data of the provider configuration.
+    /// The LA this file is for: its name goes on the label, and an internal
+    /// file counts only its participants (la_code). Its name comes from
+    /// --las or else from the reference data of the provider configuration.
     #[arg(long, value_name = "CODE")]
     recipient: Option<String>,
 
@@ -79,13 +96,20 @@ pub(crate) struct SanitiseArgs {
     #[arg(long)]
     strict: bool,
 
-    /// LA reference data (`la_code,la_name,cpa`) to name a --recipient on
-    /// the label [default: the `reference` of --config, if that file exists].
+    /// LA reference data (`la_code,la_name,cpa`): the categories of
+    /// `la_code`, in file order, and the name of a --recipient [default:
+    /// the `reference` of --config, if that file exists].
     #[arg(long, value_name = "FILE")]
     las: Option<PathBuf>,
 
+    /// The declared dimensions: a CSV `dimension,category,label`, one row
+    /// per category in reference order, declaring payment_group and any
+    /// characteristics [default: the nine payment groups and disability].
+    #[arg(long, value_name = "FILE")]
+    dimensions: Option<PathBuf>,
+
     /// Payment groups in reference order (a CSV with the header
-    /// `payment_group`), instead of the built-in nine.
+    /// `payment_group`), replacing those of the declared dimensions.
     #[arg(long, value_name = "FILE")]
     payment_groups: Option<PathBuf>,
 
@@ -108,55 +132,93 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
 }
 
 pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
-    if args.counts.is_some() && args.period.is_some() {
-        eprintln!(
-            "error: --period applies to --records only; a counts file's own period column is \
-             used as it is"
+    let periods = match args.periods.as_deref().map(str::parse::<PeriodRange>) {
+        None => None,
+        Some(Ok(range)) => Some(range),
+        Some(Err(e)) => {
+            to_stderr!(
+                "error: --periods: {e}; give FROM..TO (for example 2012-07..2012-09 or \
+                 2012-Q1..2012-Q4) or one PERIOD"
+            );
+            return Ok(status::USAGE);
+        }
+    };
+    let mut dimensions = match &args.dimensions {
+        Some(path) => match reference(Dimensions::load(path)) {
+            Ok(d) => d,
+            Err(code) => return Ok(code),
+        },
+        None => Dimensions::default(),
+    };
+    if let Some(path) = &args.payment_groups {
+        match reference(PaymentGroups::load(path)) {
+            Ok(groups) => dimensions = dimensions.with_payment_groups(&groups),
+            Err(code) => return Ok(code),
+        }
+    }
+    let uses_las = std::iter::once(args.rows.as_str())
+        .chain(args.cols.as_deref())
+        .chain(args.filters.iter().map(|(d, _)| d.as_str()))
+        .any(|d| d == LA_CODE);
+    let las = match &args.las {
+        Some(path) => match reference(LaReference::load(path)) {
+            Ok(las) => las,
+            Err(code) => return Ok(code),
+        },
+        None if (uses_las || args.recipient.is_some()) && global.config.exists() => {
+            ProviderConfig::load(&global.config)?.reference
+        }
+        None => LaReference::default(),
+    };
+    let needs = "pass --las FILE (la_code,la_name,cpa), or run where provider.toml is (or name \
+                 it with --config)";
+    let recipient = match &args.recipient {
+        Some(code) if las.is_empty() => {
+            to_stderr!(
+                "error: --recipient {code} needs LA reference data to name the LA on the \
+                 label: {needs}"
+            );
+            return Ok(status::USAGE);
+        }
+        Some(code) => match recipient(code, &las) {
+            Ok(r) => Some(r),
+            Err(message) => {
+                to_stderr!("error: {message}");
+                return Ok(status::USAGE);
+            }
+        },
+        None => None,
+    };
+    if uses_las && las.is_empty() {
+        to_stderr!(
+            "error: `{LA_CODE}` needs LA reference data, whose codes (in file order) are its \
+             categories: {needs}"
         );
         return Ok(status::USAGE);
     }
-    let groups = match &args.payment_groups {
-        Some(path) => PaymentGroups::load(path)?,
-        None => PaymentGroups::default(),
-    };
-    let recipient = match &args.recipient {
-        Some(code) => {
-            let las = match &args.las {
-                Some(path) => LaReference::load(path)?,
-                None if global.config.exists() => ProviderConfig::load(&global.config)?.reference,
-                None => {
-                    eprintln!(
-                        "error: --recipient {code} needs LA reference data to name the LA on the \
-                         label: pass --las FILE (la_code,la_name,cpa), or run where \
-                         provider.toml is (or name it with --config)"
-                    );
-                    return Ok(status::USAGE);
-                }
-            };
-            match recipient(code, &las) {
-                Ok(r) => Some(r),
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return Ok(status::USAGE);
-                }
-            }
-        }
-        None => None,
-    };
     let spec = TableSpec {
         view: args.view,
         cols: args.cols.clone(),
         filters: args.filters.clone(),
-        period: args.period.unwrap_or_default(),
+        period: args
+            .period
+            .or(periods.map(|r| r.grain()))
+            .unwrap_or_default(),
+        periods,
         classification: args.classification,
         recipient,
         strict: args.strict,
         min_share_base: args.min_share_base,
         ..TableSpec::new(args.measure, args.rows.clone())
     };
+    let catalogue = Catalogue::new(dimensions, las);
 
-    if let Err(blocked) = sanitiser::check_spec(&spec) {
-        return Ok(blocked_status(&blocked));
+    if let Err(errors) = sanitiser::check_spec(&spec, &catalogue) {
+        // A missing, too long or mismatched --periods is a mistake in the
+        // command line, not a refused table.
+        let usage = errors.0.iter().all(|e| e.code == Code::PeriodRange);
+        let code = blocked_status(&errors.into());
+        return Ok(if usage { status::USAGE } else { code });
     }
     let (path, records) = match (&args.counts, &args.records) {
         (Some(p), _) => (p, false),
@@ -167,20 +229,20 @@ pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot open {source}: {e}");
+            to_stderr!("error: cannot open {source}: {e}");
             return Ok(status::NO_INPUT);
         }
     };
     let read = if records {
-        sanitiser::read_records(file, &source, &spec, &groups)
+        sanitiser::read_records(file, &source, &spec, &catalogue)
     } else {
-        sanitiser::read_counts(io::BufReader::new(file), &source, &spec, &groups)
+        sanitiser::read_counts(io::BufReader::new(file), &source, &spec, &catalogue)
     };
     let table = match read {
         Ok(t) => t,
         Err(InputError::Blocked(blocked)) => return Ok(blocked_status(&blocked)),
         Err(e) => {
-            eprintln!("error: {e}");
+            to_stderr!("error: {e}");
             return Ok(status::NO_INPUT);
         }
     };
@@ -189,6 +251,18 @@ pub(crate) fn run(args: &SanitiseArgs, global: &super::Global) -> Outcome {
         Err(blocked) => return Ok(blocked_status(&blocked)),
     };
     print(&sanitised, args.format)
+}
+
+/// Reference data, or the exit status for why it cannot be used: 66 if it
+/// cannot be read, 78 if it is wrong (the message names the file and line).
+fn reference<T>(loaded: Result<T, ReferenceError>) -> Result<T, u8> {
+    loaded.map_err(|e| {
+        to_stderr!("error: {e}");
+        match e {
+            ReferenceError::Io { .. } => status::NO_INPUT,
+            _ => status::CONFIG,
+        }
+    })
 }
 
 /// Looks the recipient up in the LA reference data.
@@ -211,7 +285,7 @@ fn recipient(code: &str, las: &LaReference) -> Result<Recipient, String> {
 
 /// Prints a block's errors and gives the exit status for it.
 fn blocked_status(blocked: &Blocked) -> u8 {
-    eprintln!("{blocked}");
+    to_stderr!("{blocked}");
     status::DATA_ERR
 }
 
@@ -220,7 +294,7 @@ fn print(table: &Sanitised, format: Format) -> Outcome {
         Format::Csv => {
             // Findings are for the operator, never part of the file (R13).
             for finding in table.findings() {
-                eprintln!("{finding}");
+                to_stderr!("{finding}");
             }
             render::csv(table)
         }

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use super::{Checker, ConfigError, RawTls, TlsPaths};
 use crate::common::names::{is_la_code, is_report_name};
 use crate::cron::Schedule;
-use crate::reference::LaReference;
-use crate::sanitiser::{self, Classification, Measure, PeriodGrain, TableSpec, View};
+use crate::reference::{Dimensions, LaReference};
+use crate::sanitiser::{
+    self, Catalogue, Classification, Measure, Period, PeriodGrain, PeriodRange, TableSpec, View,
+};
 use crate::seal::Recipients;
 use crate::tls::{Identity, TrustAnchors};
 
@@ -36,6 +38,10 @@ pub struct ProviderConfig {
     pub reference_path: PathBuf,
     /// The LAs and the contract package areas they lie in.
     pub reference: LaReference,
+    /// The declared dimensions every table may use: payment groups and
+    /// characteristics (from `dimensions`, or the built-in ones) and the
+    /// LAs of the reference data.
+    pub catalogue: Catalogue,
     /// The provider's TLS identity and the anchors it trusts endpoints by.
     pub tls: ProviderTls,
     /// DWP's `Directive` channel, if the provider serves it.
@@ -124,6 +130,9 @@ pub struct ReportConfig {
     pub rows: String,
     pub cols: Option<String>,
     pub period: PeriodGrain,
+    /// How many complete periods each run covers, ending with the run's
+    /// period (`periods`, default 1: the run's period alone).
+    pub periods: usize,
     /// Five-field cron in Europe/London, parsed.
     pub schedule: Schedule,
     pub recipients: ReportRecipients,
@@ -134,17 +143,23 @@ pub struct ReportConfig {
 }
 
 impl ReportConfig {
-    /// The table the report asks for, before any LA or period is chosen.
-    pub fn table_spec(&self) -> TableSpec {
+    /// The table a run whose last complete period is `last` asks for,
+    /// before any LA is chosen: its range is the report's `periods`
+    /// complete periods ending with `last`.
+    pub fn table_spec(&self, last: Period) -> TableSpec {
         TableSpec {
             view: self.view,
             cols: self.cols.clone(),
             period: self.period,
+            periods: PeriodRange::ending(last, self.periods),
             classification: Some(self.classification),
             ..TableSpec::new(self.measure, self.rows.clone())
         }
     }
 }
+
+/// The default `periods` of a report: the run's period alone.
+pub const DEFAULT_PERIODS: usize = 1;
 
 /// Where a report reads its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +255,7 @@ struct RawConfig {
     data_dir: PathBuf,
     contract_areas: Vec<String>,
     reference: PathBuf,
+    dimensions: Option<PathBuf>,
     tls: RawTls,
     directive: Option<RawDirective>,
     #[serde(default)]
@@ -288,6 +304,7 @@ struct RawReport {
     cols: Option<String>,
     #[serde(default)]
     period: PeriodGrain,
+    periods: Option<usize>,
     schedule: String,
     recipients: RawRecipients,
     /// Defaults to the safer choice: each LA sees only its own rows.
@@ -328,8 +345,19 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
             source,
         })?;
     let contract_areas = contract_areas(check, &raw.contract_areas, &reference, &reference_path)?;
+    let dimensions = match &raw.dimensions {
+        None => Dimensions::default(),
+        Some(path) => {
+            Dimensions::load(&check.resolve(path)).map_err(|source| ConfigError::Reference {
+                path: check.path.to_path_buf(),
+                key: "dimensions",
+                source,
+            })?
+        }
+    };
+    let catalogue = Catalogue::new(dimensions, reference.clone());
     let authorities = authorities(check, raw.authority)?;
-    let reports = reports(check, raw.report, &authorities)?;
+    let reports = reports(check, raw.report, &authorities, &catalogue)?;
     let delivery = delivery(check, raw.delivery)?;
     let directive_raw = raw
         .directive
@@ -372,6 +400,7 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
         contract_areas,
         reference_path,
         reference,
+        catalogue,
         tls: ProviderTls {
             paths,
             identity,
@@ -469,6 +498,7 @@ fn reports(
     check: &Checker<'_>,
     raw: Vec<RawReport>,
     authorities: &[LaEndpoint],
+    catalogue: &Catalogue,
 ) -> Result<Vec<ReportConfig>, ConfigError> {
     let codes: HashSet<&str> = authorities.iter().map(|a| a.code.as_str()).collect();
     let mut reports = Vec::with_capacity(raw.len());
@@ -544,6 +574,22 @@ fn reports(
                 ReportRecipients::Only(list)
             }
         };
+        let max = r.period.max_range();
+        let periods = match r.periods {
+            None => DEFAULT_PERIODS,
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                return Err(check.invalid(
+                    key("periods"),
+                    format!(
+                        "{n} is not a number of periods from 1 to {max}; a report covers its \
+                         run's {} or that many complete {}s ending with it",
+                        r.period.as_str(),
+                        r.period.as_str()
+                    ),
+                ));
+            }
+        };
         let report = ReportConfig {
             name: r.name,
             source,
@@ -552,25 +598,66 @@ fn reports(
             rows: r.rows,
             cols: r.cols,
             period: r.period,
+            periods,
             schedule,
             recipients,
             split_by_recipient: r.split_by_recipient,
             classification: r.classification,
             missed: r.missed,
         };
-        // The rules that depend on the table asked for alone are checked
-        // now, not at the report's first run.
-        if let Err(blocked) = sanitiser::check_spec(&report.table_spec()) {
-            let rule = blocked
-                .errors
-                .first()
-                .map(|f| format!("{}: {}", f.code, f.message))
-                .unwrap_or_default();
-            return Err(check.invalid(key("measure"), rule));
-        }
+        check_report(check, &report, &key, catalogue)?;
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The disclosure rules that depend on a report's table alone, checked at
+/// load for every report, so none waits for its first scheduled run: the
+/// table the sanitiser would be asked for (closed dimensions, no outcome
+/// volumes or rates, a bounded period range; `sanitiser::check_spec`), and
+/// whose data each LA gets (R16).
+fn check_report(
+    check: &Checker<'_>,
+    report: &ReportConfig,
+    key: &dyn Fn(&str) -> String,
+    catalogue: &Catalogue,
+) -> Result<(), ConfigError> {
+    let rule = |field: &str, code: sanitiser::Code, why: String| {
+        check.invalid(key(field), format!("report {}: {code}: {why}", report.name))
+    };
+    if report.classification == Classification::Internal && !report.split_by_recipient {
+        return Err(rule(
+            "split_by_recipient",
+            sanitiser::Code::OtherLa,
+            "an internal file for an LA holds only that LA's participants, but with \
+             split_by_recipient = false every LA would get everyone's; set \
+             split_by_recipient = true, or classification = \"published\" for a table that \
+             may be made public"
+                .into(),
+        ));
+    }
+    // Any run's range has the same shape; one ending in 2012 stands for all.
+    let sample = Period::containing(
+        chrono::NaiveDate::from_ymd_opt(2012, 12, 31).unwrap_or_default(),
+        report.period,
+    );
+    let spec = match sample {
+        Some(last) => report.table_spec(last),
+        None => TableSpec::new(report.measure, report.rows.clone()),
+    };
+    if let Err(errors) = sanitiser::check_spec(&spec, catalogue) {
+        let first = &errors.0[0];
+        let field = match first.key {
+            sanitiser::SpecKey::View => "view",
+            sanitiser::SpecKey::Rows => "rows",
+            sanitiser::SpecKey::Cols => "cols",
+            sanitiser::SpecKey::Periods => "periods",
+            // A report has no filters; its recipients are its LAs.
+            _ => "classification",
+        };
+        return Err(rule(field, first.code, first.message.clone()));
+    }
+    Ok(())
 }
 
 fn delivery(check: &Checker<'_>, raw: Option<RawDelivery>) -> Result<DeliveryPolicy, ConfigError> {

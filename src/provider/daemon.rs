@@ -248,7 +248,7 @@ impl Daemon {
                 let skipped: Vec<_> = due
                     .skipped
                     .iter()
-                    .map(|&at| (at, last_complete_period(report.period, at).name))
+                    .map(|&at| (at, last_complete_period(report.period, at).to_string()))
                     .collect();
                 let (name, until, actor) =
                     (report.name.clone(), due.handled_until, self.actor.clone());
@@ -265,7 +265,7 @@ impl Daemon {
                 });
             }
             if let Some(at) = due.run {
-                let period = last_complete_period(report.period, at).name;
+                let period = last_complete_period(report.period, at).to_string();
                 let (name, until, actor) =
                     (report.name.clone(), due.handled_until, self.actor.clone());
                 let run_id = self

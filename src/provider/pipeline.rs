@@ -25,9 +25,10 @@ use crate::common::shutdown::Shutdown;
 use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::gate::{Gate, Refusal, Stage};
 use crate::provider::outbox::{self, Addressed, OutboxError, RequeueError};
-use crate::provider::report::{self, LaFile, Period, ReportError};
+use crate::provider::report::{self, LaFile, ReportError};
 use crate::provider::store::{Delivery, SharedStore, Store, StoreError};
 use crate::sanitiser::Blocked;
+use crate::sanitiser::Period;
 
 /// Why a run could not be made at all (for any LA).
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +171,7 @@ impl Pipeline {
             RunRecord::New => {
                 let (report_name, period_name, actor) = (
                     report.name.clone(),
-                    made.period.name.clone(),
+                    made.period.to_string(),
                     self.actor.clone(),
                 );
                 self.store
@@ -183,7 +184,7 @@ impl Pipeline {
             }
         };
         pass.run_id = Some(run_id);
-        pass.period = made.period.clone();
+        pass.period = made.period;
 
         // Seal and spool one file at a time, each handed on as soon as it
         // is queued (so its push can start while the next is sealed). The
@@ -211,7 +212,7 @@ impl Pipeline {
             );
             let (report_name, period_name, classification, to_la) = (
                 report.name.clone(),
-                made.period.name.clone(),
+                made.period.to_string(),
                 report.classification,
                 la.clone(),
             );

@@ -7,24 +7,28 @@
 //! then sanitised with that LA named on the label. A table the sanitiser
 //! blocks is that LA's failure, with every reason kept; the other LAs go on.
 //!
-//! A run covers the last **complete** period before the time it is made for
-//! (Europe/London): at any time in October 2012 a monthly report covers
-//! `2012-09`, and participant records dated after 30 September are left out,
-//! so an unfinished period never leaves.
+//! A run is for the last **complete** period before the time it is made for
+//! (Europe/London): at any time in October 2012 a monthly report's run is
+//! for `2012-09`. Its files cover an explicit, bounded range: the report's
+//! `periods` complete periods ending with that one (by default that period
+//! alone), so an unfinished period never leaves and a table never grows
+//! from the first record ever seen. Each file says who made it, which
+//! report and measure it is, the range it covers and when it was made (the
+//! run's time, so the same run makes the same bytes).
 //!
 //! Plaintext lives only here, in [`Zeroizing`] buffers, until it is sealed.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use crate::common::time::london_date;
 use crate::config::provider::{ProviderConfig, ReportConfig, Source};
-use crate::reference::PaymentGroups;
 use crate::sanitiser::{
-    self, Blocked, Finding, InputError, PeriodGrain, Recipient, TableSpec, render,
+    self, About, Blocked, Finding, InputError, Period, PeriodGrain, PeriodRange, Recipient,
+    TableSpec, render,
 };
 
 /// The largest counts file a report reads into memory. Counts are
@@ -64,43 +68,12 @@ pub enum ReportError {
     SourceBlocked { report: String, blocked: Blocked },
 }
 
-/// The period a run covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Period {
-    /// As the manifest carries it: `2012-09` or `2012-Q3`.
-    pub name: String,
-    /// Its first day.
-    pub first_day: NaiveDate,
-    /// Its last day: records dated later are not counted.
-    pub last_day: NaiveDate,
-}
-
-/// The last complete period of `grain` before `at`, in Europe/London.
+/// The last complete period of `grain` before `at`, in Europe/London: the
+/// period a run made at `at` is for.
 pub fn last_complete_period(grain: PeriodGrain, at: DateTime<Utc>) -> Period {
-    let today = london_date(at);
-    let months = match grain {
-        PeriodGrain::Month => 1,
-        PeriodGrain::Quarter => 3,
-    };
-    // The first day of the period `today` is in.
-    let current_start_month = (today.month0() / months) * months + 1;
-    let current_start = NaiveDate::from_ymd_opt(today.year(), current_start_month, 1)
-        .expect("the first of a month exists");
-    let last_day = current_start
-        .pred_opt()
-        .expect("dates before year 1 are not used");
-    let first_month = (last_day.month0() / months) * months + 1;
-    let first_day = NaiveDate::from_ymd_opt(last_day.year(), first_month, 1)
-        .expect("the first of a month exists");
-    let name = match grain {
-        PeriodGrain::Month => format!("{:04}-{:02}", last_day.year(), last_day.month()),
-        PeriodGrain::Quarter => format!("{:04}-Q{}", last_day.year(), last_day.month0() / 3 + 1),
-    };
-    Period {
-        name,
-        first_day,
-        last_day,
-    }
+    Period::containing(london_date(at), grain)
+        .and_then(Period::prev)
+        .expect("run times come from the clock or a schedule, inside the calendar's range")
 }
 
 /// One LA's file from a run.
@@ -121,11 +94,14 @@ pub struct Rendered {
     pub findings: Vec<Finding>,
 }
 
-/// A whole run: its period and one file per LA, in the order asked.
+/// A whole run: its period, the range of periods its files cover (the
+/// report's `periods` ending with it) and one file per LA, in the order
+/// asked.
 #[derive(Debug)]
 pub struct ReportRun {
     pub report: String,
     pub period: Period,
+    pub range: PeriodRange,
     pub files: Vec<LaFile>,
 }
 
@@ -163,8 +139,17 @@ pub fn run_report(
     at: DateTime<Utc>,
 ) -> Result<ReportRun, ReportError> {
     let period = last_complete_period(report.period, at);
-    let groups = PaymentGroups::default();
-    let base = report.table_spec();
+    let base = TableSpec {
+        about: About {
+            provider: Some(config.provider.clone()),
+            report: Some(report.name.clone()),
+            made_at: Some(at),
+        },
+        ..report.table_spec(period)
+    };
+    // Checked when the configuration was loaded; a range is always there.
+    let range = base.periods.unwrap_or_else(|| PeriodRange::single(period));
+    let catalogue = &config.catalogue;
     let recipient = |la: &str| Recipient {
         code: la.to_string(),
         name: config
@@ -198,22 +183,19 @@ pub fn run_report(
 
     let files = match &report.source {
         Source::Records(path) => {
-            let spec = TableSpec {
-                until: Some(period.last_day),
-                ..base
-            };
+            let spec = base;
             let source = path.display().to_string();
             let file = File::open(path).map_err(|e| read_error(path, e))?;
             if report.split_by_recipient {
                 let tables =
-                    sanitiser::read_records_split(file, &source, &spec, &groups, "la_code", las)
+                    sanitiser::read_records_split(file, &source, &spec, catalogue, "la_code", las)
                         .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .zip(&tables)
                     .map(|(la, table)| finish(la, &spec_for(la, &spec), table))
                     .collect()
             } else {
-                let table = sanitiser::read_records(file, &source, &spec, &groups)
+                let table = sanitiser::read_records(file, &source, &spec, catalogue)
                     .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .map(|la| finish(la, &spec_for(la, &spec), &table))
@@ -240,13 +222,13 @@ pub fn run_report(
                 for la in las {
                     let mut spec = spec_for(la, &base);
                     spec.filters.push(("la_code".to_string(), la.clone()));
-                    let table = sanitiser::read_counts(&bytes[..], &source, &spec, &groups)
+                    let table = sanitiser::read_counts(&bytes[..], &source, &spec, catalogue)
                         .map_err(|e| source_blocked(e, path))?;
                     files.push(finish(la, &spec, &table));
                 }
                 files
             } else {
-                let table = sanitiser::read_counts(&bytes[..], &source, &base, &groups)
+                let table = sanitiser::read_counts(&bytes[..], &source, &base, catalogue)
                     .map_err(|e| source_blocked(e, path))?;
                 las.iter()
                     .map(|la| finish(la, &spec_for(la, &base), &table))
@@ -257,6 +239,7 @@ pub fn run_report(
     Ok(ReportRun {
         report: report.name.clone(),
         period,
+        range,
         files,
     })
 }
@@ -333,10 +316,10 @@ mod tests {
         ];
         for (when, grain, name, last) in cases {
             let p = last_complete_period(grain, at(when));
-            assert_eq!(p.name, name, "{when} {grain:?}");
-            assert_eq!(p.last_day.to_string(), last, "{when} {grain:?}");
+            assert_eq!(p.to_string(), name, "{when} {grain:?}");
+            assert_eq!(p.last_day().to_string(), last, "{when} {grain:?}");
         }
         let q = last_complete_period(PeriodGrain::Quarter, at("2012-10-15T12:00:00Z"));
-        assert_eq!(q.first_day.to_string(), "2012-07-01");
+        assert_eq!(q.first_day().to_string(), "2012-07-01");
     }
 }

@@ -30,7 +30,7 @@ pub fn next_run(config: &ProviderConfig, report: &ReportConfig, after: DateTime<
     NextRun {
         report: report.name.clone(),
         at,
-        period: at.map(|t| last_complete_period(report.period, t).name),
+        period: at.map(|t| last_complete_period(report.period, t).to_string()),
         recipients: config.recipients_of(report),
     }
 }

@@ -1,19 +1,23 @@
-//! The long counts CSV: a header, one row per cell, the table's dimension
-//! columns and a `count` column. Other columns may be filtered on and are
-//! otherwise summed over; a combination with no row is a true zero.
+//! The long counts CSV: a header, one row per cell, the columns of the
+//! declared dimensions the table uses and a `count` column. Other columns
+//! are summed over; a combination with no row is a true zero.
 //!
 //! R1 (every count valid) and R2 (every declared `Total` adds up) are
-//! checked over the whole file before anything is tallied.
+//! checked over the whole file before anything is tallied; then every value
+//! in a column the table uses must be a declared category (R14), every
+//! value of a `period` column a label of the table's grain, and the table
+//! is laid out from the specification alone (R15).
 
 use std::collections::HashMap;
 use std::io::Read;
 
 use super::findings::{Blocked, Code, ErrorSink};
 use super::input::{self, Header, InputError};
+use super::layout::{Catalogue, Dim, Kind, Layout, Lookup, Origin, Wanted, undeclared};
+use super::period::Period;
 use super::rounding::MAX_COUNT;
-use super::spec::{COUNT, MEASURE_COLUMN, TableSpec};
+use super::spec::{ALL_COLUMN, COUNT, LA_CODE, MEASURE_COLUMN, PERIOD, TableSpec};
 use super::table::{CountTable, Tally};
-use crate::reference::PaymentGroups;
 
 /// One data row: its values (every column but `count`), count and line.
 struct Row {
@@ -22,19 +26,66 @@ struct Row {
     line: u64,
 }
 
+/// A column whose values are categories: looked up, or parsed as periods.
+enum Slot<'c> {
+    Category {
+        at: usize,
+        dim: Dim<'c>,
+        lookup: Lookup,
+    },
+    Period {
+        at: usize,
+    },
+}
+
+/// The columns the table reads categories from, each once.
+struct Slots<'a, 'c> {
+    list: Vec<(String, Slot<'c>)>,
+    header: &'a Header,
+    count_at: usize,
+    layout: &'a Layout<'c>,
+    source: &'a str,
+}
+
+impl<'c> Slots<'_, 'c> {
+    /// The slot of `dim`'s column, added if new; `why` says why the column
+    /// is needed if the header lacks it.
+    fn get(&mut self, dim: Dim<'c>, why: &dyn Fn() -> String) -> Result<usize, Blocked> {
+        let name = dim.column();
+        if let Some(k) = self.list.iter().position(|(n, _)| n == name) {
+            return Ok(k);
+        }
+        let i = self
+            .header
+            .require(name, Code::MissingColumn, self.source, why)?;
+        // Positions in `Row::values`, which skip the count column.
+        let at = if i > self.count_at { i - 1 } else { i };
+        let s = match dim.kind {
+            Kind::Period => Slot::Period { at },
+            Kind::La | Kind::Declared(_) => Slot::Category {
+                at,
+                dim,
+                lookup: self.layout.lookup(dim),
+            },
+        };
+        self.list.push((name.to_string(), s));
+        Ok(self.list.len() - 1)
+    }
+}
+
 /// Reads a long counts CSV into a table of true counts for `spec`.
 ///
 /// `source` names the input in messages (the path as the user gave it).
-/// A request the rules forbid (R7, R9) is refused before anything is read.
-/// Counts files are pre-aggregated and small, so rows are held in memory to
-/// check declared totals against the cells they cover.
+/// A request the rules forbid ([`super::check_spec`]) is refused before
+/// anything is read. Counts files are pre-aggregated and small, so rows are
+/// held in memory to check declared totals against the cells they cover.
 pub fn read_counts(
     input: impl Read,
     source: &str,
     spec: &TableSpec,
-    groups: &PaymentGroups,
+    catalogue: &Catalogue,
 ) -> Result<CountTable, InputError> {
-    super::check_spec(spec)?;
+    let layout = Layout::new(spec, catalogue)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -56,29 +107,69 @@ pub fn read_counts(
     let count_at = header.require(COUNT, Code::MissingColumn, source, || {
         "the counts input needs a `count` column".to_string()
     })?;
-    for dim in spec
-        .dimensions()
-        .chain(spec.filters.iter().map(|(d, _)| d.as_str()))
-    {
-        if dim == COUNT {
-            return Err(Blocked::one(
-                Code::UnknownDimension,
-                format!("`{COUNT}` holds the figures and cannot be a dimension or filter"),
-            )
-            .into());
-        }
-        header.require(dim, Code::UnknownDimension, source, || {
-            format!("no column `{dim}` to lay out or filter the table by")
-        })?;
-    }
-    // Positions in `Row::values`, which skip the count column.
-    let value_at = |name: &str| {
-        let i = header.position(name).expect("checked above");
-        if i > count_at { i - 1 } else { i }
+    let value_at = |i: usize| if i > count_at { i - 1 } else { i };
+
+    let mut slots = Slots {
+        list: Vec::new(),
+        header: &header,
+        count_at,
+        layout: &layout,
+        source,
     };
-    let measure_at = header
-        .position(MEASURE_COLUMN)
-        .map(|_| value_at(MEASURE_COLUMN));
+    let mut slot = |dim, why: &dyn Fn() -> String| slots.get(dim, why);
+    let lay_out = |dim: Dim<'_>| {
+        let name = dim.name.to_string();
+        move || format!("no column `{name}` to lay out or filter the table by")
+    };
+    let rows_at = slot(layout.rows, &lay_out(layout.rows))?;
+    let cols_at = match layout.cols {
+        Some(c) => Some(slot(c, &lay_out(c))?),
+        None => None,
+    };
+    let mut filters = Vec::new();
+    let mut nothing = false;
+    for f in &layout.filters {
+        let at = match f.origin {
+            Origin::Where => slot(f.dim, &lay_out(f.dim))?,
+            Origin::Recipient => slot(f.dim, &|| {
+                format!(
+                    "the counts need a `{LA_CODE}` column to select the recipient's \
+                     participants: an internal file counts only its recipient's"
+                )
+            })?,
+        };
+        match f.wanted {
+            Wanted::Category(i) => filters.push((at, i)),
+            Wanted::Period(p) => filters.push((at, p.ordinal())),
+            Wanted::Nothing => nothing = true,
+        }
+    }
+    let range_at = match layout.periods {
+        Some(range) => {
+            let period = Dim {
+                name: PERIOD,
+                kind: Kind::Period,
+            };
+            let at = slot(period, &|| {
+                format!(
+                    "a period range ({range}) was given, so the counts need a `{PERIOD}` \
+                     column to select it"
+                )
+            })?;
+            Some((at, range.first().ordinal(), range.last().ordinal()))
+        }
+        None => None,
+    };
+    // A `period` column holds labels of the table's grain whether or not
+    // the table uses it: summing months with quarters would mislead.
+    if header.position(PERIOD).is_some() {
+        let period = Dim {
+            name: PERIOD,
+            kind: Kind::Period,
+        };
+        slot(period, &String::new)?;
+    }
+    let measure_at = header.position(MEASURE_COLUMN).map(value_at);
 
     let mut errors = ErrorSink::default();
     let mut rows = Vec::new();
@@ -144,31 +235,82 @@ pub fn read_counts(
     }
     errors.finish()?;
     check_declared_totals(&rows, source)?;
+    let mut errors = ErrorSink::default();
 
-    let rows_at = value_at(&spec.rows);
-    let cols_at = spec.cols.as_deref().map(value_at);
-    let filters: Vec<(usize, &str)> = spec
-        .filters
-        .iter()
-        .map(|(d, v)| (value_at(d), v.as_str()))
-        .chain(measure_at.map(|m| (m, spec.measure.as_str())))
-        .collect();
-    let mut tally = Tally::default();
+    // Every detail row's value in every column the table uses is a
+    // category, whether or not the row is counted.
+    let column_name = |at: usize| header.name(if at >= count_at { at + 1 } else { at });
+    let mut tally = Tally::new(
+        layout.len(layout.rows),
+        layout.cols.map_or(1, |c| layout.len(c)),
+    );
+    let slots = slots.list;
+    let mut ids = vec![0u32; slots.len()];
     for row in rows
         .iter()
         .filter(|r| !r.values.iter().any(|v| is_total(v)))
     {
-        if filters.iter().all(|&(i, v)| &*row.values[i] == v) {
-            let col = cols_at.map_or("", |c| &row.values[c]);
-            tally.add(
-                row.values[rows_at].as_bytes(),
-                col.as_bytes(),
-                row.count,
+        let mut valid = true;
+        for (k, (_, s)) in slots.iter().enumerate() {
+            let (at, id) = match s {
+                Slot::Category { at, lookup, .. } => (*at, lookup.get(row.values[*at].as_bytes())),
+                Slot::Period { at } => (
+                    *at,
+                    Period::parse_as(&row.values[*at], layout.grain)
+                        .ok()
+                        .map(Period::ordinal),
+                ),
+            };
+            if let Some(id) = id {
+                ids[k] = id;
+                continue;
+            }
+            let v = &row.values[at];
+            let why = match s {
+                Slot::Category { dim, .. } => undeclared(*dim, v),
+                Slot::Period { .. } => {
+                    format!("{} is not {}", input::quote(v), layout.grain.shape())
+                }
+            };
+            errors.push(
                 row.line,
+                Code::UndeclaredValue,
+                format!(
+                    "{source} line {}, column {}: {why}",
+                    row.line,
+                    column_name(at)
+                ),
             );
+            valid = false;
         }
+        if !valid || nothing {
+            continue;
+        }
+        if measure_at.is_some_and(|m| &*row.values[m] != spec.measure.as_str()) {
+            continue;
+        }
+        if let Some((at, first, last)) = range_at
+            && !(first..=last).contains(&ids[at])
+        {
+            continue;
+        }
+        if !filters.iter().all(|&(at, wanted)| ids[at] == wanted) {
+            continue;
+        }
+        let base = layout.periods.map_or(0, |r| r.first().ordinal());
+        let index = |k: usize| match slots[k].1 {
+            Slot::Period { .. } => (ids[k] - base) as usize,
+            Slot::Category { .. } => ids[k] as usize,
+        };
+        let c = cols_at.map_or(0, index);
+        tally.add(index(rows_at), c, row.count, row.line);
     }
-    Ok(tally.into_table(spec, groups, source)?)
+    errors.finish()?;
+    let labels = layout.labels(layout.rows);
+    let cols = layout
+        .cols
+        .map_or_else(|| vec![ALL_COLUMN.to_string()], |c| layout.labels(c));
+    Ok(tally.into_table(labels, cols, source)?)
 }
 
 /// R1: an ASCII decimal integer from 0 to 10^12.

@@ -24,19 +24,35 @@ pub enum Code {
     NonAdditive,
     /// R7: the counts view of job outcomes or sustainments.
     OutcomeVolume,
-    /// R9: outcomes or sustainments set against another measure.
+    /// R9, R14: one measure set against another: `measure` as a dimension
+    /// or a filter naming another measure when outcomes are involved, or a
+    /// filter on another measure's stage date (whatever its value, even
+    /// empty: "whether it is set").
     OutcomeRate,
     /// The input is not well-formed CSV: a ragged row, invalid UTF-8, a
     /// duplicated or empty header.
     MalformedCsv,
-    /// A column the input must have (`count`, a measure's date) is missing.
+    /// A column the input must have is missing: `count`, the measure's
+    /// date, a declared dimension the table uses, `la_code` to select an
+    /// internal file's recipient, or `period` to apply a period range.
     MissingColumn,
-    /// A dimension or filter names a column the input does not have.
-    UnknownDimension,
+    /// R14: rows, columns or a filter name something that is not a declared
+    /// dimension: an identifier, a date, free text, `count`, any undeclared
+    /// column. The message lists the dimensions allowed.
+    NotADimension,
+    /// R14: a value that is not one of its dimension's declared categories
+    /// (an unknown payment group, LA code or characteristic, a `period`
+    /// that is not a label of the grain). Names file, line and column, or
+    /// the `--where` that gave it. Replaces `E_UNKNOWN_PAYMENT_GROUP`.
+    UndeclaredValue,
+    /// R16: an internal file would show LAs separately (`la_code` as a row
+    /// or column) or select another LA than its recipient.
+    OtherLa,
+    /// R15: the period range is missing where `period` lays the table out,
+    /// longer than allowed, or of another grain than the table's.
+    PeriodRange,
     /// A participant record holds a date that is not a real `YYYY-MM-DD`.
     InvalidDate,
-    /// A payment group the reference data does not list.
-    UnknownPaymentGroup,
     /// R5: rounding moved a total by at least 20 and at least 10%.
     Distortion,
     /// R6: small cells (1–9) are at least half of the non-zero cells.
@@ -47,7 +63,7 @@ pub enum Code {
     SmallBase,
     /// R8: a column's shares do not sum to 100.
     PctSum,
-    /// The table has no cells: nothing in the input matched.
+    /// Nobody was counted: every cell is a true zero.
     NoData,
 }
 
@@ -72,9 +88,11 @@ impl Code {
             Code::OutcomeRate => "E_OUTCOME_RATE",
             Code::MalformedCsv => "E_MALFORMED_CSV",
             Code::MissingColumn => "E_MISSING_COLUMN",
-            Code::UnknownDimension => "E_UNKNOWN_DIMENSION",
+            Code::NotADimension => "E_NOT_A_DIMENSION",
+            Code::UndeclaredValue => "E_UNDECLARED_VALUE",
+            Code::OtherLa => "E_OTHER_LA",
+            Code::PeriodRange => "E_PERIOD_RANGE",
             Code::InvalidDate => "E_INVALID_DATE",
-            Code::UnknownPaymentGroup => "E_UNKNOWN_PAYMENT_GROUP",
             Code::Distortion => "W_DISTORTION",
             Code::SmallCells => "W_SMALL_CELLS",
             Code::Unclassified => "W_UNCLASSIFIED",

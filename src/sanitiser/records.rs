@@ -1,37 +1,32 @@
 //! Participant records, aggregated in one streaming pass.
 //!
 //! One row is one participant's journey. A measure counts the participants
-//! whose date for that stage is set; the derived dimension `period` is the
-//! month or quarter of that date.
+//! whose date for that stage is set (and, with a period range, falls in
+//! it); the derived dimension `period` is the month or quarter of that
+//! date. Every value in a column the table uses must be one of its
+//! dimension's declared categories (R14); the table is laid out from the
+//! specification alone (R15).
 //!
 //! The pass is parallel with bounded memory: this thread reads blocks of
 //! whole records and hands them to workers through a bounded channel; each
-//! worker keeps its own tally, and the tallies are merged at the end. Memory
-//! is a few blocks plus one tally per worker, whatever the number of rows.
-//! Errors carry line numbers, and the same input gives the same table and the
-//! same messages however the blocks were shared out.
+//! worker keeps its own dense tally, and the tallies are merged at the end.
+//! Memory is a few blocks plus one tally per worker, whatever the number of
+//! rows. Errors carry line numbers, and the same input gives the same table
+//! and the same messages however the blocks were shared out.
 
 use std::io::Read;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use memchr::{memchr, memchr_iter, memrchr};
-use rustc_hash::FxHashMap;
 
-use super::findings::{Code, ErrorSink};
+use super::findings::{Blocked, Code, ErrorSink};
 use super::input::{self, Header, InputError};
-use super::spec::{PERIOD, PeriodGrain, TableSpec};
+use super::layout::{Catalogue, Dim, Kind, Layout, Lookup, Origin, Wanted, undeclared};
+use super::period::Period;
+use super::spec::{ALL_COLUMN, LA_CODE, PeriodGrain, TableSpec};
 use super::table::{CountTable, Tally};
-use crate::reference::PaymentGroups;
-
-/// The columns that hold stage dates, checked on every row.
-const DATE_COLUMNS: [&str; 5] = [
-    "referral_date",
-    "attachment_date",
-    "job_start_date",
-    "job_outcome_date",
-    "first_sustainment_date",
-];
+use crate::sanitiser::Measure;
 
 /// How many bytes a block holds (records are never split across blocks).
 const BLOCK: usize = 1 << 20;
@@ -40,27 +35,32 @@ const BLOCK: usize = 1 << 20;
 const MAX_RECORD: usize = 64 << 20;
 
 /// Reads participant records into a table of true counts for `spec`, using
-/// every core the machine offers. A request the rules forbid (R7, R9) is
-/// refused before anything is read.
+/// every core the machine offers. A request the rules forbid
+/// ([`super::check_spec`]) is refused before anything is read.
 pub fn read_records(
     input: impl Read,
     source: &str,
     spec: &TableSpec,
-    groups: &PaymentGroups,
+    catalogue: &Catalogue,
 ) -> Result<CountTable, InputError> {
-    let mut tables = read_records_with(input, source, spec, groups, None, workers(), BLOCK)?;
+    let mut tables = read_records_with(input, source, spec, catalogue, None, workers(), BLOCK)?;
     Ok(tables.pop().expect("one table when not split"))
 }
 
-/// Reads participant records once and makes one table per value of
-/// `column` in `parts` (for example one per recipient LA by `la_code`), each
-/// the table `read_records` would give with `--where column=part`. Records
-/// for other values are not counted.
+/// Reads participant records once and makes one table per category of the
+/// declared dimension `column` named in `parts` (for example one per
+/// recipient LA by `la_code`), each the table `read_records` would give
+/// with `--where column=part`.
+///
+/// Every record's `column` value must be declared (an LA code not in the
+/// LA reference data blocks); records of declared categories not in
+/// `parts` are not counted. A part that is not a declared category gets a
+/// table of zeros: no record can be its.
 pub fn read_records_split(
     input: impl Read,
     source: &str,
     spec: &TableSpec,
-    groups: &PaymentGroups,
+    catalogue: &Catalogue,
     column: &str,
     parts: &[String],
 ) -> Result<Vec<CountTable>, InputError> {
@@ -68,7 +68,7 @@ pub fn read_records_split(
         input,
         source,
         spec,
-        groups,
+        catalogue,
         Some((column, parts)),
         workers(),
         BLOCK,
@@ -85,26 +85,26 @@ pub(crate) fn read_records_with(
     mut input: impl Read,
     source: &str,
     spec: &TableSpec,
-    groups: &PaymentGroups,
+    catalogue: &Catalogue,
     split: Option<(&str, &[String])>,
     workers: usize,
     block: usize,
 ) -> Result<Vec<CountTable>, InputError> {
-    super::check_spec(spec)?;
+    let layout = Layout::new(spec, catalogue)?;
     let io = |error| InputError::Io {
         input: source.to_string(),
         error,
     };
     let mut reader = BlockReader::new(block);
     let Some(header) = reader.header(&mut input).map_err(io)? else {
-        return Err(super::findings::Blocked::one(
+        return Err(Blocked::one(
             Code::MalformedCsv,
             format!("{source} is empty: expected a header of participant records"),
         )
         .into());
     };
     let header = parse_header(&header, source)?;
-    let plan = Plan::new(&header, spec, split, source)?;
+    let plan = Plan::new(&header, spec.measure, &layout, split, source)?;
 
     let workers = workers.max(1);
     let (full_tx, full_rx) = sync_channel::<Block>(workers * 2);
@@ -120,22 +120,22 @@ pub(crate) fn read_records_with(
         drop(free_tx);
         let read = reader.run(&mut input, &full_tx, &free_rx);
         drop(full_tx);
-        let tallies: Vec<_> = handles
+        let counted: Vec<_> = handles
             .into_iter()
             .map(|h| h.join().expect("a records worker panicked"))
             .collect();
-        (read, tallies)
+        (read, counted)
     });
-    let (read, tallies) = results;
+    let (read, counted) = results;
     read.map_err(io)?;
 
-    let mut merged: Vec<Tally> = (0..plan.parts()).map(|_| Tally::default()).collect();
+    let mut merged = plan.tallies();
     let mut errors = ErrorSink::default();
-    for (parts, e) in tallies {
-        for (into, t) in merged.iter_mut().zip(parts) {
+    for c in counted {
+        for (into, t) in merged.iter_mut().zip(c.tallies) {
             into.merge(t);
         }
-        errors.merge(e);
+        errors.merge(c.errors);
     }
     if let Some(line) = reader.too_long {
         errors.push(
@@ -148,11 +148,19 @@ pub(crate) fn read_records_with(
         );
     }
     errors.finish()?;
-    let tables = merged
+    let rows = layout.labels(layout.rows);
+    let cols = layout
+        .cols
+        .map_or_else(|| vec![ALL_COLUMN.to_string()], |c| layout.labels(c));
+    let tables: Vec<CountTable> = merged
         .into_iter()
-        .map(|t| t.into_table(spec, groups, source))
+        .map(|t| t.into_table(rows.clone(), cols.clone(), source))
         .collect::<Result<_, _>>()?;
-    Ok(tables)
+    Ok(plan
+        .part_of_request
+        .iter()
+        .map(|&i| tables[i].clone())
+        .collect())
 }
 
 /// A run of whole records and the line the first one starts on.
@@ -161,120 +169,185 @@ struct Block {
     first_line: u64,
 }
 
-/// How to get a dimension's value from a record.
+/// Where a dimension's category comes from in a record.
 #[derive(Debug, Clone, Copy)]
-enum Source {
-    /// A column, by position.
-    Column(usize),
+enum Axis {
+    /// The category looked up in the slot at this index.
+    Slot(usize),
     /// The period of the measure's date.
     Period,
 }
 
+/// A column whose values are categories of a declared dimension.
+#[derive(Debug)]
+struct Slot<'c> {
+    column: usize,
+    dim: Dim<'c>,
+    lookup: Lookup,
+}
+
 /// What to do with each record, worked out once from the header.
 #[derive(Debug)]
-struct Plan {
+struct Plan<'c> {
     fields: usize,
     names: Vec<String>,
     date: usize,
     dates: Vec<usize>,
     grain: PeriodGrain,
-    rows: Source,
-    cols: Option<Source>,
-    filters: Vec<(Source, Vec<u8>)>,
-    /// Count only stage dates on or before this `YYYY-MM-DD`.
-    until: Option<[u8; 10]>,
-    /// The column that splits records into parts, and each part's index.
-    split: Option<(usize, FxHashMap<Vec<u8>, usize>)>,
+    /// Count only stage dates within these `YYYY-MM-DD` days, inclusive.
+    range: Option<([u8; 10], [u8; 10])>,
+    /// The ordinal of the range's first period: a period's position in the
+    /// layout is its ordinal less this.
+    base: u32,
+    /// Whether the period of each date is needed (a layout or filter by it).
+    needs_period: bool,
+    /// Every column the table reads a category from, once each.
+    slots: Vec<Slot<'c>>,
+    rows: Axis,
+    cols: Option<Axis>,
+    /// Where a filter's value is, and the category (or period ordinal) it keeps.
+    filters: Vec<(Axis, u32)>,
+    /// A filter keeps nothing: no record is counted.
+    nothing: bool,
+    /// The slot that splits records into parts, and each category's part.
+    split: Option<(usize, Vec<Option<usize>>)>,
+    /// How many distinct parts are tallied (1 when not split).
+    parts: usize,
+    /// For each part asked for, the distinct part that holds its table.
+    part_of_request: Vec<usize>,
+    nrows: usize,
+    ncols: usize,
 }
 
-impl Plan {
+impl<'c> Plan<'c> {
     fn new(
         header: &Header,
-        spec: &TableSpec,
-        split: Option<(&str, &[String])>,
+        measure: Measure,
+        layout: &Layout<'c>,
+        split: Option<(&'c str, &[String])>,
         source: &str,
-    ) -> Result<Self, super::Blocked> {
-        let date_column = spec.measure.date_column();
+    ) -> Result<Self, Blocked> {
+        let date_column = measure.date_column();
         let date = header.require(date_column, Code::MissingColumn, source, || {
-            format!(
-                "participant records need `{date_column}` to count {}",
-                spec.measure
-            )
+            format!("participant records need `{date_column}` to count {measure}")
         })?;
-        let resolve = |dim: &str| -> Result<Source, super::Blocked> {
-            if dim == PERIOD {
-                return Ok(Source::Period);
+        let mut slots: Vec<Slot<'c>> = Vec::new();
+        let mut axis = |dim: Dim<'c>, why: &dyn Fn() -> String| -> Result<Axis, Blocked> {
+            if let Kind::Period = dim.kind {
+                return Ok(Axis::Period);
             }
-            header
-                .require(dim, Code::UnknownDimension, source, || {
-                    format!("no column `{dim}` to lay out or filter the table by")
-                })
-                .map(Source::Column)
+            if let Some(k) = slots.iter().position(|s| s.dim.name == dim.name) {
+                return Ok(Axis::Slot(k));
+            }
+            let column = header.require(dim.column(), Code::MissingColumn, source, why)?;
+            slots.push(Slot {
+                column,
+                dim,
+                lookup: layout.lookup(dim),
+            });
+            Ok(Axis::Slot(slots.len() - 1))
         };
-        let mut filters = Vec::new();
-        for (dim, value) in &spec.filters {
-            let at = resolve(dim)?;
-            if let Source::Period = at {
-                check_period_label(value, spec.period)?;
-            }
-            filters.push((at, value.as_bytes().to_vec()));
-        }
-        let split = match split {
-            Some((column, parts)) => {
-                let at = header.require(column, Code::UnknownDimension, source, || {
-                    format!("no column `{column}` to split the records by")
-                })?;
-                let index = parts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (p.as_bytes().to_vec(), i))
-                    .collect();
-                Some((at, index))
-            }
+        let lay_out = |dim: Dim<'_>| {
+            let name = dim.name.to_string();
+            move || format!("no column `{name}` to lay out or filter the table by")
+        };
+        let rows = axis(layout.rows, &lay_out(layout.rows))?;
+        let cols = match layout.cols {
+            Some(c) => Some(axis(c, &lay_out(c))?),
             None => None,
         };
-        let until = spec.until.map(|d| {
-            let text = d.format("%Y-%m-%d").to_string();
-            let mut bytes = [0u8; 10];
-            bytes.copy_from_slice(text.as_bytes());
-            bytes
-        });
+        let mut filters = Vec::new();
+        let mut nothing = false;
+        for f in &layout.filters {
+            let at = match f.origin {
+                Origin::Where => axis(f.dim, &lay_out(f.dim))?,
+                Origin::Recipient => axis(f.dim, &|| {
+                    format!(
+                        "participant records need `{LA_CODE}` to select the recipient's \
+                         participants: an internal file counts only its recipient's"
+                    )
+                })?,
+            };
+            match f.wanted {
+                Wanted::Category(i) => filters.push((at, i)),
+                Wanted::Period(p) => filters.push((at, p.ordinal())),
+                Wanted::Nothing => nothing = true,
+            }
+        }
+        let (split, parts, part_of_request) = match split {
+            None => (None, 1, vec![0]),
+            Some((column, parts)) => {
+                let dim = layout.split_dim(column)?;
+                let at = match axis(dim, &|| {
+                    format!("no column `{column}` to split the records by")
+                })? {
+                    Axis::Slot(k) => k,
+                    Axis::Period => unreachable!("period cannot split"),
+                };
+                let mut part_of = vec![None; layout.len(dim)];
+                let mut distinct: Vec<&str> = Vec::new();
+                let mut part_of_request = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let i = match distinct.iter().position(|d| *d == p.as_str()) {
+                        Some(i) => i,
+                        None => {
+                            distinct.push(p);
+                            if let Some(cat) = layout.category(dim, p) {
+                                part_of[cat as usize] = Some(distinct.len() - 1);
+                            }
+                            distinct.len() - 1
+                        }
+                    };
+                    part_of_request.push(i);
+                }
+                (Some((at, part_of)), distinct.len(), part_of_request)
+            }
+        };
+        let range = layout
+            .periods
+            .map(|r| (day_bytes(r.first_day()), day_bytes(r.last_day())));
+        let needs_period = matches!(rows, Axis::Period)
+            || matches!(cols, Some(Axis::Period))
+            || filters.iter().any(|(a, _)| matches!(a, Axis::Period));
         Ok(Self {
-            until,
-            split,
             fields: header.len(),
             names: (0..header.len())
                 .map(|i| header.name(i).to_string())
                 .collect(),
             date,
-            dates: DATE_COLUMNS
+            dates: Measure::ALL
                 .iter()
-                .filter_map(|c| header.position(c))
+                .filter_map(|m| header.position(m.date_column()))
                 .collect(),
-            grain: spec.period,
-            rows: resolve(&spec.rows)?,
-            cols: spec.cols.as_deref().map(resolve).transpose()?,
+            grain: layout.grain,
+            range,
+            base: layout.periods.map_or(0, |r| r.first().ordinal()),
+            needs_period,
+            slots,
+            rows,
+            cols,
             filters,
+            nothing,
+            split,
+            parts,
+            part_of_request,
+            nrows: layout.len(layout.rows),
+            ncols: layout.cols.map_or(1, |c| layout.len(c)),
         })
     }
 
-    /// How many tables the pass makes.
-    fn parts(&self) -> usize {
-        self.split.as_ref().map_or(1, |(_, index)| index.len())
+    /// An empty tally for each part.
+    fn tallies(&self) -> Vec<Tally> {
+        (0..self.parts)
+            .map(|_| Tally::new(self.nrows, self.ncols))
+            .collect()
     }
 
     /// Tallies one record (already split into fields) into its part's tally.
     #[inline]
-    fn record(
-        &self,
-        fields: &[&[u8]],
-        line: u64,
-        tallies: &mut [Tally],
-        errors: &mut ErrorSink,
-        source: &str,
-    ) {
+    fn record(&self, fields: &[&[u8]], line: u64, out: &mut Counted, source: &str) {
         if fields.len() != self.fields {
-            errors.push(
+            out.errors.push(
                 line,
                 Code::MalformedCsv,
                 format!(
@@ -289,7 +362,7 @@ impl Plan {
         for &d in &self.dates {
             let v = fields[d];
             if !v.is_empty() && !is_date(v) {
-                errors.push(
+                out.errors.push(
                     line,
                     Code::InvalidDate,
                     format!(
@@ -301,86 +374,85 @@ impl Plan {
                 valid = false;
             }
         }
+        // Every value in a column the table uses is checked, counted or not:
+        // a file with values outside the declared categories is not trusted.
+        let ids = &mut out.ids;
+        ids.clear();
+        for slot in &self.slots {
+            let v = fields[slot.column];
+            match slot.lookup.get(v) {
+                Some(i) => ids.push(i),
+                None => {
+                    out.errors.push(
+                        line,
+                        Code::UndeclaredValue,
+                        format!(
+                            "{source} line {line}, column {}: {}",
+                            self.names[slot.column],
+                            undeclared(slot.dim, &String::from_utf8_lossy(v))
+                        ),
+                    );
+                    valid = false;
+                    ids.push(u32::MAX);
+                }
+            }
+        }
         let date = fields[self.date];
-        if !valid || date.is_empty() || self.until.is_some_and(|u| date > &u[..]) {
+        if !valid || self.nothing || date.is_empty() {
             return;
         }
-        let tally = match &self.split {
-            None => &mut tallies[0],
-            Some((at, index)) => match index.get(fields[*at]) {
-                Some(&i) => &mut tallies[i],
+        if let Some((first, last)) = &self.range
+            && (date < &first[..] || date > &last[..])
+        {
+            return;
+        }
+        let period = if self.needs_period {
+            let n = |i: usize| u32::from(date[i] - b'0');
+            let year = n(0) * 1000 + n(1) * 100 + n(2) * 10 + n(3);
+            let month0 = n(5) * 10 + n(6) - 1;
+            Period::from_year_month(year, month0, self.grain).ordinal()
+        } else {
+            0
+        };
+        let value = |a: Axis| match a {
+            Axis::Slot(k) => ids[k],
+            Axis::Period => period,
+        };
+        if !self.filters.iter().all(|&(a, wanted)| value(a) == wanted) {
+            return;
+        }
+        let part = match &self.split {
+            None => 0,
+            Some((k, part_of)) => match part_of[ids[*k] as usize] {
+                Some(part) => part,
                 None => return,
             },
         };
-        let mut period_buf = [0u8; 7];
-        let period: &[u8] = match self.grain {
-            PeriodGrain::Month => &date[..7],
-            PeriodGrain::Quarter => {
-                let month = (date[5] - b'0') * 10 + (date[6] - b'0');
-                period_buf[..4].copy_from_slice(&date[..4]);
-                period_buf[4..6].copy_from_slice(b"-Q");
-                period_buf[6] = b'1' + (month - 1) / 3;
-                &period_buf
-            }
+        let index = |a: Axis| match a {
+            Axis::Slot(k) => ids[k] as usize,
+            Axis::Period => (period - self.base) as usize,
         };
-        let value = |s: Source| match s {
-            Source::Column(i) => fields[i],
-            Source::Period => period,
-        };
-        if !self.filters.iter().all(|(s, v)| value(*s) == v.as_slice()) {
-            return;
-        }
-        let row = value(self.rows);
-        let col = self.cols.map_or(&b""[..], value);
-        for (s, v) in [(Some(self.rows), row), (self.cols, col)] {
-            if let Some(Source::Column(i)) = s
-                && v.eq_ignore_ascii_case(b"total")
-            {
-                errors.push(
-                    line,
-                    Code::InvalidValue,
-                    format!(
-                        "{source} line {line}, column {}: \"{}\" is reserved for totals and \
-                         participant records carry none",
-                        self.names[i],
-                        String::from_utf8_lossy(v)
-                    ),
-                );
-                return;
-            }
-        }
-        tally.add(row, col, 1, line);
+        let r = index(self.rows);
+        let c = self.cols.map_or(0, index);
+        out.tallies[part].add(r, c, 1, line);
     }
 }
 
-/// A `--where period=…` value must be a label of the chosen grain.
-fn check_period_label(value: &str, grain: PeriodGrain) -> Result<(), super::Blocked> {
-    let b = value.as_bytes();
-    let year = b.len() >= 4 && b[..4].iter().all(u8::is_ascii_digit);
-    let ok = match grain {
-        PeriodGrain::Month => {
-            b.len() == 7
-                && year
-                && b[4] == b'-'
-                && b[5..].iter().all(u8::is_ascii_digit)
-                && (1..=12).contains(&((b[5] - b'0') * 10 + (b[6] - b'0')))
-        }
-        PeriodGrain::Quarter => {
-            b.len() == 7 && year && &b[4..6] == b"-Q" && (b'1'..=b'4').contains(&b[6])
-        }
-    };
-    if ok {
-        Ok(())
-    } else {
-        let shape = match grain {
-            PeriodGrain::Month => "a month (YYYY-MM)",
-            PeriodGrain::Quarter => "a quarter (YYYY-Qn); --period quarter was given",
-        };
-        Err(super::Blocked::one(
-            Code::InvalidValue,
-            format!("--where {PERIOD}={value}: not {shape}"),
-        ))
-    }
+/// A day as the `YYYY-MM-DD` bytes records hold, for comparing with them.
+fn day_bytes(day: chrono::NaiveDate) -> [u8; 10] {
+    use chrono::Datelike;
+    let text = format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day());
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&text.as_bytes()[..10]);
+    bytes
+}
+
+/// What one worker has counted.
+struct Counted {
+    tallies: Vec<Tally>,
+    errors: ErrorSink,
+    /// Scratch: the category of each slot in the record at hand.
+    ids: Vec<u32>,
 }
 
 /// Whether `v` is a real calendar date written `YYYY-MM-DD`.
@@ -413,36 +485,33 @@ fn is_date(v: &[u8]) -> bool {
 fn work(
     blocks: &Mutex<Receiver<Block>>,
     free: SyncSender<Vec<u8>>,
-    plan: &Plan,
+    plan: &Plan<'_>,
     source: &str,
-) -> (Vec<Tally>, ErrorSink) {
-    let mut tally: Vec<Tally> = (0..plan.parts()).map(|_| Tally::default()).collect();
-    let mut errors = ErrorSink::default();
+) -> Counted {
+    let mut counted = Counted {
+        tallies: plan.tallies(),
+        errors: ErrorSink::default(),
+        ids: Vec::with_capacity(plan.slots.len()),
+    };
     loop {
         let block = {
             let rx = blocks.lock().expect("no worker panics holding the lock");
             rx.recv()
         };
         let Ok(mut block) = block else { break };
-        tally_block(&block, plan, source, &mut tally, &mut errors);
+        tally_block(&block, plan, source, &mut counted);
         block.bytes.clear();
         // The reader may have finished and gone: then the buffer is just freed.
         let _ = free.try_send(block.bytes);
     }
-    (tally, errors)
+    counted
 }
 
 /// Tallies every record in a block.
-fn tally_block(
-    block: &Block,
-    plan: &Plan,
-    source: &str,
-    tally: &mut [Tally],
-    errors: &mut ErrorSink,
-) {
+fn tally_block(block: &Block, plan: &Plan<'_>, source: &str, out: &mut Counted) {
     let bytes = &block.bytes[..];
     if memchr(b'"', bytes).is_some() || std::str::from_utf8(bytes).is_err() {
-        return tally_block_slowly(block, plan, source, tally, errors);
+        return tally_block_slowly(block, plan, source, out);
     }
     let mut fields: Vec<&[u8]> = Vec::with_capacity(plan.fields);
     let mut line = block.first_line;
@@ -461,7 +530,7 @@ fn tally_block(
                 from = comma + 1;
             }
             fields.push(&record[from..]);
-            plan.record(&fields, line, tally, errors, source);
+            plan.record(&fields, line, out, source);
         }
         line += 1;
         start = end + 1;
@@ -470,13 +539,7 @@ fn tally_block(
 
 /// The careful path for a block with quoted fields or invalid UTF-8: a full
 /// CSV parser, and a named error for each record that is not UTF-8.
-fn tally_block_slowly(
-    block: &Block,
-    plan: &Plan,
-    source: &str,
-    tally: &mut [Tally],
-    errors: &mut ErrorSink,
-) {
+fn tally_block_slowly(block: &Block, plan: &Plan<'_>, source: &str, out: &mut Counted) {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -488,7 +551,7 @@ fn tally_block_slowly(
             Ok(false) => break,
             Err(e) => {
                 let line = block.first_line + e.position().map_or(0, |p| p.line() - 1);
-                errors.push(
+                out.errors.push(
                     line,
                     Code::MalformedCsv,
                     format!("{source} line {line}: not valid CSV ({e})"),
@@ -505,7 +568,7 @@ fn tally_block_slowly(
                 .names
                 .get(bad)
                 .map_or("(beyond the header)", String::as_str);
-            errors.push(
+            out.errors.push(
                 line,
                 Code::MalformedCsv,
                 format!("{source} line {line}, column {column}: invalid UTF-8"),
@@ -513,7 +576,7 @@ fn tally_block_slowly(
             continue;
         }
         let fields: Vec<&[u8]> = record.iter().collect();
-        plan.record(&fields, line, tally, errors, source);
+        plan.record(&fields, line, out, source);
     }
 }
 
@@ -678,16 +741,40 @@ fn parse_header(bytes: &[u8], source: &str) -> Result<Header, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sanitiser::{Blocked, Code, Measure};
+    use crate::reference::{DEFAULT_PAYMENT_GROUPS, Dimensions, LaReference, LocalAuthority};
+    use crate::sanitiser::{Blocked, Classification, Code, Measure, PeriodRange, Recipient};
     use proptest::prelude::*;
 
     const HEADER: &str = "participant_id,la_code,payment_group,disability,referral_date,\
                           attachment_date,job_start_date,job_outcome_date,first_sustainment_date\n";
 
+    const LAS: [&str; 3] = ["E1", "E2", "E3"];
+
+    fn catalogue() -> Catalogue {
+        let las = LAS.map(|c| LocalAuthority {
+            code: c.to_string(),
+            name: format!("LA {c}"),
+            cpa: "Area".to_string(),
+        });
+        Catalogue::new(Dimensions::default(), LaReference::from_entries(las))
+    }
+
     fn spec(rows: &str, cols: Option<&str>) -> TableSpec {
         TableSpec {
             cols: cols.map(str::to_string),
+            classification: Some(Classification::Published),
             ..TableSpec::new(Measure::Referrals, rows)
+        }
+    }
+
+    fn range(s: &str) -> Option<PeriodRange> {
+        Some(s.parse().expect("a range"))
+    }
+
+    fn blocked(e: InputError) -> Blocked {
+        match e {
+            InputError::Blocked(b) => b,
+            other => panic!("unexpected I/O error: {other}"),
         }
     }
 
@@ -697,24 +784,26 @@ mod tests {
         workers: usize,
         block: usize,
     ) -> Result<CountTable, Blocked> {
-        read_records_with(
-            input,
-            "in.csv",
-            spec,
-            &PaymentGroups::default(),
-            None,
-            workers,
-            block,
-        )
-        .map(|mut tables| tables.pop().expect("one table"))
-        .map_err(|e| match e {
-            InputError::Blocked(b) => b,
-            other => panic!("unexpected I/O error: {other}"),
-        })
+        read_records_with(input, "in.csv", spec, &catalogue(), None, workers, block)
+            .map(|mut tables| tables.pop().expect("one table"))
+            .map_err(blocked)
     }
 
     fn record(id: u32, la: &str, group: &str, disability: &str, dates: [&str; 5]) -> String {
         format!("P{id:09},{la},{group},{disability},{}\n", dates.join(","))
+    }
+
+    fn groups() -> Vec<String> {
+        DEFAULT_PAYMENT_GROUPS.map(String::from).to_vec()
+    }
+
+    /// A column of `n` cells, with `at` set to the given counts.
+    fn sparse(n: usize, at: &[(usize, u64)]) -> Vec<Vec<u64>> {
+        let mut cells = vec![vec![0]; n];
+        for &(i, x) in at {
+            cells[i][0] = x;
+        }
+        cells
     }
 
     #[test]
@@ -736,34 +825,37 @@ mod tests {
             ["2012-04-01", "2012-04-02", "2012-05-01", "", ""],
         );
         input += &record(4, "E2", "JSA 18-24", "N", ["", "", "", "", ""]);
-        let month = read(
-            input.as_bytes(),
-            &spec("payment_group", Some("period")),
-            1,
-            BLOCK,
-        )
-        .expect("ok");
-        assert_eq!(month.rows(), ["JSA 18-24", "JSA 25+"]);
-        assert_eq!(month.cols(), ["2012-01", "2012-03", "2012-04"]);
-        assert_eq!(month.cells(), [vec![0, 0, 1], vec![1, 1, 0]]);
+        let mut by_month = spec("payment_group", Some("period"));
+        by_month.periods = range("2011-12..2012-04");
+        let month = read(input.as_bytes(), &by_month, 1, BLOCK).expect("ok");
+        assert_eq!(month.rows(), groups(), "every group, in reference order");
+        assert_eq!(
+            month.cols(),
+            ["2011-12", "2012-01", "2012-02", "2012-03", "2012-04"],
+            "every month of the range, none skipped"
+        );
+        let mut expected = vec![vec![0; 5]; 9];
+        expected[0][4] = 1;
+        expected[1][1] = 1;
+        expected[1][3] = 1;
+        assert_eq!(month.cells(), expected);
 
         let mut quarter = spec("period", None);
         quarter.period = PeriodGrain::Quarter;
+        quarter.periods = range("2012-Q1..2012-Q3");
         let q = read(input.as_bytes(), &quarter, 2, 64).expect("ok");
-        assert_eq!(q.rows(), ["2012-Q1", "2012-Q2"]);
-        assert_eq!(q.cells(), [vec![2], vec![1]]);
+        assert_eq!(q.rows(), ["2012-Q1", "2012-Q2", "2012-Q3"]);
+        assert_eq!(q.cells(), [vec![2], vec![1], vec![0]]);
 
         let mut starts = spec("la_code", None);
         starts.measure = Measure::JobStarts;
         let s = read(input.as_bytes(), &starts, 1, BLOCK).expect("ok");
-        assert_eq!(
-            (s.rows(), s.cells()),
-            (&["E2".to_string()][..], &[vec![1]][..])
-        );
+        assert_eq!(s.rows(), LAS, "LAs in reference-file order");
+        assert_eq!(s.cells(), [vec![0], vec![1], vec![0]]);
     }
 
     #[test]
-    fn filters_narrow_the_population() {
+    fn characteristics_show_their_declared_labels() {
         let mut input = String::from(HEADER);
         input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
         input += &record(2, "E1", "JSA 25+", "Y", ["2012-03-01", "", "", "", ""]);
@@ -774,14 +866,23 @@ mod tests {
             ("period".into(), "2012-03".into()),
         ];
         let t = read(input.as_bytes(), &s, 1, BLOCK).expect("ok");
-        assert_eq!(
-            (t.rows(), t.cells()),
-            (&["Y".to_string()][..], &[vec![1]][..])
-        );
+        assert_eq!(t.rows(), ["Disabled", "Not disabled"]);
+        assert_eq!(t.cells(), [vec![1], vec![0]]);
+    }
 
-        s.filters = vec![("period".into(), "2012-13".into())];
-        let blocked = read(input.as_bytes(), &s, 1, BLOCK).expect_err("not a month");
-        assert!(blocked.has(Code::InvalidValue), "{blocked}");
+    #[test]
+    fn a_period_range_leaves_out_dates_on_either_side() {
+        let mut input = String::from(HEADER);
+        for date in ["2011-12-31", "2012-01-01", "2012-01-31", "2012-02-01"] {
+            input += &record(1, "E1", "JSA 25+", "N", [date, "", "", "", ""]);
+        }
+        let mut s = spec("payment_group", None);
+        s.periods = range("2012-01");
+        let t = read(input.as_bytes(), &s, 1, BLOCK).expect("ok");
+        assert_eq!(t.cells(), sparse(9, &[(1, 2)]));
+        s.periods = range("2011-12..2012-02");
+        let t = read(input.as_bytes(), &s, 2, 50).expect("ok");
+        assert_eq!(t.cells(), sparse(9, &[(1, 4)]));
     }
 
     #[test]
@@ -807,9 +908,40 @@ mod tests {
                 "error[E_INVALID_DATE]: in.csv line 3, column referral_date: \"2012-02-30\" is not a date (YYYY-MM-DD)",
                 "error[E_MALFORMED_CSV]: in.csv line 4: the row has 5 fields but the header has 9",
                 "error[E_INVALID_DATE]: in.csv line 5, column job_outcome_date: \"31/01/2013\" is not a date (YYYY-MM-DD)",
-                "error[E_INVALID_VALUE]: in.csv line 6, column payment_group: \"Total\" is reserved for totals and participant records carry none",
+                "error[E_UNDECLARED_VALUE]: in.csv line 6, column payment_group: \"Total\" is not a payment group in the reference data; correct the input or pass --payment-groups FILE or --dimensions FILE",
             ]
         );
+    }
+
+    #[test]
+    fn undeclared_values_block_in_every_column_the_table_uses() {
+        let mut input = String::from(HEADER);
+        input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        // Not counted (no referral date), but still not trusted.
+        input += &record(2, "E1", "Martians", "N", ["", "", "", "", ""]);
+        input += &record(3, "E9", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        input += &record(4, "E1", "JSA 25+", "maybe", ["2012-01-31", "", "", "", ""]);
+        let mut s = spec("payment_group", Some("disability"));
+        s.filters.push(("la_code".into(), "E1".into()));
+        let blocked = read(input.as_bytes(), &s, 2, 40).expect_err("undeclared");
+        let lines: Vec<String> = blocked.to_string().lines().map(str::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "error[E_UNDECLARED_VALUE]: in.csv line 3, column payment_group: \"Martians\" is not a payment group in the reference data; correct the input or pass --payment-groups FILE or --dimensions FILE",
+                "error[E_UNDECLARED_VALUE]: in.csv line 4, column la_code: \"E9\" is not an LA code in the LA reference data; correct the input or the reference data (--las FILE)",
+                "error[E_UNDECLARED_VALUE]: in.csv line 5, column disability: \"maybe\" is not a declared category of `disability` (Y, N); correct the input or declare it (--dimensions FILE)",
+            ]
+        );
+        // A column the table does not use is not looked at.
+        let t = read(input.as_bytes(), &spec("period", None), 1, BLOCK);
+        assert!(t.is_err(), "period needs a range: {t:?}");
+        let mut p = spec("period", None);
+        p.periods = range("2012-01");
+        let mut only_dates = String::from(HEADER);
+        only_dates += &record(1, "anything", "at all", "?", ["2012-01-31", "", "", "", ""]);
+        let t = read(only_dates.as_bytes(), &p, 1, BLOCK).expect("no categories read");
+        assert_eq!(t.cells(), [vec![1]]);
     }
 
     #[test]
@@ -824,19 +956,33 @@ mod tests {
     }
 
     #[test]
-    fn missing_columns_and_unknown_dimensions_are_named() {
+    fn missing_columns_and_undeclared_dimensions_are_named() {
         let no_date = "participant_id,la_code,payment_group\nP1,E1,JSA 25+\n";
         let blocked =
             read(no_date.as_bytes(), &spec("payment_group", None), 1, BLOCK).expect_err("no date");
         assert!(blocked.has(Code::MissingColumn));
         assert!(blocked.to_string().contains("referral_date"), "{blocked}");
 
+        let no_disability = "participant_id,la_code,payment_group,referral_date\nP1,E1,JSA 25+,\n";
+        let blocked = read(
+            no_disability.as_bytes(),
+            &spec("disability", None),
+            1,
+            BLOCK,
+        )
+        .expect_err("declared, but not in the input");
+        assert_eq!(
+            blocked.to_string(),
+            "error[E_MISSING_COLUMN]: in.csv: no column `disability` to lay out or filter the \
+             table by; its columns are: participant_id, la_code, payment_group, referral_date"
+        );
+
         let input = format!(
             "{HEADER}{}",
             record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""])
         );
         let blocked = read(input.as_bytes(), &spec("gender", None), 1, BLOCK).expect_err("unknown");
-        assert!(blocked.has(Code::UnknownDimension));
+        assert!(blocked.has(Code::NotADimension));
         assert!(blocked.to_string().contains("`gender`"), "{blocked}");
 
         let blocked = read(b"", &spec("payment_group", None), 1, BLOCK).expect_err("empty");
@@ -844,23 +990,44 @@ mod tests {
     }
 
     #[test]
-    fn until_leaves_out_later_dates() {
+    fn an_internal_file_counts_its_recipients_participants_only() {
         let mut input = String::from(HEADER);
         input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
-        input += &record(2, "E1", "JSA 25+", "N", ["2012-02-01", "", "", "", ""]);
-        let mut s = spec("period", None);
-        s.until = chrono::NaiveDate::from_ymd_opt(2012, 1, 31);
+        input += &record(2, "E2", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        input += &record(3, "E2", "IB/IS", "N", ["2012-01-31", "", "", "", ""]);
+        let mut s = spec("payment_group", None);
+        s.classification = Some(Classification::Internal);
+        s.recipient = Some(Recipient {
+            code: "E2".into(),
+            name: "LA E2".into(),
+        });
+        let t = read(input.as_bytes(), &s, 2, 30).expect("ok");
+        assert_eq!(t.cells(), sparse(9, &[(1, 1), (7, 1)]));
+
+        // A recipient the reference data does not list has nobody.
+        s.recipient = Some(Recipient {
+            code: "E7".into(),
+            name: "LA E7".into(),
+        });
         let t = read(input.as_bytes(), &s, 1, BLOCK).expect("ok");
+        assert_eq!(t.cells(), sparse(9, &[]));
+
+        // Without la_code there is no telling whose participants they are.
+        let no_la = "participant_id,payment_group,referral_date\nP1,JSA 25+,2012-01-31\n";
+        let blocked = read(no_la.as_bytes(), &s, 1, BLOCK).expect_err("no la_code");
         assert_eq!(
-            (t.rows(), t.cells()),
-            (&["2012-01".to_string()][..], &[vec![1]][..])
+            blocked.to_string(),
+            "error[E_MISSING_COLUMN]: in.csv: participant records need `la_code` to select the \
+             recipient's participants: an internal file counts only its recipient's; its \
+             columns are: participant_id, payment_group, referral_date"
         );
     }
 
     #[test]
-    fn a_header_alone_is_an_empty_table() {
+    fn a_header_alone_is_a_full_table_of_zeros() {
         let t = read(HEADER.as_bytes(), &spec("payment_group", None), 2, 16).expect("ok");
-        assert!(t.rows().is_empty());
+        assert_eq!(t.rows(), groups());
+        assert_eq!(t.cells(), sparse(9, &[]));
     }
 
     #[test]
@@ -887,7 +1054,61 @@ mod tests {
         input += &format!("\"{long}\",E1,JSA 25+,N,2012-01-01,,,,\n");
         input += &record(2, "E1", "JSA 25+", "N", ["2012-01-02", "", "", "", ""]);
         let t = read(input.as_bytes(), &spec("la_code", None), 2, 64).expect("ok");
-        assert_eq!(t.cells(), [vec![2]]);
+        assert_eq!(t.cells(), [vec![2], vec![0], vec![0]]);
+    }
+
+    #[test]
+    fn a_split_pass_checks_every_la_and_lays_out_every_part() {
+        let mut input = String::from(HEADER);
+        input += &record(1, "E1", "JSA 25+", "N", ["2012-01-31", "", "", "", ""]);
+        input += &record(2, "E3", "IB/IS", "N", ["2012-01-31", "", "", "", ""]);
+        let parts = ["E3", "E7", "E1", "E3"].map(String::from);
+        let s = spec("payment_group", None);
+        let tables = read_records_with(
+            input.as_bytes(),
+            "in.csv",
+            &s,
+            &catalogue(),
+            Some(("la_code", &parts)),
+            2,
+            40,
+        )
+        .expect("ok");
+        let cells: Vec<_> = tables.iter().map(|t| t.cells().to_vec()).collect();
+        assert_eq!(
+            cells,
+            [
+                sparse(9, &[(7, 1)]),
+                sparse(9, &[]),
+                sparse(9, &[(1, 1)]),
+                sparse(9, &[(7, 1)])
+            ]
+        );
+        input += &record(3, "E9", "IB/IS", "N", ["", "", "", "", ""]);
+        let err = read_records_with(
+            input.as_bytes(),
+            "in.csv",
+            &s,
+            &catalogue(),
+            Some(("la_code", &parts)),
+            1,
+            BLOCK,
+        )
+        .map_err(blocked)
+        .expect_err("an LA the reference data does not know");
+        assert!(err.has(Code::UndeclaredValue), "{err}");
+        let err = read_records_with(
+            input.as_bytes(),
+            "in.csv",
+            &s,
+            &catalogue(),
+            Some(("participant_id", &parts)),
+            1,
+            BLOCK,
+        )
+        .map_err(blocked)
+        .expect_err("not a dimension");
+        assert!(err.has(Code::NotADimension), "{err}");
     }
 
     /// A record with optional quoting, embedded commas and newlines, CRLF.
@@ -895,7 +1116,7 @@ mod tests {
         (
             prop::sample::select(vec!["E1", "E2", "E3"]),
             prop::sample::select(vec!["JSA 25+", "JSA 18-24", "IB/IS"]),
-            prop::sample::select(vec!["Y", "N", "", "a,b", "line\nbreak", "say \"\"x\"\""]),
+            prop::sample::select(vec!["Y", "N", "a,b", "line\nbreak", "say \"\"x\"\""]),
             prop::option::of((2011u32..2014, 1u32..=12, 1u32..=28)),
             any::<bool>(),
         )
@@ -907,7 +1128,8 @@ mod tests {
 
     proptest! {
         /// Cutting the input into blocks anywhere and tallying them on any
-        /// number of workers gives the same table as one block on one worker.
+        /// number of workers gives the same table (or the same errors) as
+        /// one block on one worker.
         #[test]
         fn blocks_and_workers_do_not_change_the_table(
             records in prop::collection::vec(arb_record(), 0..60),
@@ -921,13 +1143,21 @@ mod tests {
                 input += &format!("P{i},{la},{g},{quoted},{date},,,,");
                 input += if *crlf { "\r\n" } else { "\n" };
             }
-            let s = spec("disability", Some("la_code"));
+            let s = spec("payment_group", Some("la_code"));
             let whole = read(input.as_bytes(), &s, 1, 1 << 20).expect("valid");
             let split = read(input.as_bytes(), &s, workers, block).expect("valid");
             prop_assert_eq!(&whole, &split);
             let expected: usize = records.iter().filter(|r| r.3.is_some()).count();
             let counted: u64 = whole.cells().iter().flatten().sum();
             prop_assert_eq!(counted as usize, expected);
+
+            // Undeclared characteristics block the same way however read.
+            let d = spec("disability", Some("la_code"));
+            let whole = read(input.as_bytes(), &d, 1, 1 << 20);
+            let split = read(input.as_bytes(), &d, workers, block);
+            prop_assert_eq!(&whole, &split);
+            let undeclared = records.iter().any(|r| r.2 != "Y" && r.2 != "N");
+            prop_assert_eq!(whole.is_err(), undeclared);
         }
 
         /// One pass split by LA gives each LA the table a filtered pass gives.
@@ -942,11 +1172,12 @@ mod tests {
                 let date = date.clone().unwrap_or_default();
                 input += &format!("P{i},{la},{g},N,{date},,,,\n");
             }
-            let s = spec("payment_group", Some("period"));
-            let parts = vec!["E1".to_string(), "E3".to_string(), "E9".to_string()];
-            let split = read_records_with(input.as_bytes(), "in.csv", &s, &PaymentGroups::default(), Some(("la_code", &parts)), workers, block)
+            let mut s = spec("payment_group", Some("period"));
+            s.periods = range("2011-01..2014-12");
+            let parts = vec!["E1".to_string(), "E3".to_string()];
+            let split = read_records_with(input.as_bytes(), "in.csv", &s, &catalogue(), Some(("la_code", &parts)), workers, block)
                 .expect("valid");
-            prop_assert_eq!(split.len(), 3);
+            prop_assert_eq!(split.len(), 2);
             for (part, table) in parts.iter().zip(&split) {
                 let mut filtered = s.clone();
                 filtered.filters.push(("la_code".into(), part.clone()));
@@ -960,6 +1191,123 @@ mod tests {
             let text = format!("{y:04}-{m:02}-{d:02}");
             let real = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").is_ok();
             prop_assert_eq!(is_date(text.as_bytes()), real, "{}", text);
+        }
+    }
+
+    /// Full layouts (R15): whatever the records hold, nobody at all
+    /// included, a table's labels are exactly the declared categories of
+    /// its dimensions (for `period`, exactly the range's periods), and each
+    /// cell holds what a plain count over the records gives.
+    mod full_layouts {
+        use super::*;
+        use crate::sanitiser::sanitise;
+
+        const DIMS: [&str; 4] = ["period", "la_code", "payment_group", "disability"];
+
+        /// A participant: LA, group, disability, referral date (or none).
+        type Person = (usize, usize, usize, Option<(i32, u32, u32)>);
+
+        fn arb_person() -> impl Strategy<Value = Person> {
+            (
+                0usize..3,
+                0usize..9,
+                0usize..2,
+                prop::option::weighted(0.8, (2010i32..2014, 1u32..=12, 1u32..=28)),
+            )
+        }
+
+        /// The spec's grain, first period (year, index from 0) and length.
+        fn arb_range() -> impl Strategy<Value = (bool, i32, u32, u32)> {
+            (any::<bool>(), 2010i32..2014, 0u32..12, 1u32..=14)
+        }
+
+        fn label(grain_quarter: bool, ordinal: u32) -> String {
+            if grain_quarter {
+                format!("{}-Q{}", ordinal / 4, ordinal % 4 + 1)
+            } else {
+                format!("{}-{:02}", ordinal / 12, ordinal % 12 + 1)
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn labels_are_the_declared_categories_whatever_the_data(
+                people in prop::collection::vec(arb_person(), 0..40),
+                rows in 0usize..4,
+                cols in prop::option::of(0usize..4),
+                filter in prop::option::of((0usize..4, 0usize..9)),
+                (quarter, year, start, len) in arb_range(),
+                workers in 1usize..3,
+            ) {
+                let per_year = if quarter { 4 } else { 12 };
+                let first = year as u32 * per_year + start % per_year;
+                let last = first + len - 1;
+                let mut s = spec(DIMS[rows], cols.map(|c| DIMS[c]));
+                s.period = if quarter { PeriodGrain::Quarter } else { PeriodGrain::Month };
+                s.periods = Some(
+                    format!("{}..{}", label(quarter, first), label(quarter, last))
+                        .parse()
+                        .expect("a range"),
+                );
+                let labels_of = |dim: usize| -> Vec<String> {
+                    match dim {
+                        0 => (first..=last).map(|o| label(quarter, o)).collect(),
+                        1 => LAS.map(String::from).to_vec(),
+                        2 => groups(),
+                        _ => vec!["Disabled".to_string(), "Not disabled".to_string()],
+                    }
+                };
+                // A filter on a declared category (a period filter picks one
+                // inside the range).
+                let mut wanted: Option<(usize, usize)> = None;
+                if let Some((dim, pick)) = filter {
+                    let categories = labels_of(dim).len();
+                    let pick = pick % categories;
+                    let value = match dim {
+                        0 => label(quarter, first + pick as u32),
+                        1 => LAS[pick].to_string(),
+                        2 => groups()[pick].clone(),
+                        _ => ["Y", "N"][pick].to_string(),
+                    };
+                    s.filters.push((DIMS[dim].to_string(), value));
+                    wanted = Some((dim, pick));
+                }
+
+                let mut input = String::from(HEADER);
+                let mut expected = vec![vec![0u64; cols.map_or(1, |c| labels_of(c).len())]; labels_of(rows).len()];
+                for (i, &(la, group, disability, date)) in people.iter().enumerate() {
+                    let day = date.map(|(y, m, d)| format!("{y}-{m:02}-{d:02}")).unwrap_or_default();
+                    input += &format!(
+                        "P{i},{},{},{},{day},,,,\n",
+                        LAS[la], groups()[group], ["Y", "N"][disability]
+                    );
+                    let Some((y, m, _)) = date else { continue };
+                    let ordinal = y as u32 * per_year + (m - 1) / (12 / per_year);
+                    if !(first..=last).contains(&ordinal) {
+                        continue;
+                    }
+                    let category = |dim: usize| match dim {
+                        0 => (ordinal - first) as usize,
+                        1 => la,
+                        2 => group,
+                        _ => disability,
+                    };
+                    if wanted.is_some_and(|(dim, pick)| category(dim) != pick) {
+                        continue;
+                    }
+                    expected[category(rows)][cols.map_or(0, category)] += 1;
+                }
+
+                let table = read(input.as_bytes(), &s, workers, 64).expect("valid");
+                prop_assert_eq!(table.rows(), labels_of(rows));
+                let expected_cols = cols.map_or_else(|| vec!["All".to_string()], labels_of);
+                prop_assert_eq!(table.cols(), &expected_cols[..]);
+                prop_assert_eq!(table.cells(), &expected[..]);
+
+                let out = sanitise(&s, &table).expect("sanitised");
+                prop_assert_eq!(out.rows(), labels_of(rows));
+                prop_assert_eq!(out.cols(), &expected_cols[..]);
+            }
         }
     }
 }

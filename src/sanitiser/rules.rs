@@ -3,8 +3,9 @@
 //! figures or whole percentages, its label and its findings.
 
 use super::findings::{Blocked, Code, Finding, Severity};
+use super::period::PeriodRange;
 use super::rounding::{self, Rounded};
-use super::spec::{Classification, MEASURE_COLUMN, Measure, Recipient, TableSpec, View};
+use super::spec::{About, Classification, Measure, Recipient, TableSpec, View};
 use super::table::CountTable;
 
 /// The method note every output carries (R10).
@@ -59,6 +60,8 @@ pub struct Sanitised {
     cols: Vec<String>,
     body: Body,
     findings: Vec<Finding>,
+    periods: Option<PeriodRange>,
+    about: About,
 }
 
 impl Sanitised {
@@ -96,6 +99,14 @@ impl Sanitised {
     pub fn body(&self) -> &Body {
         &self.body
     }
+    /// The periods the table covers; `None` for every period in the input.
+    pub fn periods(&self) -> Option<PeriodRange> {
+        self.periods
+    }
+    /// Who made the file and when, as far as known.
+    pub fn about(&self) -> &About {
+        &self.about
+    }
     /// Warnings, suppressions and notes. Never part of the file an LA gets.
     pub fn findings(&self) -> &[Finding] {
         &self.findings
@@ -111,59 +122,19 @@ impl Sanitised {
     }
 }
 
-/// The rules that depend on the request alone (R7, R9). Run them before
-/// reading any input: a forbidden table is refused whatever the data says.
-pub fn check_spec(spec: &TableSpec) -> Result<(), Blocked> {
-    if spec.measure.is_outcome() && spec.view == View::Counts {
-        return Err(Blocked::one(
-            Code::OutcomeVolume,
-            format!(
-                "{} may not be shared as volumes; use --view shares for a percentage \
-                 breakdown (by payment group or a characteristic such as disability)",
-                spec.measure
-            ),
-        ));
-    }
-    // A table holds one measure. A counts file may carry several in a
-    // `measure` column; rows of other measures are left out when it is read.
-    let measure_dimension = spec.dimensions().any(|d| d == MEASURE_COLUMN);
-    let other_measure = spec
-        .filters
-        .iter()
-        .find(|(d, v)| d == MEASURE_COLUMN && v != spec.measure.as_str())
-        .map(|(_, v)| v.as_str());
-    if measure_dimension || other_measure.is_some() {
-        let outcomes = spec.measure.is_outcome()
-            || other_measure.is_some_and(|v| v.parse().is_ok_and(Measure::is_outcome));
-        let why = "a table holds one measure, the one --measure names";
-        return Err(if outcomes {
-            Blocked::one(
-                Code::OutcomeRate,
-                format!(
-                    "{why}: setting outcomes or sustainments beside another measure gives \
-                     a rate, and with shared referral volumes the outcome volume back"
-                ),
-            )
-        } else {
-            Blocked::one(
-                Code::UnknownDimension,
-                format!(
-                    "{why}: `{MEASURE_COLUMN}` cannot be a dimension, and \
-                     --where {MEASURE_COLUMN}=… can only repeat --measure"
-                ),
-            )
-        });
-    }
-    Ok(())
-}
-
 /// Applies the rules to a table of true counts.
 ///
 /// Blocks (`Err`) carry error codes and nothing else; a `Sanitised` carries
 /// only rounded figures or shares. In strict mode warnings block too (R13).
 /// The result depends only on the rounded cells and the spec (R12).
+///
+/// The table comes from a reader, which refused a forbidden request
+/// ([`super::check_spec`]) before reading; the rule that needs no declared
+/// dimensions (R7) is checked here again, so no path skips it.
 pub fn sanitise(spec: &TableSpec, table: &CountTable) -> Result<Sanitised, Blocked> {
-    check_spec(spec)?;
+    if let Some(refused) = super::layout::outcome_volume(spec) {
+        return Err(Blocked::one(refused.code, refused.message));
+    }
     let overflow = || Blocked::one(Code::ValueTooLarge, "a figure overflows 64 bits");
     let rounded: Vec<Vec<Rounded>> = table
         .cells()
@@ -178,10 +149,11 @@ pub fn sanitise(spec: &TableSpec, table: &CountTable) -> Result<Sanitised, Block
         View::Shares => shares(spec, table, &rounded, &mut findings),
     };
     small_cells(table, &mut findings);
-    if table.rows().is_empty() || table.cols().is_empty() {
+    if table.cells().iter().flatten().all(|&x| x == 0) {
         findings.push(Finding::new(
             Code::NoData,
-            "no input rows matched, so the table is empty",
+            "nobody was counted: every cell is a true zero; check the input, the filters \
+             and the period range",
         ));
     }
 
@@ -229,6 +201,8 @@ pub fn sanitise(spec: &TableSpec, table: &CountTable) -> Result<Sanitised, Block
         cols: table.cols().to_vec(),
         body,
         findings,
+        periods: spec.periods,
+        about: spec.about.clone(),
     })
 }
 
@@ -520,25 +494,6 @@ mod tests {
     }
 
     #[test]
-    fn measure_as_a_dimension_is_an_outcome_rate_for_outcomes() {
-        let mut s = TableSpec::new(Measure::JobOutcomes, "measure");
-        s.view = View::Shares;
-        assert!(check_spec(&s).expect_err("rate").has(Code::OutcomeRate));
-        let mut s = TableSpec::new(Measure::Referrals, "payment_group");
-        s.filters.push(("measure".into(), "job_outcomes".into()));
-        assert!(check_spec(&s).expect_err("rate").has(Code::OutcomeRate));
-        let s = TableSpec::new(Measure::Referrals, "measure");
-        assert!(
-            check_spec(&s)
-                .expect_err("one measure")
-                .has(Code::UnknownDimension)
-        );
-        let mut s = TableSpec::new(Measure::Referrals, "payment_group");
-        s.filters.push(("measure".into(), "referrals".into()));
-        assert!(check_spec(&s).is_ok(), "repeating --measure is harmless");
-    }
-
-    #[test]
     fn labels_name_the_recipient() {
         let mut s = spec(View::Counts);
         s.classification = Some(Classification::Internal);
@@ -557,12 +512,12 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_table_is_noted() {
-        let out = sanitise(
-            &spec(View::Counts),
-            &CountTable::new(vec![], vec![], vec![]),
-        )
-        .expect("ok");
-        assert!(out.has(Code::NoData));
+    fn a_table_of_true_zeros_is_noted() {
+        for view in [View::Counts, View::Shares] {
+            let out = sanitise(&spec(view), &table(vec![vec![0, 0], vec![0, 0]])).expect("ok");
+            assert!(out.has(Code::NoData), "{view:?}");
+            let out = sanitise(&spec(view), &table(vec![vec![0, 0], vec![0, 1]])).expect("ok");
+            assert!(!out.has(Code::NoData), "{view:?}");
+        }
     }
 }

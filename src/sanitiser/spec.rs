@@ -1,10 +1,13 @@
 //! What a table is asked to show: measure, view, dimensions, filters, period
-//! grain, classification and recipient.
+//! grain and range, classification, recipient, and who made it.
 
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::period::PeriodRange;
 
 /// A Work Programme measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -122,8 +125,22 @@ impl Classification {
     }
 }
 
-/// The grain of the derived `period` dimension of participant records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+/// The grain of the `period` dimension: derived from the measure's stage
+/// date for participant records, the `period` column of a counts file.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum PeriodGrain {
@@ -134,8 +151,13 @@ pub enum PeriodGrain {
     Quarter,
 }
 
-/// The name of the derived period dimension.
+/// The name of the period dimension (derived from the measure's own stage
+/// date for participant records).
 pub const PERIOD: &str = "period";
+
+/// The name of the dimension of LA codes (categories from the LA reference
+/// data, in file order).
+pub const LA_CODE: &str = crate::reference::LA_CODE;
 
 /// The name of the dimension holding payment groups (ordered by reference).
 pub const PAYMENT_GROUP: &str = "payment_group";
@@ -163,29 +185,53 @@ pub struct Recipient {
 /// are shown (R8).
 pub const DEFAULT_MIN_SHARE_BASE: u64 = 100;
 
+/// Who made a file and when, for its leading lines (R10). A report fills
+/// it; the command line leaves it empty. Each part is said only when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct About {
+    /// The provider's name, as `provider.toml` gives it.
+    pub provider: Option<String>,
+    /// The `[[report]]` that made the file.
+    pub report: Option<String>,
+    /// When the run was made for (the run's time, not the clock's, so the
+    /// same run gives the same bytes).
+    pub made_at: Option<DateTime<Utc>>,
+}
+
 /// Everything a table is asked to show. Built by the CLI or by a report.
+///
+/// Rows, columns and filters name declared dimensions only (R14): `period`,
+/// `la_code`, `payment_group` and the declared characteristics. Which of
+/// these exist, and their categories, is the [`super::Catalogue`] the spec
+/// is checked against ([`super::check_spec`]).
 #[derive(Debug, Clone)]
 pub struct TableSpec {
     pub measure: Measure,
     pub view: View,
-    /// The row dimension: any column of the source, or `period`.
+    /// The row dimension.
     pub rows: String,
     /// The column dimension; `None` gives one column named `All`.
     pub cols: Option<String>,
-    /// Keep only rows whose dimension equals the value (all must hold).
+    /// Keep only input whose dimension has this category (all must hold).
     pub filters: Vec<(String, String)>,
-    /// The grain of `period` for participant records.
+    /// The grain of `period`.
     pub period: PeriodGrain,
-    /// Participant records: count only stage dates on or before this day
-    /// (a scheduled report leaves out the period still in progress).
-    pub until: Option<chrono::NaiveDate>,
+    /// The periods the table covers: stage dates (records) or `period`
+    /// values (counts) outside it are not counted. Required when `period`
+    /// lays the table out, so its labels never depend on the data (R15).
+    /// `None` counts every period in the input.
+    pub periods: Option<PeriodRange>,
     /// `None` is treated as internal, with `W_UNCLASSIFIED` (R10).
     pub classification: Option<Classification>,
+    /// For an internal table, the LA it is for: the readers count only that
+    /// LA's participants (R16).
     pub recipient: Option<Recipient>,
     /// Warnings block (R13).
     pub strict: bool,
     /// The smallest column base for which shares are shown (R8).
     pub min_share_base: u64,
+    /// Who made the file and when (R10).
+    pub about: About,
 }
 
 impl TableSpec {
@@ -198,12 +244,19 @@ impl TableSpec {
             cols: None,
             filters: Vec::new(),
             period: PeriodGrain::default(),
-            until: None,
+            periods: None,
             classification: None,
             recipient: None,
             strict: false,
             min_share_base: DEFAULT_MIN_SHARE_BASE,
+            about: About::default(),
         }
+    }
+
+    /// Whether the file is internal MI (R10: no classification means
+    /// internal).
+    pub fn is_internal(&self) -> bool {
+        self.classification != Some(Classification::Published)
     }
 
     /// The dimensions the table is laid out by: rows, then columns if any.

@@ -276,7 +276,7 @@ impl Net {
     /// complete month before `at`.
     pub fn write_records_at(&self, at: chrono::DateTime<Utc>) {
         let last = last_complete_period(PeriodGrain::Month, at);
-        let this_month = last.last_day.succ_opt().expect("a day after");
+        let this_month = last.last_day().succ_opt().expect("a day after");
         let mut text = String::from(
             "participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
              job_start_date,job_outcome_date,first_sustainment_date\n",
@@ -288,7 +288,8 @@ impl Net {
                     n += 1;
                     text.push_str(&format!(
                         "P{n},{},{group},N,{},,,,\n",
-                        la.code, last.first_day
+                        la.code,
+                        last.first_day()
                     ));
                 }
             }
