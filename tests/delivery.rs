@@ -387,3 +387,103 @@ async fn a_cut_connection_resumes_from_the_committed_offset() {
     assert!(stored.attempts >= 2, "{}", stored.attempts);
     assert!(net.spool().is_empty());
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The sanitiser's findings are for the provider alone: W_DISTORTION's
+/// message holds the exact true total, and neither it nor any other
+/// finding's text reaches the LA's file, the wire (everything the endpoint
+/// recorded of the push, in its database and audit log) or the receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_finding_text_reaches_the_la() {
+    let net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    // Nine participants in each of the nine payment groups: every cell 1–9,
+    // all round to 0, so the grand total (81) is distorted.
+    let last = mishare::provider::report::last_complete_period(
+        mishare::sanitiser::PeriodGrain::Month,
+        Utc::now(),
+    );
+    let mut records = String::from(
+        "participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
+         job_start_date,job_outcome_date,first_sustainment_date\n",
+    );
+    let groups = mishare::reference::Dimensions::default();
+    let groups = groups.payment_groups();
+    for (g, category) in groups.categories().iter().enumerate() {
+        for n in 0..9 {
+            records.push_str(&format!(
+                "P{g}{n},E09000002,{},N,{},,,,\n",
+                category.code,
+                last.first_day()
+            ));
+        }
+    }
+    std::fs::write(net.path("data/participants.csv"), records).expect("records");
+
+    let preview = net.run(&["report", "preview", "referrals-monthly"]).await;
+    assert_eq!(preview.status.code(), Some(0), "{preview:?}");
+    let said = String::from_utf8_lossy(&preview.stderr).into_owned();
+    let findings: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.split_once("]: ").map(|(_, message)| message))
+        .collect();
+    assert!(
+        said.contains("warning[W_DISTORTION]: the grand total is 0 after rounding (-81, 100%)"),
+        "{said}"
+    );
+    assert!(findings.len() >= 2, "{said}");
+
+    let sent = net.run(&["send-now", "referrals-monthly"]).await;
+    assert_eq!(sent.status.code(), Some(0), "{sent:?}");
+    let files = net.inbox("E09000002");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let plaintext = String::from_utf8(net.decrypt("E09000002", &files[0])).expect("utf-8");
+    let transfer_id = files[0]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit('_').next())
+        .expect("transfer id")
+        .to_string();
+    let receipt = net.run(&["receipt", "export", &transfer_id]).await;
+    assert_eq!(receipt.status.code(), Some(0), "{receipt:?}");
+    let receipt = String::from_utf8_lossy(&receipt.stdout).into_owned();
+
+    // Everything the endpoint holds: the inbox and its state (database, WAL,
+    // audit log), as raw bytes.
+    let mut seen_by_the_la = vec![plaintext, receipt];
+    let la_dir = net.path("la-e09000002");
+    for file in files_under(&la_dir) {
+        if file.extension().is_some_and(|e| e == "age") {
+            continue; // ciphertext; its plaintext is checked above
+        }
+        seen_by_the_la
+            .push(String::from_utf8_lossy(&std::fs::read(&file).expect("read")).into_owned());
+    }
+    for text in &seen_by_the_la {
+        for finding in &findings {
+            assert!(
+                !text.contains(finding),
+                "a finding reached the LA: {finding}"
+            );
+        }
+        for code in ["W_DISTORTION", "W_SMALL_CELLS", "(-81", "after rounding"] {
+            assert!(!text.contains(code), "{code} reached the LA");
+        }
+    }
+}

@@ -178,7 +178,7 @@ async fn demo(dir: &Path, participants: u32) -> anyhow::Result<String> {
              key = \"certs/provider.key\"\nca = \"certs/ca.pem\"\n\n{authorities}\
              [[report]]\nname = \"{REPORT}\"\nsource = {{ records = \"data/participants.csv\" }}\n\
              measure = \"referrals\"\nview = \"counts\"\nrows = \"payment_group\"\n\
-             cols = \"period\"\nperiod = \"quarter\"\nschedule = \"0 6 2 1,4,7,10 *\"\n\
+             cols = \"period\"\nperiod = \"quarter\"\nperiods = 4\nschedule = \"0 6 2 1,4,7,10 *\"\n\
              recipients = \"all\"\nsplit_by_recipient = true\nclassification = \"internal\"\n\
              missed = \"run-once\"\n"
         ),
