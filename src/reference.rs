@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::sanitiser::{COUNT, MEASURE_COLUMN, Measure, PAYMENT_GROUP, PERIOD};
+use crate::common::names::is_la_code;
 
 /// The Work Programme payment groups, in reference order.
 pub const DEFAULT_PAYMENT_GROUPS: [&str; 9] = [
@@ -35,6 +35,33 @@ pub const DISABILITY: &str = "disability";
 /// The name of the dimension holding LA codes (from [`LaReference`]).
 pub const LA_CODE: &str = "la_code";
 
+/// The name of the dimension holding payment groups.
+pub const PAYMENT_GROUP: &str = "payment_group";
+
+/// The name of the derived period dimension (from a measure's stage date).
+pub const PERIOD: &str = "period";
+
+/// The column of a counts file holding the figures.
+pub const COUNT: &str = "count";
+
+/// The column that, in a counts file carrying several measures, says which
+/// measure a row counts.
+pub const MEASURE_COLUMN: &str = "measure";
+
+/// The participant-record column that identifies a participant.
+pub const PARTICIPANT_ID: &str = "participant_id";
+
+/// The participant-record columns holding the date each stage was reached,
+/// in programme order: referrals, attachments, job starts, job outcomes,
+/// sustainments.
+pub const STAGE_DATE_COLUMNS: [&str; 5] = [
+    "referral_date",
+    "attachment_date",
+    "job_start_date",
+    "job_outcome_date",
+    "first_sustainment_date",
+];
+
 /// The most categories a characteristic may declare. A finer breakdown is
 /// all small cells (R6) and only helps someone single a person out.
 pub const MAX_CHARACTERISTIC_CATEGORIES: usize = 64;
@@ -43,7 +70,7 @@ pub const MAX_CHARACTERISTIC_CATEGORIES: usize = 64;
 /// identifier and the five stage dates. None of them can be declared as a
 /// dimension (R14).
 pub fn record_columns_not_characteristics() -> impl Iterator<Item = &'static str> {
-    std::iter::once("participant_id").chain(Measure::ALL.iter().map(|m| m.date_column()))
+    std::iter::once(PARTICIPANT_ID).chain(STAGE_DATE_COLUMNS)
 }
 
 /// Why a reference file could not be used. Every variant names the file.
@@ -537,13 +564,6 @@ impl LaReference {
     pub fn is_empty(&self) -> bool {
         self.las.is_empty()
     }
-}
-
-/// Whether `code` has the shape of an LA code: 1 to 16 ASCII letters and digits.
-///
-/// Codes end up in file names and database keys, so nothing else is accepted.
-pub fn is_la_code(code: &str) -> bool {
-    (1..=16).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Reads a headed CSV, finds `columns` by name and calls `row` with the

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use mishare::certs::write_dev_pki;
-use mishare::reference::is_la_code;
+use mishare::common::names::is_la_code;
 
 use super::{Outcome, status};
 

@@ -6,8 +6,9 @@ use std::io;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use mishare::common::names::is_la_code;
 use mishare::config::ProviderConfig;
-use mishare::reference::{Dimensions, LaReference, PaymentGroups, ReferenceError, is_la_code};
+use mishare::reference::{Dimensions, LaReference, PaymentGroups, ReferenceError};
 use mishare::sanitiser::{
     self, Blocked, Catalogue, Classification, Code, InputError, LA_CODE, Measure, PeriodGrain,
     PeriodRange, Recipient, Sanitised, TableSpec, View, render,

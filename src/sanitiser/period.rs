@@ -11,7 +11,33 @@ use std::str::FromStr;
 
 use chrono::{Datelike, NaiveDate};
 
-use super::spec::PeriodGrain;
+use serde::{Deserialize, Serialize};
+
+/// The grain of the `period` dimension: derived from the measure's stage
+/// date for participant records, the `period` column of a counts file.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum PeriodGrain {
+    /// `YYYY-MM`.
+    #[default]
+    Month,
+    /// `YYYY-Qn`.
+    Quarter,
+}
 
 /// The longest range of months a table may cover (ten years).
 pub const MAX_MONTHS: usize = 120;

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use super::period::PeriodGrain;
+
 use super::period::PeriodRange;
 
 /// A Work Programme measure.
@@ -50,12 +52,14 @@ impl Measure {
 
     /// The participant-record column holding the date this stage was reached.
     pub fn date_column(self) -> &'static str {
+        let [referral, attachment, job_start, job_outcome, sustainment] =
+            crate::reference::STAGE_DATE_COLUMNS;
         match self {
-            Measure::Referrals => "referral_date",
-            Measure::Attachments => "attachment_date",
-            Measure::JobStarts => "job_start_date",
-            Measure::JobOutcomes => "job_outcome_date",
-            Measure::Sustainments => "first_sustainment_date",
+            Measure::Referrals => referral,
+            Measure::Attachments => attachment,
+            Measure::JobStarts => job_start,
+            Measure::JobOutcomes => job_outcome,
+            Measure::Sustainments => sustainment,
         }
     }
 }
@@ -125,52 +129,26 @@ impl Classification {
     }
 }
 
-/// The grain of the `period` dimension: derived from the measure's stage
-/// date for participant records, the `period` column of a counts file.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum PeriodGrain {
-    /// `YYYY-MM`.
-    #[default]
-    Month,
-    /// `YYYY-Qn`.
-    Quarter,
-}
-
 /// The name of the period dimension (derived from the measure's own stage
 /// date for participant records).
-pub const PERIOD: &str = "period";
+pub const PERIOD: &str = crate::reference::PERIOD;
 
 /// The name of the dimension of LA codes (categories from the LA reference
 /// data, in file order).
 pub const LA_CODE: &str = crate::reference::LA_CODE;
 
 /// The name of the dimension holding payment groups (ordered by reference).
-pub const PAYMENT_GROUP: &str = "payment_group";
+pub const PAYMENT_GROUP: &str = crate::reference::PAYMENT_GROUP;
 
 /// The name of the column holding a count in the long counts CSV.
-pub const COUNT: &str = "count";
+pub const COUNT: &str = crate::reference::COUNT;
 
 /// The name of the single column of a table that has no column dimension.
 pub const ALL_COLUMN: &str = "All";
 
 /// The name of the column that, in a counts CSV carrying several measures,
 /// says which measure a row counts.
-pub const MEASURE_COLUMN: &str = "measure";
+pub const MEASURE_COLUMN: &str = crate::reference::MEASURE_COLUMN;
 
 /// The recipient of an internal file, as its label names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
