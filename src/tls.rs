@@ -73,6 +73,13 @@ pub enum TlsError {
     /// An endpoint address is not `https://HOST:PORT`.
     #[error("endpoint {0:?} is not https://HOST:PORT")]
     Endpoint(String),
+    /// A private key file its group or others can open: refused, as ssh
+    /// refuses such a key, before it is read.
+    #[error(
+        "the private key {path} is open to its group or others (mode {mode:04o}); a TLS key \
+         must be readable by its owner alone: chmod 600 {path}"
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
     /// The connection to a peer failed.
     #[error("cannot connect to {endpoint} as {server_name}: {reason}")]
     Connect {
@@ -154,6 +161,24 @@ impl Identity {
             .key_provider
             .load_private_key(self.key.clone_key())?)
     }
+}
+
+/// Refuses a private key file that anyone but its owner may read, write or
+/// run (mode bits `0o077`, the test ssh makes), before it is read. A key
+/// that cannot be found is left for [`Identity::load`] to report.
+pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Trust anchors: the CA certificates a peer's chain must lead to.

@@ -68,7 +68,7 @@ fn write_config(dir: &Path, pki: &Pki, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("certs")).expect("mkdir");
     std::fs::write(dir.join("certs/ca.pem"), pki.ca.cert_pem()).expect("ca");
     std::fs::write(dir.join("certs/authority.pem"), &pki.server.cert_pem).expect("cert");
-    std::fs::write(dir.join("certs/authority.key"), &pki.server.key_pem).expect("key");
+    write_private_key(&dir.join("certs/authority.key"), &pki.server.key_pem);
     let grace = if extra.contains("shutdown_grace_secs") {
         ""
     } else {
@@ -85,6 +85,13 @@ fn write_config(dir: &Path, pki: &Pki, extra: &str) -> PathBuf {
     let path = dir.join("authority.toml");
     std::fs::write(&path, text).expect("config");
     path
+}
+
+/// Writes a private key owner-only (0600), as the endpoint demands.
+fn write_private_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).expect("key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 impl Endpoint {
@@ -974,6 +981,33 @@ async fn a_bad_config_names_the_file_and_key() {
     .expect("key");
     let err = AuthorityConfig::load(&path).expect_err("mismatched key");
     assert!(err.to_string().contains("`tls.cert`"), "{err}");
+}
+
+/// A TLS key its group or others can read is refused at load, naming the
+/// file and the `chmod` to run, as ssh does.
+#[test]
+fn a_tls_key_others_can_read_is_refused_with_the_chmod_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let path = write_config(dir.path(), &pki, "");
+    let key = dir.path().join("certs/authority.key");
+    AuthorityConfig::load(&path).expect("a 0600 key loads");
+    for mode in [0o644, 0o640, 0o660, 0o604] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let err = AuthorityConfig::load(&path)
+            .expect_err("an open key is refused")
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}: `tls.key`: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains(&format!("(mode {mode:04o})")), "{err}");
+        assert!(
+            err.ends_with(&format!("chmod 600 {}", key.display())),
+            "{err}"
+        );
+    }
 }
 
 /// Receipts work with the keys operators make with `openssl`: RSA (signed

@@ -166,12 +166,16 @@ impl Checker<'_> {
         }
     }
 
-    /// Loads `[tls]`: the identity (chain and key, matched) and the trust
-    /// anchors for peers.
+    /// Loads `[tls]`: the identity (chain and key, matched, the key
+    /// owner-only) and the trust anchors for peers.
     fn load_tls(
         &self,
         paths: &TlsPaths,
     ) -> Result<(crate::tls::Identity, crate::tls::TrustAnchors), ConfigError> {
+        // Before the key is read: a key others can read is refused as ssh
+        // refuses one, even if nothing else is wrong.
+        crate::tls::check_key_permissions(&paths.key)
+            .map_err(|e| self.invalid("tls.key", e.to_string()))?;
         let identity = crate::tls::Identity::load(&paths.cert, &paths.key)
             .map_err(|e| self.invalid("tls.cert", e.to_string()))?;
         let anchors = crate::tls::TrustAnchors::load(&paths.ca)
