@@ -983,6 +983,81 @@ async fn a_bad_config_names_the_file_and_key() {
     assert!(err.to_string().contains("`tls.cert`"), "{err}");
 }
 
+/// The endpoint publishes a file by hard-linking it from `data_dir/partial`
+/// into the inbox, which cannot cross filesystems (EXDEV). An inbox on
+/// another filesystem is refused at load, naming both paths. This uses
+/// two real filesystems where the machine has them (/dev/shm is tmpfs on
+/// Linux); the seam below is tested on its own whatever the machine.
+#[test]
+fn an_inbox_on_another_filesystem_than_the_partial_files_is_refused_at_load() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Ok(elsewhere) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: only the seam is tested");
+        return;
+    };
+    let dev = |p: &Path| std::fs::metadata(p).expect("metadata").dev();
+    if dev(dir.path()) == dev(elsewhere.path()) {
+        eprintln!("/dev/shm is on the same filesystem here: only the seam is tested");
+        return;
+    }
+    let pki = pki();
+    let path = write_config(dir.path(), &pki, "");
+    let inbox = elsewhere.path().join("inbox");
+    let text = std::fs::read_to_string(&path).expect("config").replace(
+        "inbox = \"var/inbox\"",
+        &format!("inbox = {:?}", inbox.display().to_string()),
+    );
+    std::fs::write(&path, text).expect("config");
+    let err = AuthorityConfig::load(&path)
+        .expect_err("another filesystem")
+        .to_string();
+    let partial = dir.path().join("var/authority/partial");
+    assert!(
+        err.starts_with(&format!("{}: `inbox`: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains(&inbox.display().to_string()), "{err}");
+    assert!(err.contains(&partial.display().to_string()), "{err}");
+}
+
+/// The start-up check through its seam: the device of each path is what
+/// the test says, so two filesystems need not exist.
+#[test]
+fn the_filesystem_check_names_both_paths_through_its_seam() {
+    use mishare::config::authority::check_same_filesystem;
+    let config = Path::new("/srv/la/authority.toml");
+    let inbox = Path::new("/mnt/inbox");
+    let partial = Path::new("/srv/la/var/authority/partial");
+    let two = |p: &Path| Ok(if p.starts_with("/mnt") { 7 } else { 3 });
+    let err = check_same_filesystem(config, inbox, partial, two)
+        .expect_err("two filesystems")
+        .to_string();
+    assert_eq!(
+        err,
+        "/srv/la/authority.toml: `inbox`: /mnt/inbox is on another filesystem than the \
+         partial transfers in /srv/la/var/authority/partial; a received file is moved into \
+         the inbox by a hard link, which cannot cross filesystems: put inbox and data_dir \
+         on the same filesystem"
+    );
+    check_same_filesystem(config, inbox, partial, |_| Ok(3)).expect("one filesystem");
+    let err = check_same_filesystem(config, inbox, partial, |p: &Path| {
+        if p.starts_with("/mnt") {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        } else {
+            Ok(3)
+        }
+    })
+    .expect_err("unknown device")
+    .to_string();
+    assert!(
+        err.starts_with(
+            "/srv/la/authority.toml: `inbox`: cannot tell which filesystem /mnt/inbox is on"
+        ),
+        "{err}"
+    );
+}
+
 /// A TLS key its group or others can read is refused at load, naming the
 /// file and the `chmod` to run, as ssh does.
 #[test]

@@ -3,7 +3,9 @@
 //! file or key fails at start.
 
 use std::collections::HashSet;
+use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Default `sync_every_bytes`: received bytes are fsynced (and only then
 /// count as committed) at least this often, and at every commit.
 pub const DEFAULT_SYNC_EVERY_BYTES: u64 = 8 << 20;
+
+/// The folder under `data_dir` that holds partial transfers.
+pub const PARTIAL_DIR: &str = "partial";
 
 /// A finished `authority.toml`.
 #[derive(Debug, Clone)]
@@ -89,6 +94,11 @@ impl AuthorityConfig {
     /// The provider identities served, for the TLS allow-list.
     pub fn allow_list(&self) -> crate::tls::AllowList {
         crate::tls::AllowList::new(self.providers.iter().map(|p| p.id.clone()))
+    }
+
+    /// Where partial transfers are kept: `data_dir/partial`.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.data_dir.join(PARTIAL_DIR)
     }
 
     /// Whether `identity` is a configured `[[provider]]`.
@@ -162,6 +172,7 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
              the inbox)",
         ));
     }
+    check_same_filesystem(check.path, &inbox, &data_dir.join(PARTIAL_DIR), device_of)?;
     if raw.max_file_bytes == 0 {
         return Err(check.invalid("max_file_bytes", "must be at least 1"));
     }
@@ -259,4 +270,77 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         provider_anchors,
         providers,
     })
+}
+
+/// The filesystem (device number) `path` is on, or will be on once it is
+/// created: that of its nearest existing ancestor.
+pub fn device_of(path: &Path) -> io::Result<u64> {
+    let mut at = path;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(metadata) => return Ok(metadata.dev()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                // A relative path none of whose parts exist yet.
+                _ => return std::fs::metadata(".").map(|m| m.dev()),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Requires the inbox and the partial transfers on one filesystem, telling
+/// them apart with `device_of` ([`device_of`] at start; a test passes its
+/// own).
+///
+/// A file is published by hard-linking its partial file into the inbox:
+/// the link is atomic, never replaces an existing file, and leaves no
+/// half-written file in the inbox; it cannot cross filesystems (EXDEV), so
+/// on two filesystems every commit would fail. The other way out, keeping
+/// partial files on the inbox's filesystem, would put them in or beside
+/// the folder LA staff and their tools read, which is what keeping them in
+/// `data_dir` avoids. So the mistake is refused at start instead, naming
+/// both paths.
+pub fn check_same_filesystem(
+    config: &Path,
+    inbox: &Path,
+    partial: &Path,
+    device_of: impl Fn(&Path) -> io::Result<u64>,
+) -> Result<(), ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        path: config.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let inbox_dev = device_of(inbox).map_err(|e| {
+        invalid(
+            "inbox",
+            format!(
+                "cannot tell which filesystem {} is on: {e}",
+                inbox.display()
+            ),
+        )
+    })?;
+    let partial_dev = device_of(partial).map_err(|e| {
+        invalid(
+            "data_dir",
+            format!(
+                "cannot tell which filesystem {} is on: {e}",
+                partial.display()
+            ),
+        )
+    })?;
+    if inbox_dev != partial_dev {
+        return Err(invalid(
+            "inbox",
+            format!(
+                "{} is on another filesystem than the partial transfers in {}; a received \
+                 file is moved into the inbox by a hard link, which cannot cross \
+                 filesystems: put inbox and data_dir on the same filesystem",
+                inbox.display(),
+                partial.display()
+            ),
+        ));
+    }
+    Ok(())
 }
