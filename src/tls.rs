@@ -12,9 +12,10 @@
 //! `mishare certs dev` and ones made with the `openssl` tool both work
 //! (PKCS#8, SEC1 and PKCS#1 keys; ECDSA, Ed25519 and RSA).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -43,8 +44,15 @@ use crate::common::shutdown::Shutdown;
 /// How long a peer has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many handshakes may be in progress at once.
-pub const MAX_HANDSHAKES: usize = 64;
+/// How many handshakes may be in progress at once, from all sources. A
+/// connection beyond it is closed at once; the accept loop never waits.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// How many handshakes may be in progress at once from one [`Source`]: a
+/// few idle connections from one place cannot use up [`MAX_HANDSHAKES`]. A
+/// provider opens one connection per push at a time (16 pushes at most by
+/// default), so this leaves room for a busy one.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
 
 /// Why TLS could not be set up, or a peer was refused.
 #[derive(Debug, thiserror::Error)]
@@ -449,12 +457,136 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Accepts TCP connections, completes the TLS handshake (bounded in time and
-/// number) and yields only authenticated connections. Refused handshakes are
-/// logged with the peer's address and the reason, and `on_refused` is told
-/// (so the caller can audit them). The accept loop and each handshake are
-/// tasks of `tasks`; the stream ends when it is dropped or `tasks` is
-/// cancelled.
+/// Where a connection comes from, as far as limits and refusal counts are
+/// concerned: an IPv4 address, or the /64 network of an IPv6 address (one
+/// host commonly holds a whole /64, so counting its addresses apart would
+/// count nothing). An IPv4 address mapped into IPv6 is the IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    /// The source an address belongs to.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Source(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let network = u128::from(v6) & !((1u128 << 64) - 1);
+                    Source(IpAddr::V6(Ipv6Addr::from(network)))
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+/// Handshakes in progress, by source, with a bound for each source and one
+/// for all. Admission never waits: over a bound, the caller closes the
+/// connection at once.
+#[derive(Debug)]
+pub struct PendingHandshakes {
+    total_limit: usize,
+    per_source_limit: usize,
+    state: std::sync::Mutex<PendingState>,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    total: usize,
+    by_source: HashMap<Source, usize>,
+}
+
+/// One admitted handshake; dropping it frees its place.
+#[derive(Debug)]
+pub struct HandshakeSlot {
+    pending: Arc<PendingHandshakes>,
+    source: Source,
+}
+
+/// Why a connection was closed before its handshake began.
+pub const TOO_MANY_FROM_SOURCE: &str = "too many handshakes pending from this address";
+/// Why a connection was closed before its handshake began.
+pub const TOO_MANY_IN_ALL: &str = "too many handshakes pending from all addresses";
+
+impl PendingHandshakes {
+    /// At most `total` handshakes at once, and `per_source` from one source.
+    pub fn new(total: usize, per_source: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total_limit: total,
+            per_source_limit: per_source,
+            state: std::sync::Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        // Counts only: a panic elsewhere leaves them usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for a handshake from `source`, or why there is none.
+    pub fn admit(self: &Arc<Self>, source: Source) -> Result<HandshakeSlot, &'static str> {
+        let mut state = self.state();
+        let from_source = state.by_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.per_source_limit {
+            return Err(TOO_MANY_FROM_SOURCE);
+        }
+        if state.total >= self.total_limit {
+            return Err(TOO_MANY_IN_ALL);
+        }
+        state.total += 1;
+        state.by_source.insert(source, from_source + 1);
+        Ok(HandshakeSlot {
+            pending: self.clone(),
+            source,
+        })
+    }
+
+    /// Handshakes in progress (from `source`, or from all).
+    pub fn pending(&self, source: Option<Source>) -> usize {
+        let state = self.state();
+        match source {
+            Some(s) => state.by_source.get(&s).copied().unwrap_or(0),
+            None => state.total,
+        }
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut state = self.pending.state();
+        state.total = state.total.saturating_sub(1);
+        if let Some(n) = state.by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                state.by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Accepts TCP connections, completes the TLS handshake and yields only
+/// authenticated connections.
+///
+/// Handshakes are bounded in time ([`HANDSHAKE_TIMEOUT`]) and in number,
+/// per source ([`MAX_HANDSHAKES_PER_SOURCE`]) and in all
+/// ([`MAX_HANDSHAKES`]); the accept loop never waits for a place: a
+/// connection over a bound is closed at once, so idle connections from one
+/// place never stop anyone else connecting. Every refusal (over a bound, a
+/// failed or timed-out handshake) is told to `on_refused` with the peer's
+/// address and the reason, before the connection is closed, so the caller
+/// can audit it. The accept loop and each handshake are tasks of `tasks`;
+/// the stream ends when it is dropped or `tasks` is cancelled.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -464,7 +596,7 @@ pub fn incoming(
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(16);
     let acceptor = TlsAcceptor::from(config);
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let pending = PendingHandshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
     let on_refused = Arc::new(on_refused);
     let spawner = tasks.clone();
     tasks.spawn(async move {
@@ -482,8 +614,16 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
+            let slot = match pending.admit(Source::of(addr.ip())) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    // Per connection only at debug: a flood would flood the
+                    // log too. The caller's audit counts every one.
+                    tracing::debug!(peer = %addr, reason = why, "connection closed at once");
+                    on_refused(addr, why.to_string());
+                    drop(tcp);
+                    continue;
+                }
             };
             let (acceptor, allow, tx, on_refused) = (
                 acceptor.clone(),
@@ -492,14 +632,19 @@ pub fn incoming(
                 on_refused.clone(),
             );
             spawner.spawn(async move {
-                let _permit = permit;
                 let _ = tcp.set_nodelay(true);
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
+                        .await;
+                drop(slot);
                 let stream = match handshake {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                        // Told before the connection closes, so a peer that
+                        // sees it closed knows the refusal was counted.
                         on_refused(addr, e.to_string());
+                        drop(tcp);
                         return;
                     }
                     Err(_) => {
@@ -631,6 +776,49 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source(s: &str) -> Source {
+        Source::of(s.parse().expect("ip"))
+    }
+
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        assert_eq!(source("192.0.2.7").to_string(), "192.0.2.7");
+        assert_eq!(source("::ffff:192.0.2.7"), source("192.0.2.7"));
+        assert_eq!(
+            source("2001:db8:1:2:aaaa::1"),
+            source("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(source("2001:db8:1:2::1"), source("2001:db8:1:3::1"));
+        assert_eq!(
+            source("2001:db8:1:2:aaaa::1").to_string(),
+            "2001:db8:1:2::/64"
+        );
+    }
+
+    #[test]
+    fn pending_handshakes_are_bounded_per_source_and_in_all() {
+        let pending = PendingHandshakes::new(5, 2);
+        let (a, b, c) = (
+            source("192.0.2.1"),
+            source("192.0.2.2"),
+            source("192.0.2.3"),
+        );
+        let a1 = pending.admit(a).expect("a 1");
+        let _a2 = pending.admit(a).expect("a 2");
+        assert_eq!(pending.admit(a).expect_err("a 3"), TOO_MANY_FROM_SOURCE);
+        // Another source is not held up by a's.
+        let _b1 = pending.admit(b).expect("b 1");
+        let _b2 = pending.admit(b).expect("b 2");
+        let _c1 = pending.admit(c).expect("c 1");
+        assert_eq!(pending.pending(None), 5);
+        assert_eq!(pending.admit(c).expect_err("c 2"), TOO_MANY_IN_ALL);
+        // A finished handshake frees its place, for its source and in all.
+        drop(a1);
+        assert_eq!(pending.pending(Some(a)), 1);
+        let _c2 = pending.admit(c).expect("c 2 after a's ended");
+        assert_eq!(pending.admit(a).expect_err("full"), TOO_MANY_IN_ALL);
+    }
 
     #[test]
     fn dial_address_takes_only_https_host_port() {

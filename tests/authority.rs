@@ -418,6 +418,45 @@ async fn a_provider_not_on_the_list_is_refused_at_the_handshake_and_audited() {
     assert!(endpoint.inbox_files().is_empty());
 }
 
+/// Idle TCP connections from one address never stop the endpoint
+/// accepting others: 500 are held open from 127.0.0.2 while a provider
+/// (from 127.0.0.1) connects and pushes a file. Those over the address's
+/// limit of pending handshakes are closed at once and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_stop_a_provider_pushing() {
+    let mut endpoint = Endpoint::start("").await;
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2 (any 127/8 address is loopback on Linux)");
+        idle.push(socket.connect(endpoint.addr).await.expect("connect"));
+    }
+
+    let mut client = endpoint.provider().await;
+    let file = age_file(10_000);
+    let receipt = push(&mut client, whole("transfer-while-flooded", &file, 0))
+        .await
+        .expect("a push completes while 500 idle connections are open");
+    assert_eq!(receipt.sha256, sha256(&file));
+    assert_eq!(endpoint.inbox_files().len(), 1);
+    drop(idle);
+
+    endpoint.shutdown().await.expect("clean shutdown");
+    let audit = endpoint.audit();
+    assert!(
+        audit.iter().any(|(kind, d)| kind == "handshake_refused"
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("too many handshakes pending from"))
+            && d["peer_addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("127.0.0.2"))),
+        "{audit:?}"
+    );
+}
+
 async fn query_err(client: &mut ExchangeClient<Channel>, id: &str) -> String {
     client
         .query_transfer(QueryTransferRequest {

@@ -241,3 +241,33 @@ async fn a_non_dwp_identity_is_refused_at_the_handshake() {
     assert!(net.store().suspensions(false).expect("list").is_empty());
     assert!(audit_actors(&net, "directive_call").is_empty());
 }
+
+/// Idle TCP connections from one address never stop DWP reaching the
+/// Directive service: 500 are held open from 127.0.0.2 while DWP (from
+/// 127.0.0.1) connects and lists suspensions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_stop_dwp() {
+    let mut net = Net::start(&["E09000002"]).await;
+    let _stop = serve(&mut net).await;
+    let addr = net.directive.expect("listening");
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2 (any 127/8 address is loopback on Linux)");
+        idle.push(socket.connect(addr).await.expect("connect"));
+    }
+    let mut dwp = client(&net, "dwp")
+        .await
+        .expect("DWP connects while 500 idle connections are open");
+    let listed = dwp
+        .list(ListRequest {
+            include_lifted: true,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.suspensions.is_empty());
+    drop(idle);
+}
