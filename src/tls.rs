@@ -625,17 +625,24 @@ pub fn incoming(
                     continue;
                 }
             };
-            let (acceptor, allow, tx, on_refused) = (
+            let (acceptor, allow, tx, on_refused, stop) = (
                 acceptor.clone(),
                 allow.clone(),
                 tx.clone(),
                 on_refused.clone(),
+                spawner.clone(),
             );
             spawner.spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let handshake =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
-                        .await;
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(tcp).into_fallible(),
+                    ) => handshake,
+                    // The listener is stopping: nobody was refused, and the
+                    // caller's audit can finish once these tasks are gone.
+                    () = stop.cancelled() => return,
+                };
                 drop(slot);
                 let stream = match handshake {
                     Ok(Ok(stream)) => stream,

@@ -457,6 +457,87 @@ async fn idle_connections_from_one_address_do_not_stop_a_provider_pushing() {
     );
 }
 
+/// Opens `n` TCP connections to `addr`, at most 64 at once, each sending
+/// bytes that are not TLS and then waiting until the endpoint closes it
+/// (it tells its audit before it closes, so every refusal is counted once
+/// this returns).
+async fn failed_handshakes(addr: SocketAddr, n: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let permit = gate.clone().acquire_owned().await.expect("permit");
+        set.spawn(async move {
+            let _permit = permit;
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            // The endpoint may close first (over a limit): never mind.
+            let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let mut sink = [0u8; 512];
+            while let Ok(n) = tcp.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("client task");
+    }
+}
+
+/// The `handshake_refused` rows of an audit log: (count, detail).
+fn refusal_rows(audit: &[(String, serde_json::Value)]) -> Vec<(u64, serde_json::Value)> {
+    audit
+        .iter()
+        .filter(|(kind, _)| kind == "handshake_refused")
+        .map(|(_, d)| (d["count"].as_u64().unwrap_or(0), d.clone()))
+        .collect()
+}
+
+/// 10,000 failed handshakes do not write 10,000 fsynced rows: refusals are
+/// coalesced per (source address, reason), at most one row a minute for
+/// each, carrying the count of refusals it stands for; the counts add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_failed_handshakes_add_a_bounded_number_of_audit_rows() {
+    const N: usize = 10_000;
+    let mut endpoint = Endpoint::start("").await;
+    let started = std::time::Instant::now();
+    failed_handshakes(endpoint.addr, N).await;
+    let minutes = started.elapsed().as_secs() / 60;
+    endpoint.shutdown().await.expect("clean shutdown");
+
+    let audit = endpoint.audit();
+    let rows = refusal_rows(&audit);
+    let total: u64 = rows.iter().map(|(count, _)| count).sum();
+    assert_eq!(
+        total, N as u64,
+        "the counts add up to every refusal: {rows:?}"
+    );
+    let keys: std::collections::HashSet<(String, String)> = rows
+        .iter()
+        .map(|(_, d)| (d["source"].to_string(), d["reason"].to_string()))
+        .collect();
+    assert!(
+        keys.iter().all(|(source, _)| source == "\"127.0.0.1\""),
+        "{keys:?}"
+    );
+    // For each key: its first refusal at once, then one row per minute (or
+    // part of one, at shutdown).
+    let bound = keys.len() * (2 + minutes as usize);
+    assert!(
+        rows.len() <= bound,
+        "{} rows for {} keys in {minutes} whole minutes: {rows:?}",
+        rows.len(),
+        keys.len()
+    );
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert_eq!(
+        endpoint.audit().len(),
+        rows.len(),
+        "nothing else was audited"
+    );
+}
+
 async fn query_err(client: &mut ExchangeClient<Channel>, id: &str) -> String {
     client
         .query_transfer(QueryTransferRequest {

@@ -24,7 +24,6 @@ pub mod store;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,11 +31,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 
 use crate::common::audit::Kind;
 use crate::common::db::DbError;
+use crate::common::refusals;
 use crate::common::shutdown::Shutdown;
 use crate::common::time::now_ms;
 use crate::config::AuthorityConfig;
@@ -55,9 +55,6 @@ const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 /// How long pushes cancelled after the grace period have to wind down.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
-
-/// How many refused handshakes may wait to be audited.
-const AUDIT_QUEUE: usize = 1024;
 
 /// Why the endpoint could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -131,23 +128,18 @@ pub async fn serve(
     let tasks = shutdown.branch();
     let pushes = Shutdown::new();
 
-    // Refused handshakes are audited by one writer task, fed through a
-    // bounded queue (the TLS layer reports them from its own tasks).
-    let (audit_tx, audit_rx) = mpsc::channel::<RefusedHandshake>(AUDIT_QUEUE);
-    tasks.spawn(audit_writer(state.clone(), audit_rx, tasks.clone()));
+    // Refused handshakes are counted as the TLS layer reports them and
+    // audited by one writer task, coalesced per (source, reason), so a
+    // flood of them cannot grow the disk without bound. The writer ends,
+    // writing what is left, once the accept loop and handshakes are gone.
+    let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
+    tasks.spawn(audit_refusals(state.clone(), writer));
     let connections = tls::incoming(
         listener,
         server_config,
         allow,
         &tasks,
-        move |addr, reason| {
-            if audit_tx
-                .try_send(RefusedHandshake { addr, reason })
-                .is_err()
-            {
-                tracing::error!(peer = %addr, "the audit queue is full or closed; a refused handshake was not audited");
-            }
-        },
+        move |addr, reason| refusals.record(addr, &reason),
     );
 
     let shared = Arc::new(Shared {
@@ -258,39 +250,32 @@ impl<S: Stream + Unpin> Stream for UntilClosing<S> {
     }
 }
 
-struct RefusedHandshake {
-    addr: SocketAddr,
-    reason: String,
-}
-
-async fn audit_writer(
-    state: Arc<Store>,
-    mut queue: mpsc::Receiver<RefusedHandshake>,
-    stop: Shutdown,
-) {
-    loop {
-        let next = tokio::select! {
-            next = queue.recv() => next,
-            () = stop.cancelled() => {
-                // Write what is already queued, then end.
-                queue.close();
-                queue.recv().await
+/// Writes coalesced handshake refusals to the audit log, a row per key
+/// and window ([`refusals`]).
+async fn audit_refusals(state: Arc<Store>, writer: refusals::Writer) {
+    writer
+        .run(|rows| {
+            let state = state.clone();
+            async move {
+                let written = blocking(move || {
+                    for row in rows {
+                        tracing::warn!(
+                            source = %row.key.source,
+                            reason = %row.key.reason,
+                            count = row.count,
+                            "TLS handshakes refused"
+                        );
+                        state.audit(Kind::HandshakeRefused, "unauthenticated", &row.detail())?;
+                    }
+                    Ok(())
+                })
+                .await;
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "cannot audit refused handshakes");
+                }
             }
-        };
-        let Some(refused) = next else { return };
-        let state = state.clone();
-        let written = blocking(move || {
-            let detail = json!({
-                "peer_addr": refused.addr.to_string(),
-                "reason": refused.reason,
-            });
-            Ok(state.audit(Kind::HandshakeRefused, "unauthenticated", &detail)?)
         })
         .await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, "cannot audit a refused handshake");
-        }
-    }
 }
 
 /// Removes partial transfers with no progress for `partial_ttl`.
