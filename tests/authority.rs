@@ -766,6 +766,226 @@ async fn pushing_a_completed_transfer_again_returns_the_original_receipt() {
     );
 }
 
+/// A push held open: its manifest and first chunk sent and taken in (the
+/// endpoint has committed them), nothing more until it is dropped.
+struct OpenPush {
+    tx: mpsc::Sender<PushRequest>,
+    call: JoinHandle<Result<tonic::Response<Receipt>, Status>>,
+}
+
+/// Opens a push of `file` as `id` and waits (bounded) until the endpoint
+/// has committed its first chunk; needs `sync_every_bytes = 1`.
+async fn open_push(client: &ExchangeClient<Channel>, id: &str, file: &[u8]) -> OpenPush {
+    let (tx, rx) = mpsc::channel(64);
+    let mut sender = client.clone();
+    let call = tokio::spawn(async move { sender.push(ReceiverStream::new(rx)).await });
+    tx.send(m(manifest(id, file, 0))).await.expect("send");
+    tx.send(chunk(0, &file[..CHUNK])).await.expect("send");
+    let mut querier = client.clone();
+    for _ in 0..500 {
+        if query(&mut querier, id).await.committed > 0 {
+            return OpenPush { tx, call };
+        }
+        assert!(!call.is_finished(), "the push ended: {:?}", call.await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the endpoint never took in the first chunk of {id}");
+}
+
+/// One provider cannot hold every stream: over `max_streams_per_provider`
+/// its next push is refused with RESOURCE_EXHAUSTED, while another
+/// provider still pushes.
+#[tokio::test]
+async fn a_provider_over_its_stream_limit_is_refused_and_others_still_push() {
+    let mut endpoint =
+        Endpoint::start("sync_every_bytes = 1\nmax_streams = 8\nmax_streams_per_provider = 2")
+            .await;
+    let client = endpoint.provider().await;
+    let file = age_file(20_000);
+    let first = open_push(&client, "transfer-open-1", &file).await;
+    let _second = open_push(&client, "transfer-open-2", &file).await;
+
+    let status = push(&mut client.clone(), whole("transfer-open-3", &file, 0))
+        .await
+        .expect_err("a third stream at once");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("2 pushes"), "{status:?}");
+
+    let mut other = endpoint
+        .client(&endpoint.pki.other)
+        .await
+        .expect("other provider connects");
+    push(&mut other, whole("transfer-theirs", &file, 0))
+        .await
+        .expect("another provider is not held up");
+
+    // When one of its streams ends, the provider may push again.
+    drop(first.tx);
+    let _ = first.call.await;
+    let mut done = None;
+    for _ in 0..100 {
+        match push(&mut client.clone(), whole("transfer-open-3", &file, 0)).await {
+            Ok(receipt) => {
+                done = Some(receipt);
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    done.expect("a place came free");
+    endpoint.shutdown().await.expect("clean shutdown");
+    assert!(
+        endpoint
+            .audit()
+            .iter()
+            .any(|(kind, d)| kind == "transfer_refused" && d["code"] == "ResourceExhausted")
+    );
+}
+
+/// One provider cannot fill the disk with partial files: the sizes of its
+/// unfinished transfers (in flight, or interrupted and kept for a resume)
+/// are bounded by `max_partial_bytes_per_provider`; a push that would go
+/// over is refused with RESOURCE_EXHAUSTED before a byte of it is written.
+#[tokio::test]
+async fn a_provider_over_its_partial_bytes_is_refused_before_a_byte_is_written() {
+    let mut endpoint =
+        Endpoint::start("sync_every_bytes = 1\nmax_partial_bytes_per_provider = 1048576").await;
+    let client = endpoint.provider().await;
+    let big = age_file(600_000);
+    let partials = || {
+        std::fs::read_dir(endpoint.dir.path().join("var/authority/partial"))
+            .expect("partial dir")
+            .count()
+    };
+
+    // In flight: its whole size is held from its Manifest on.
+    let open = open_push(&client, "transfer-big-1", &big).await;
+    let status = push(&mut client.clone(), whole("transfer-big-2", &big, 0))
+        .await
+        .expect_err("over the limit with one in flight");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(partials(), 1, "nothing written for the refused push");
+    assert_eq!(
+        query(&mut client.clone(), "transfer-big-2").await.committed,
+        0
+    );
+
+    // Interrupted and kept for a resume: still held.
+    drop(open.tx);
+    let _ = open.call.await;
+    let mut refused = None;
+    for _ in 0..100 {
+        match push(&mut client.clone(), whole("transfer-big-2", &big, 0)).await {
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                refused = Some(s);
+                break;
+            }
+            // The old stream may still hold the claim for a moment.
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    refused.expect("refused while the interrupted transfer is kept");
+    assert_eq!(partials(), 1);
+
+    // Another provider has a limit of its own.
+    let mut other = endpoint
+        .client(&endpoint.pki.other)
+        .await
+        .expect("other provider connects");
+    push(&mut other, whole("transfer-big-2", &big, 0))
+        .await
+        .expect("another provider is not held up");
+
+    // Once the first is finished, its bytes are no longer held.
+    let committed = query(&mut client.clone(), "transfer-big-1").await.committed as usize;
+    push(
+        &mut client.clone(),
+        whole("transfer-big-1", &big, committed),
+    )
+    .await
+    .expect("the held transfer resumes");
+    push(&mut client.clone(), whole("transfer-big-2", &big, 0))
+        .await
+        .expect("room again");
+    endpoint.shutdown().await.expect("clean shutdown");
+}
+
+/// A chunk with no bytes makes no progress and is refused.
+#[tokio::test]
+async fn a_zero_length_chunk_is_refused() {
+    let mut endpoint = Endpoint::start("").await;
+    let mut client = endpoint.provider().await;
+    let file = age_file(10_000);
+    let mut msgs = vec![m(manifest("transfer-empty-chunk", &file, 0)), chunk(0, b"")];
+    msgs.extend(chunks(&file, 0));
+    msgs.push(commit());
+    let status = push(&mut client, msgs).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("empty chunk"), "{status:?}");
+    endpoint.shutdown().await.expect("clean shutdown");
+    assert!(endpoint.inbox_files().is_empty());
+}
+
+/// Idleness is measured by bytes that make progress: a stream of one-byte
+/// chunks, each well within `stream_idle_secs` of the last, is still cut
+/// off, because it never moves a useful amount.
+#[tokio::test]
+async fn a_stream_of_tiny_chunks_cannot_keep_itself_alive() {
+    let mut endpoint = Endpoint::start("stream_idle_secs = 1").await;
+    let client = endpoint.provider().await;
+    let file = age_file(20_000);
+    let (tx, rx) = mpsc::channel(64);
+    let mut sender = client.clone();
+    let call = tokio::spawn(async move { sender.push(ReceiverStream::new(rx)).await });
+    tx.send(m(manifest("transfer-trickle", &file, 0)))
+        .await
+        .expect("send");
+    // Up to 50 one-byte chunks, one every 200 ms: 10 s of messages.
+    for (i, byte) in file.iter().take(50).enumerate() {
+        if call.is_finished() || tx.send(chunk(i as u64, &[*byte])).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(tx);
+    let status = call.await.expect("task").expect_err("cut off");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    endpoint.shutdown().await.expect("clean shutdown");
+    assert!(endpoint.inbox_files().is_empty());
+}
+
+/// Below the free-space floor (`min_free_bytes`), a push is refused with
+/// RESOURCE_EXHAUSTED before a byte is written. The floor here is more
+/// than any disk has.
+#[tokio::test]
+async fn below_the_free_space_floor_a_push_is_refused_before_a_byte_is_written() {
+    let mut endpoint = Endpoint::start("min_free_bytes = 1152921504606846976").await;
+    let mut client = endpoint.provider().await;
+    let file = age_file(10_000);
+    let status = push(&mut client, whole("transfer-no-room", &file, 0))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("disk space"), "{status:?}");
+    assert!(
+        !status.message().chars().any(|c| c.is_ascii_digit()),
+        "internal figures are logged, never sent: {status:?}"
+    );
+    assert_eq!(query(&mut client, "transfer-no-room").await.committed, 0);
+    endpoint.shutdown().await.expect("clean shutdown");
+    let partials = std::fs::read_dir(endpoint.dir.path().join("var/authority/partial"))
+        .expect("partial dir")
+        .count();
+    assert_eq!(partials, 0);
+    assert!(endpoint.inbox_files().is_empty());
+}
+
 /// Sends half the file, then a chunk at a wrong offset: the refusal comes
 /// after what arrived was fsynced and recorded, so the committed offset is
 /// exactly half.
@@ -1090,6 +1310,35 @@ async fn a_bad_config_names_the_file_and_key() {
     let path = write_config(dir.path(), &pki, "max_streams = 0");
     let err = AuthorityConfig::load(&path).expect_err("zero");
     assert!(err.to_string().contains("`max_streams`"), "{err}");
+
+    for (extra, key) in [
+        (
+            "max_streams_per_provider = 0",
+            "`max_streams_per_provider`: must be at least 1",
+        ),
+        (
+            "max_streams = 4\nmax_streams_per_provider = 5",
+            "`max_streams_per_provider`: 5 is more than max_streams (4)",
+        ),
+        (
+            "max_partial_bytes_per_provider = 1048575",
+            "`max_partial_bytes_per_provider`: 1048575 is less than max_file_bytes (1048576)",
+        ),
+    ] {
+        let path = write_config(dir.path(), &pki, extra);
+        let err = AuthorityConfig::load(&path).expect_err(extra).to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    // The defaults, and a per-provider default that fits a small max_streams.
+    let path = write_config(dir.path(), &pki, "");
+    let config = AuthorityConfig::load(&path).expect("defaults");
+    assert_eq!(config.max_streams_per_provider, 8);
+    assert_eq!(config.max_partial_bytes_per_provider, 4 * 1048576);
+    assert_eq!(config.min_free_bytes, 1 << 30);
+    let path = write_config(dir.path(), &pki, "max_streams = 3\nmin_free_bytes = 0");
+    let config = AuthorityConfig::load(&path).expect("small");
+    assert_eq!(config.max_streams_per_provider, 3);
+    assert_eq!(config.min_free_bytes, 0);
 
     // A key that is not the certificate's fails at load, not at the first
     // handshake.

@@ -55,6 +55,11 @@ impl Inbox {
         &self.inbox
     }
 
+    /// The folder of partial files (on the inbox's filesystem).
+    pub fn partial_dir(&self) -> &Path {
+        &self.partial
+    }
+
     /// The partial file of a transfer.
     pub fn partial_path(&self, provider: &str, transfer_id: &str) -> PathBuf {
         let mut h = Sha256::new();

@@ -7,6 +7,8 @@
 //!   before it touches a path or the database ([`manifest`]);
 //! - [`inbox`]: partial files under `data_dir/partial/`, finished ones moved
 //!   atomically into `inbox/<provider>/`;
+//! - `limits`: what one provider may hold (streams, bytes in partial
+//!   files), the free-space floor, and idleness measured by progress;
 //! - [`store`]: transfers, receipts and the endpoint's own audit log in
 //!   `data_dir/authority.db`, and the only place its SQL lives;
 //! - [`error`]: the one place errors become gRPC statuses.
@@ -18,6 +20,7 @@
 mod claims;
 pub mod error;
 pub mod inbox;
+mod limits;
 pub mod manifest;
 pub mod service;
 pub mod store;
@@ -47,6 +50,7 @@ use crate::wire::v1::exchange_server::ExchangeServer;
 use self::claims::Claims;
 use self::error::{ExchangeError, InternalError, blocking};
 use self::inbox::{Inbox, hash_file};
+use self::limits::ProviderLimits;
 use self::service::{ExchangeService, Shared};
 use self::store::Store;
 
@@ -147,6 +151,10 @@ pub async fn serve(
         inbox,
         signer,
         streams: Arc::new(Semaphore::new(config.max_streams)),
+        limits: ProviderLimits::new(
+            config.max_streams_per_provider,
+            config.max_partial_bytes_per_provider,
+        ),
         claims: Claims::default(),
         pushes: pushes.clone(),
         config,

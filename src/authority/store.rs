@@ -160,6 +160,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The transfer ids and sizes of `provider`'s incomplete transfers.
+    pub fn unfinished_of(&self, provider: &str) -> Result<Vec<(String, u64)>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT transfer_id, size FROM transfers WHERE provider = ?1 AND stored_as IS NULL",
+        )?;
+        let rows = stmt.query_map([provider], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Incomplete transfers with no progress since `cutoff_ms`.
     pub fn idle_before(&self, cutoff_ms: i64) -> Result<Vec<Transfer>, DbError> {
         let conn = self.conn();

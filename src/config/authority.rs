@@ -20,6 +20,20 @@ pub const DEFAULT_MAX_CHUNK_BYTES: u64 = 1 << 20;
 pub const MAX_MAX_CHUNK_BYTES: u64 = 16 << 20;
 /// Default `max_streams`: concurrent pushes.
 pub const DEFAULT_MAX_STREAMS: usize = 32;
+/// Default `max_streams_per_provider` (or `max_streams`, if that is
+/// smaller): one provider may not hold every stream.
+pub const DEFAULT_MAX_STREAMS_PER_PROVIDER: usize = 8;
+/// Default `max_partial_bytes_per_provider`, as a multiple of
+/// `max_file_bytes`: room for a few files of the largest size in flight or
+/// waiting to resume.
+pub const DEFAULT_PARTIAL_FILES_PER_PROVIDER: u64 = 4;
+/// Default `min_free_bytes`: 1 GiB. A fixed amount rather than a share of
+/// the disk, because what it protects is fixed too: room for the database
+/// (its WAL and audit log must stay writable to record anything, refusals
+/// included) and for the pushes already running to finish. A percentage
+/// would keep tens of GiB idle on a large disk and next to nothing on a
+/// small one.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 /// Default `stream_idle_secs`.
 pub const DEFAULT_STREAM_IDLE_SECS: u64 = 30;
 /// Default `partial_ttl_secs`: a day.
@@ -52,6 +66,15 @@ pub struct AuthorityConfig {
     pub max_chunk_bytes: u64,
     /// How many pushes may run at once.
     pub max_streams: usize,
+    /// How many of them one provider may run.
+    pub max_streams_per_provider: usize,
+    /// The most one provider may hold in partial files: the sizes of its
+    /// unfinished transfers (in flight or interrupted), counted in full.
+    pub max_partial_bytes_per_provider: u64,
+    /// Bytes that must stay free on the filesystem of the partial files
+    /// (and inbox); below it, pushes are refused before a byte is written.
+    /// 0: no floor.
+    pub min_free_bytes: u64,
     /// A push that sends nothing for this long is cancelled.
     pub stream_idle: Duration,
     /// Partial transfers idle for longer are removed.
@@ -117,6 +140,9 @@ struct RawAuthority {
     max_file_bytes: u64,
     max_chunk_bytes: Option<u64>,
     max_streams: Option<usize>,
+    max_streams_per_provider: Option<usize>,
+    max_partial_bytes_per_provider: Option<u64>,
+    min_free_bytes: Option<u64>,
     stream_idle_secs: Option<u64>,
     partial_ttl_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
@@ -192,6 +218,33 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         ));
     }
     let max_streams = at_least_one(check, "max_streams", raw.max_streams, DEFAULT_MAX_STREAMS)?;
+    let max_streams_per_provider = at_least_one(
+        check,
+        "max_streams_per_provider",
+        raw.max_streams_per_provider,
+        DEFAULT_MAX_STREAMS_PER_PROVIDER.min(max_streams),
+    )?;
+    if max_streams_per_provider > max_streams {
+        return Err(check.invalid(
+            "max_streams_per_provider",
+            format!("{max_streams_per_provider} is more than max_streams ({max_streams})"),
+        ));
+    }
+    let max_partial_bytes_per_provider = raw.max_partial_bytes_per_provider.unwrap_or(
+        raw.max_file_bytes
+            .saturating_mul(DEFAULT_PARTIAL_FILES_PER_PROVIDER),
+    );
+    if max_partial_bytes_per_provider < raw.max_file_bytes {
+        return Err(check.invalid(
+            "max_partial_bytes_per_provider",
+            format!(
+                "{max_partial_bytes_per_provider} is less than max_file_bytes ({}); a file of \
+                 the largest size could never arrive",
+                raw.max_file_bytes
+            ),
+        ));
+    }
+    let min_free_bytes = raw.min_free_bytes.unwrap_or(DEFAULT_MIN_FREE_BYTES);
     let stream_idle = at_least_one(
         check,
         "stream_idle_secs",
@@ -261,6 +314,9 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         max_file_bytes: raw.max_file_bytes,
         max_chunk_bytes,
         max_streams,
+        max_streams_per_provider,
+        max_partial_bytes_per_provider,
+        min_free_bytes,
         stream_idle: Duration::from_secs(stream_idle),
         partial_ttl: Duration::from_secs(partial_ttl),
         shutdown_grace: Duration::from_secs(shutdown_grace),
