@@ -11,6 +11,10 @@
 //! Keys and certificates are PEM files: the development PKI from
 //! `mishare certs dev` and ones made with the `openssl` tool both work
 //! (PKCS#8, SEC1 and PKCS#1 keys; ECDSA, Ed25519 and RSA).
+//!
+//! Trust anchors may carry certificate revocation lists ([`load_crls`]):
+//! then every certificate in a peer's chain must be covered by one of them
+//! and not revoked, or the handshake is refused.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -31,7 +36,9 @@ use rustls::{
     SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -81,6 +88,9 @@ pub enum TlsError {
     /// An endpoint address is not `https://HOST:PORT`.
     #[error("endpoint {0:?} is not https://HOST:PORT")]
     Endpoint(String),
+    /// A certificate revocation list could not be read or used.
+    #[error("certificate revocation list {path}: {reason}")]
+    Crl { path: PathBuf, reason: String },
     /// A private key file its group or others can open: refused, as ssh
     /// refuses such a key, before it is read.
     #[error(
@@ -189,11 +199,24 @@ pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// Trust anchors: the CA certificates a peer's chain must lead to.
+/// Trust anchors: the CA certificates a peer's chain must lead to, and the
+/// revocation lists its certificates are checked against (none: no
+/// revocation checking).
 #[derive(Debug, Clone)]
-pub struct TrustAnchors(Arc<RootCertStore>);
+pub struct TrustAnchors {
+    roots: Arc<RootCertStore>,
+    crls: Arc<Vec<CertificateRevocationListDer<'static>>>,
+}
 
 impl TrustAnchors {
+    /// These anchors, checking peers' certificates against `crls` too.
+    pub fn with_crls(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        let mut all = (*self.crls).clone();
+        all.extend(crls);
+        self.crls = Arc::new(all);
+        self
+    }
+
     /// Loads every certificate in a PEM file as a trust anchor.
     pub fn load(path: &Path) -> Result<Self, TlsError> {
         let certs = load_certs(path, "CA certificates")?;
@@ -210,8 +233,57 @@ impl TrustAnchors {
         for cert in certs {
             roots.add(cert).map_err(|e| e.to_string())?;
         }
-        Ok(Self(Arc::new(roots)))
+        Ok(Self {
+            roots: Arc::new(roots),
+            crls: Arc::default(),
+        })
     }
+}
+
+/// Loads the certificate revocation lists in a PEM file (`-----BEGIN X509
+/// CRL-----`, as `openssl ca -gencrl` writes them), checking that each is
+/// one rustls can use and that it is not out of date at `now` (its
+/// nextUpdate has not passed). The file is read once, at start: replace it
+/// and restart before its nextUpdate.
+pub fn load_crls(
+    path: &Path,
+    now: UnixTime,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crl_error = |reason: String| TlsError::Crl {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| crl_error(pem_reason(&e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crl_error(pem_reason(&e)))?;
+    if crls.is_empty() {
+        return Err(crl_error(
+            "holds no PEM certificate revocation list (-----BEGIN X509 CRL-----)".into(),
+        ));
+    }
+    for (i, crl) in crls.iter().enumerate() {
+        let which = if crls.len() == 1 {
+            String::new()
+        } else {
+            format!("list {} of {}: ", i + 1, crls.len())
+        };
+        webpki::OwnedCertRevocationList::from_der(crl.as_ref())
+            .map_err(|e| crl_error(format!("{which}not a usable revocation list ({e:?})")))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| crl_error(format!("{which}not a revocation list ({e})")))?;
+        if let Some(next) = parsed.next_update() {
+            let next_secs = next.timestamp();
+            if u64::try_from(next_secs).map_or(true, |n| n <= now.as_secs()) {
+                return Err(crl_error(format!(
+                    "{which}is out of date: its issuer {} promised the next one by {next} \
+                     (nextUpdate); fetch a current list from the CA",
+                    parsed.issuer()
+                )));
+            }
+        }
+    }
+    Ok(crls)
 }
 
 fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -380,9 +452,13 @@ pub fn server_config(
     allow: AllowList,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let inner = WebPkiClientVerifier::builder_with_provider(clients.0.clone(), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    // With revocation lists, rustls' defaults: every certificate in the
+    // chain is checked, and one no list covers is refused (fail closed).
+    let inner =
+        WebPkiClientVerifier::builder_with_provider(clients.roots.clone(), provider.clone())
+            .with_crls(clients.crls.iter().cloned())
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
     let verifier = Arc::new(AllowListVerifier { inner, allow });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -398,9 +474,17 @@ pub fn client_config(
     identity: &Identity,
     servers: &TrustAnchors,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    // As for clients: with revocation lists, the whole chain is checked and
+    // a certificate no list covers is refused.
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(servers.roots.clone(), provider.clone())
+            .with_crls(servers.crls.iter().cloned())
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(servers.0.clone())
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
