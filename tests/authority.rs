@@ -307,7 +307,21 @@ async fn a_file_pushed_in_chunks_is_stored_whole_with_a_signed_receipt() {
         std::fs::read(endpoint.inbox().join("provider.test").join(stored_as)).expect("stored file");
     assert_eq!(stored, file, "byte-identical");
 
-    receipt::verify(&receipt, &endpoint.pki.server.cert_der).expect("valid receipt");
+    // It binds who sent what to whom: the provider its certificate proved,
+    // this LA, and the manifest's report, period and classification.
+    assert_eq!(receipt.version, receipt::VERSION);
+    assert_eq!(receipt.provider, "provider.test");
+    assert_eq!(receipt.la_code, CODE);
+    assert_eq!(receipt.report, "referrals-monthly");
+    assert_eq!(receipt.period, "2012-10");
+    assert_eq!(receipt.classification, Classification::Internal as i32);
+    assert_eq!(
+        receipt::verify(&receipt, &endpoint.pki.server.cert_der).expect("valid receipt"),
+        receipt::Version::V2
+    );
+    let mut tampered = receipt.clone();
+    tampered.la_code = "E09000030".into();
+    assert!(receipt::verify(&tampered, &endpoint.pki.server.cert_der).is_err());
     let mut tampered = receipt.clone();
     tampered.stored_as = "2012-10_referrals-monthly_transfer-0002.age".into();
     assert!(receipt::verify(&tampered, &endpoint.pki.server.cert_der).is_err());
@@ -332,6 +346,28 @@ async fn a_file_pushed_in_chunks_is_stored_whole_with_a_signed_receipt() {
             .any(|(kind, d)| kind == "transfer_accepted" && d["stored_as"] == stored_as),
         "{audit:?}"
     );
+}
+
+/// `receipt` as endpoints signed receipts before version 2: the fields
+/// version 2 binds cleared, the version 1 byte string signed.
+fn sign_version_1(identity: &tls::Identity, receipt: &Receipt) -> Receipt {
+    let mut old = Receipt {
+        transfer_id: receipt.transfer_id.clone(),
+        sha256: receipt.sha256.clone(),
+        size: receipt.size,
+        stored_as: receipt.stored_as.clone(),
+        received_unix_ms: receipt.received_unix_ms,
+        ..Receipt::default()
+    };
+    let message = receipt::signed_bytes(&old).expect("version 1 bytes");
+    assert!(message.starts_with(receipt::DOMAIN_V1));
+    let key = identity.signing_key().expect("key");
+    let signer = key
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .expect("the test PKI's keys are P-256");
+    old.signature = u16::from(signer.scheme()).to_be_bytes().to_vec();
+    old.signature.extend(signer.sign(&message).expect("sign"));
+    old
 }
 
 #[tokio::test]
@@ -362,11 +398,52 @@ async fn a_receipt_verifies_from_the_command_line() {
         stdout.starts_with("receipt valid: transfer transfer-cli-01 stored as"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            ", sent by provider.test for E09000002 (report referrals-monthly, period 2012-10, \
+             internal), signed by la-e09000002.test"
+        ),
+        "{stdout}"
+    );
     let bad = run("tampered.json");
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert!(
         stderr.starts_with("receipt invalid: the signature does not match"),
+        "{stderr}"
+    );
+
+    // A receipt signed before version 2 still verifies, and says what it
+    // does not prove; one that names a field its signature does not cover
+    // is refused.
+    let old = sign_version_1(&endpoint.pki.server.identity(), &receipt);
+    std::fs::write(dir.join("v1.json"), receipt::to_json(&old)).expect("write");
+    let ok = run("v1.json");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(
+        stdout.starts_with("receipt valid: transfer transfer-cli-01 stored as"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sent by"), "{stdout}");
+    assert!(
+        stdout.ends_with(
+            "\nnote: a version 1 receipt, signed before receipts named the provider, LA, \
+             report, period and classification; it proves none of them\n"
+        ),
+        "{stdout}"
+    );
+    let mut named = old.clone();
+    named.la_code = CODE.into();
+    std::fs::write(dir.join("v1-named.json"), receipt::to_json(&named)).expect("write");
+    let bad = run("v1-named.json");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        stderr.starts_with(
+            "receipt invalid: the receipt is version 1, whose signature does not cover \
+             `la_code`"
+        ),
         "{stderr}"
     );
 
@@ -1490,7 +1567,19 @@ fn receipts_sign_and_verify_with_rsa_and_ed25519_keys_made_by_openssl() {
             tls::Identity::load(&dir.path().join(&cert), &dir.path().join(&key)).expect("identity");
         let signer = receipt::ReceiptSigner::new(&identity).expect(name);
         let signed = signer
-            .sign("transfer-0001", &[9; 32], 42, "2012_r_transfer-0001.age", 1)
+            .sign(mishare::wire::v1::Receipt {
+                transfer_id: "transfer-0001".into(),
+                sha256: vec![9; 32],
+                size: 42,
+                stored_as: "2012_r_transfer-0001.age".into(),
+                received_unix_ms: 1,
+                provider: "provider.test".into(),
+                la_code: CODE.into(),
+                report: "r".into(),
+                period: "2012".into(),
+                classification: Classification::Published as i32,
+                ..Default::default()
+            })
             .expect("sign");
         receipt::verify(&signed, identity.leaf()).expect(name);
         let mut tampered = signed.clone();

@@ -45,6 +45,7 @@ use crate::common::time::now_ms;
 use crate::config::AuthorityConfig;
 use crate::receipt::{ReceiptError, ReceiptSigner};
 use crate::tls::{self, TlsError};
+use crate::wire::v1::Receipt;
 use crate::wire::v1::exchange_server::ExchangeServer;
 
 use self::claims::Claims;
@@ -356,7 +357,19 @@ fn reconcile(state: &Store, inbox: &Inbox, signer: &ReceiptSigner) -> Result<(),
             let (len, digest) = hash_file(&target)?;
             if len == t.size && digest.as_slice() == t.sha256.as_slice() {
                 let receipt = signer
-                    .sign(&t.transfer_id, &digest, t.size, &stored_as, now_ms())
+                    .sign(Receipt {
+                        transfer_id: t.transfer_id.clone(),
+                        sha256: digest.to_vec(),
+                        size: t.size,
+                        stored_as: stored_as.clone(),
+                        received_unix_ms: now_ms(),
+                        provider: t.provider.clone(),
+                        la_code: state.code().to_string(),
+                        report: t.report.clone(),
+                        period: t.period.clone(),
+                        classification: store::wire_classification(&t.classification) as i32,
+                        ..Receipt::default()
+                    })
                     .map_err(InternalError::from)?;
                 let detail = json!({
                     "transfer_id": t.transfer_id,

@@ -465,7 +465,19 @@ impl Shared {
                 crate::common::fault::CrashPoint::EndpointAfterPublish,
             );
             let receipt = signer
-                .sign(&m.transfer_id, &m.sha256, m.size, &stored_as, now_ms())
+                .sign(Receipt {
+                    transfer_id: m.transfer_id.clone(),
+                    sha256: m.sha256.to_vec(),
+                    size: m.size,
+                    stored_as: stored_as.clone(),
+                    received_unix_ms: now_ms(),
+                    provider: provider.clone(),
+                    la_code: state.code().to_string(),
+                    report: m.report.clone(),
+                    period: m.period.clone(),
+                    classification: store::wire_classification(m.classification) as i32,
+                    ..Receipt::default()
+                })
                 .map_err(InternalError::from)?;
             state.complete(
                 &provider,
