@@ -724,3 +724,77 @@ async fn ctrl_c_stops_send_now_and_leaves_what_is_spooled_for_the_daemon() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read(&files[0]).expect("read"), spooled);
 }
+
+/// A burst of more pushes than the endpoint serves at once is ridden out:
+/// RESOURCE_EXHAUSTED is retried with backoff, and no delivery is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_over_the_endpoints_stream_limit_is_retried_not_dead() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    net.restart_endpoint_with("E09000002", "max_streams = 2")
+        .await;
+    net.append_config(FAST);
+    net.edit_config("max_attempts = 3", "max_attempts = 20");
+    // Ten deliveries of 1 MiB each to one LA, all due at once.
+    let store = mishare::provider::store::SharedStore::new(net.store());
+    let recipients = mishare::seal::Recipients::parse(&[net.la("E09000002").recipient.clone()])
+        .expect("recipients");
+    for i in 0..10 {
+        let run = store
+            .lock()
+            .start_run(
+                "referrals-monthly",
+                "2012-09",
+                "provider:tester",
+                Utc::now(),
+            )
+            .expect("run");
+        let plaintext: Vec<u8> = (0..1 << 20).map(|b: u32| (b % 251) as u8 ^ i).collect();
+        mishare::provider::outbox::spool(
+            &store,
+            mishare::provider::outbox::Addressed {
+                run_id: run,
+                la: "E09000002",
+                report: "referrals-monthly",
+                period: "2012-09",
+                classification: mishare::sanitiser::Classification::Internal,
+            },
+            &plaintext[..],
+            &recipients,
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("spooled");
+    }
+    let mut d = daemon(&net).await;
+    let mut exhausted = false;
+    for _ in 0..60 {
+        d.deliver_due(Utc::now()).await.expect("deliver");
+        d.settle().await.expect("settle");
+        exhausted |= count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE last_error LIKE '%ResourceExhausted%'",
+        ) > 0;
+        if count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'",
+        ) == 10
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(exhausted, "the burst went over the endpoint's limit");
+    assert_eq!(
+        count(&net, "SELECT count(*) FROM deliveries WHERE state = 'dead'"),
+        0
+    );
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        10
+    );
+    assert_eq!(net.inbox("E09000002").len(), 10);
+}

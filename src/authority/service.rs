@@ -114,9 +114,26 @@ impl Exchange for ExchangeService {
             ))
             .into());
         }
+        // A push of this transfer may be committing right now: answer only
+        // once it has ended, so the answer is never "incomplete" for a file
+        // about to appear in the inbox.
+        let Some(claim) = self
+            .shared
+            .claims
+            .claim(&provider, &transfer_id, self.shared.config.stream_idle)
+            .await
+        else {
+            return Err(ExchangeError::WrongOffset(format!(
+                "transfer {} is being pushed on another stream; ask again later",
+                shown(&transfer_id)
+            ))
+            .into());
+        };
         let state = self.shared.state.clone();
         let id = transfer_id.clone();
-        let found = blocking(move || Ok(state.get(&provider, &id)?)).await?;
+        let found = blocking(move || Ok(state.get(&provider, &id)?)).await;
+        drop(claim);
+        let found = found?;
         let status = match found {
             None => TransferStatus {
                 transfer_id,
@@ -418,6 +435,9 @@ impl Shared {
             }
             drop(file);
             let stored_as = m.stored_as();
+            crate::common::fault::dangerous_pause_point(
+                crate::common::fault::CrashPoint::EndpointBeforePublish,
+            );
             crate::common::fault::dangerous_crash_point(
                 crate::common::fault::CrashPoint::EndpointBeforePublish,
             );

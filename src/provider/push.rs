@@ -33,6 +33,7 @@
 //! a digest mismatch) makes the delivery dead.
 
 use std::io::SeekFrom;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use crate::common::audit::Kind;
 use crate::common::blocking::TaskFailed;
 use crate::common::encoding::hex;
 use crate::common::fault::{CrashPoint, dangerous_crash_point};
@@ -350,13 +352,15 @@ pub fn manifest(delivery: &Delivery, offset: u64) -> v1::Manifest {
 }
 
 /// The gate at `stage` for `delivery`; on a permit, its message goes on the
-/// stream under it.
+/// stream under it. `sent`, if given, is set just before the message goes
+/// on the stream: a Commit on the stream is the point of no return.
 async fn ask_gate(
     courier: &Courier,
     delivery: &Delivery,
     stage: Stage,
     slot: mpsc::OwnedPermit<PushRequest>,
     body: Body,
+    sent: Option<Arc<AtomicBool>>,
 ) -> Result<(), Refusal> {
     let (config, la, report, actor) = (
         courier.config.clone(),
@@ -368,6 +372,9 @@ async fn ask_gate(
         .store
         .run(move |store| {
             Gate::new(&config, store, actor).authorise(&la, &report, Utc::now(), stage, |permit| {
+                if let Some(sent) = &sent {
+                    sent.store(true, Ordering::SeqCst);
+                }
                 send_under(permit, slot, body);
             })
         })
@@ -399,6 +406,9 @@ fn refused(refusal: &Refusal) -> Delivered {
 }
 
 /// Whether another attempt could succeed after the endpoint answered `code`.
+/// `RESOURCE_EXHAUSTED` is one: an endpoint over its stream limit, or short
+/// of space, takes the file later; a delivery becomes dead only at
+/// `[delivery]`'s limits.
 fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -409,6 +419,7 @@ fn retryable(code: Code) -> bool {
             | Code::Aborted
             | Code::Internal
             | Code::FailedPrecondition
+            | Code::ResourceExhausted
     )
 }
 
@@ -467,15 +478,27 @@ async fn attempt_once(
         .reserve_owned()
         .await
         .map_err(|_| PushFailure::StreamClosed)?;
+    // Watching starts before the gate is asked at the transfer's start, so
+    // a change committed while it decides is never missed.
+    let mut changes = courier.watch.subscribe();
     let manifest = Body::Manifest(manifest(delivery, offset));
-    if let Err(refusal) = ask_gate(courier, delivery, Stage::TransferStart, slot, manifest).await {
+    if let Err(refusal) = ask_gate(
+        courier,
+        delivery,
+        Stage::TransferStart,
+        slot,
+        manifest,
+        None,
+    )
+    .await
+    {
         return Ok(refused(&refusal));
     }
 
-    let mut changes = courier.watch.subscribe();
     let call = client.push(ReceiverStream::new(rx));
     tokio::pin!(call);
-    let feed = feed(courier, delivery, offset, tx);
+    let committed = Arc::new(AtomicBool::new(false));
+    let feed = feed(courier, delivery, offset, tx, committed.clone());
     tokio::pin!(feed);
     let mut fed = false;
     let mut watching = true;
@@ -487,9 +510,17 @@ async fn attempt_once(
                     watching = false;
                     continue;
                 }
+                if committed.load(Ordering::SeqCst) {
+                    // The Commit is on the stream: what happens now is the
+                    // endpoint's to say (its answer, or QueryTransfer on
+                    // the next attempt), never a guess that nothing was
+                    // committed.
+                    watching = false;
+                    continue;
+                }
                 if let Some(cut_off) = still_allowed(courier, delivery).await {
-                    // Returning drops the call and the stream: no Commit
-                    // is ever sent, so the endpoint keeps nothing.
+                    // No Commit was put on the stream; returning drops the
+                    // call and the stream, so the endpoint keeps nothing.
                     return Ok(cut_off);
                 }
             }
@@ -506,6 +537,56 @@ async fn attempt_once(
                 Err(s) => Err(PushFailure::Endpoint(s)),
             },
         }
+    }
+}
+
+/// A delivered file whose LA the gate refuses now was committed before the
+/// refusal came (its Commit needs a permit): the LA has it, and the audit
+/// log says so, so nobody reads the suspension as having stopped it.
+async fn note_a_later_refusal(courier: &Courier, delivery: &Delivery, stored_as: &str) {
+    let (config, la, actor) = (
+        courier.config.clone(),
+        delivery.la.clone(),
+        courier.actor.clone(),
+    );
+    let detail = serde_json::json!({
+        "delivery": delivery.id,
+        "transfer_id": delivery.transfer_id,
+        "stored_as": stored_as,
+    });
+    let noted = courier
+        .store
+        .run(move |store| {
+            let now = Utc::now();
+            let decision = Gate::new(&config, store, "").evaluate(&la, now);
+            if decision.is_permit() {
+                return Ok(None);
+            }
+            let mut detail = detail;
+            detail["gate_now"] = decision.to_json();
+            detail["why"] = serde_json::json!(
+                "the Commit was on the wire before the refusal; the endpoint committed the \
+                 file, so the LA has it"
+            );
+            store
+                .audit(
+                    Kind::DeliveryCommittedBeforeRefusal,
+                    &actor,
+                    Some(&la),
+                    &detail,
+                    now,
+                )
+                .map(|_| decision.reason())
+        })
+        .await;
+    match noted {
+        Ok(Ok(Some(reason))) => tracing::warn!(
+            la = %delivery.la, %reason,
+            "delivered: the refusal came after the Commit was on the wire"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(la = %delivery.la, error = %e, "cannot audit a delivery"),
+        Err(e) => tracing::error!(la = %delivery.la, error = %e, "cannot audit a delivery"),
     }
 }
 
@@ -543,6 +624,7 @@ async fn feed(
     delivery: &Delivery,
     offset: u64,
     tx: mpsc::Sender<PushRequest>,
+    committed: Arc<AtomicBool>,
 ) -> Result<Option<Refusal>, PushFailure> {
     let file = spool::open(delivery.spool_path.as_deref())?;
     let mut file = tokio::fs::File::from_std(file);
@@ -580,6 +662,7 @@ async fn feed(
         Stage::BeforeCommit,
         slot,
         Body::Commit(Commit {}),
+        Some(committed),
     )
     .await
     .err())
@@ -620,11 +703,14 @@ async fn finish(
         .run(move |store| outbox::delivered(store, id, &stored, &v, &actor, Utc::now()))
         .await;
     match recorded {
-        Ok(Ok(())) => Ok(Delivered::Delivered {
-            stored_as: receipt.stored_as,
-            sha256: hex(&receipt.sha256),
-            verification,
-        }),
+        Ok(Ok(())) => {
+            note_a_later_refusal(courier, delivery, &receipt.stored_as).await;
+            Ok(Delivered::Delivered {
+                stored_as: receipt.stored_as,
+                sha256: hex(&receipt.sha256),
+                verification,
+            })
+        }
         Ok(Err(e)) => Err(PushFailure::ReceiptNotStored(e)),
         Err(e) => Err(e.into()),
     }
@@ -636,14 +722,18 @@ mod tests {
 
     #[test]
     fn only_transient_answers_are_retried() {
-        for code in [Code::Unavailable, Code::FailedPrecondition, Code::Cancelled] {
+        for code in [
+            Code::Unavailable,
+            Code::FailedPrecondition,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+        ] {
             assert!(retryable(code), "{code:?}");
             assert!(!PushFailure::Endpoint(tonic::Status::new(code, "")).is_dead());
         }
         for code in [
             Code::InvalidArgument,
             Code::PermissionDenied,
-            Code::ResourceExhausted,
             Code::DataLoss,
             Code::Unauthenticated,
         ] {
