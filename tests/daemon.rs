@@ -798,3 +798,73 @@ async fn a_burst_over_the_endpoints_stream_limit_is_retried_not_dead() {
     );
     assert_eq!(net.inbox("E09000002").len(), 10);
 }
+
+/// A suspension made and lifted while the daemon is down stops what was
+/// queued before it: the delivery is never sent by itself (it is dead,
+/// its ciphertext kept, the reason naming the suspension); only
+/// `mishare retry` sends it, after asking the gate, and that is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_made_and_lifted_while_the_daemon_was_down_withholds_the_queue() {
+    let net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let d = daemon(&net).await;
+    run_now(&net, &d).await;
+    drop(d); // down, with the delivery queued
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'queued'"
+        ),
+        1
+    );
+    let made = net
+        .run(&["suspend", "--la", "E09000002", "--reason", "investigating"])
+        .await;
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let lifted = net.run(&["resume", "1"]).await;
+    assert_eq!(lifted.status.code(), Some(0), "{lifted:?}");
+
+    let mut d = daemon(&net).await;
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    assert!(
+        net.inbox("E09000002").is_empty(),
+        "not sent after the restart"
+    );
+    let dead = net
+        .store()
+        .deliveries_in(DeliveryState::Dead)
+        .expect("dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let why = dead[0].last_error.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("withheld: suspension 1 by the provider"),
+        "{why}"
+    );
+    assert!(why.contains("mishare retry"), "{why}");
+    assert!(dead[0].spool_path.as_ref().is_some_and(|p| p.exists()));
+
+    // The daemon does not send it later by itself.
+    d.deliver_due(Utc::now() + chrono::Duration::hours(1))
+        .await
+        .expect("deliver");
+    d.settle().await.expect("settle");
+    assert!(net.inbox("E09000002").is_empty());
+
+    // mishare retry asks the gate, is audited, and the daemon sends it.
+    let retried = net.run(&["retry", &dead[0].id.to_string()]).await;
+    assert_eq!(retried.status.code(), Some(0), "{retried:?}");
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    assert_eq!(net.inbox("E09000002").len(), 1);
+    let requeued = net
+        .store()
+        .audit_entries(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "delivery_requeued")
+        .count();
+    assert_eq!(requeued, 1);
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+}

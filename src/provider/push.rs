@@ -48,11 +48,12 @@ use crate::common::audit::Kind;
 use crate::common::blocking::TaskFailed;
 use crate::common::encoding::hex;
 use crate::common::fault::{CrashPoint, dangerous_crash_point};
+use crate::common::time::timestamp;
 use crate::config::provider::{LaEndpoint, ProviderConfig};
 use crate::provider::gate::{Decision, Gate, Permit, Reason, Refusal, Stage};
 use crate::provider::outbox::{self, OutboxError};
 use crate::provider::spool::{self, SpoolError};
-use crate::provider::store::{Delivery, SharedStore};
+use crate::provider::store::{Delivery, SharedStore, Suspension};
 use crate::provider::watch::StateWatch;
 use crate::receipt::{self, ReceiptError};
 use crate::sanitiser::Classification;
@@ -157,6 +158,36 @@ pub enum PushFailure {
     /// The process is shutting down and the push's grace period is over.
     #[error("interrupted: the push was stopped by a shutdown; it resumes later")]
     Interrupted,
+    /// A suspension covered the LA at some time after the delivery was
+    /// queued (it may have been made and lifted while no daemon ran). It is
+    /// never sent by itself.
+    #[error(
+        "withheld: {} covered {la} after this delivery was queued ({queued}); nothing withheld \
+         is sent by itself: check, then `mishare retry {delivery}` sends it after asking the gate",
+        describe_suspensions(suspensions)
+    )]
+    SuspendedSinceQueued {
+        delivery: i64,
+        la: String,
+        queued: String,
+        suspensions: Vec<Suspension>,
+    },
+}
+
+fn describe_suspensions(suspensions: &[Suspension]) -> String {
+    suspensions
+        .iter()
+        .map(|s| {
+            format!(
+                "suspension {} by {} (made {}, lifted {})",
+                s.id,
+                s.made_by,
+                timestamp(s.made_at),
+                s.lifted_at.map(timestamp).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PushFailure {
@@ -166,7 +197,8 @@ impl PushFailure {
             PushFailure::NoEndpoint { .. }
             | PushFailure::BeyondSize { .. }
             | PushFailure::ReceiptMismatch { .. }
-            | PushFailure::ReceiptSignature(_) => true,
+            | PushFailure::ReceiptSignature(_)
+            | PushFailure::SuspendedSinceQueued { .. } => true,
             PushFailure::Endpoint(status) => !retryable(status.code()),
             _ => false,
         }
@@ -298,6 +330,9 @@ async fn attempts(courier: &Courier, delivery: &Delivery) -> Delivered {
         if courier.abort.is_cancelled() {
             return Delivered::Failed(PushFailure::Interrupted);
         }
+        if let Some(withheld) = suspended_since_queued(courier, delivery).await {
+            return Delivered::Failed(withheld);
+        }
         let id = delivery.id;
         let marked = courier
             .store
@@ -331,6 +366,28 @@ async fn attempts(courier: &Courier, delivery: &Delivery) -> Delivered {
     Delivered::Failed(PushFailure::GaveUp {
         attempts: courier.options.attempts,
         last: Box::new(last),
+    })
+}
+
+/// A suspension that covered the delivery's LA at some time since it was
+/// queued (or requeued by `mishare retry`) and has since been lifted: the
+/// delivery is withheld (the gate sees suspensions still in force).
+async fn suspended_since_queued(courier: &Courier, delivery: &Delivery) -> Option<PushFailure> {
+    let (la, since) = (delivery.la.clone(), delivery.age_from);
+    let lifted = courier
+        .store
+        .run(move |store| store.lifted_suspensions_since(&la, since))
+        .await;
+    let suspensions = match lifted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Some(OutboxError::from(e).into()),
+        Err(e) => return Some(e.into()),
+    };
+    (!suspensions.is_empty()).then(|| PushFailure::SuspendedSinceQueued {
+        delivery: delivery.id,
+        la: delivery.la.clone(),
+        queued: timestamp(delivery.age_from),
+        suspensions,
     })
 }
 
