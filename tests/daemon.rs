@@ -868,3 +868,66 @@ async fn a_suspension_made_and_lifted_while_the_daemon_was_down_withholds_the_qu
     let verify = net.run(&["audit", "verify"]).await;
     assert_eq!(verify.status.code(), Some(0), "{verify:?}");
 }
+
+/// `send-now` while the daemon runs on the same data_dir hands its
+/// deliveries to the daemon instead of racing it: exactly one file per LA,
+/// no failed or dead rows, every push made by the daemon, and an audit
+/// chain that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_now_while_the_daemon_runs_hands_its_deliveries_to_the_daemon() {
+    let net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    let (_running, _said) = start_daemon(&net);
+    let out = net.run(&["send-now", "referrals-monthly"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (line, la) in lines.iter().zip(["E09000002", "E09000009"]) {
+        assert!(line.starts_with(&format!("{la} delivered ")), "{stdout}");
+        assert!(line.ends_with(" receipt verified"), "{stdout}");
+        assert_eq!(net.inbox(la).len(), 1, "{la}");
+    }
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state IN ('failed', 'dead', 'sending', 'queued')"
+        ),
+        0
+    );
+    let pushers: Vec<String> = net
+        .store()
+        .audit_entries(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "delivery_delivered")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(pushers, ["provider:daemon", "provider:daemon"]);
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+}
+
+/// While `send-now` pushes (no daemon was running), a daemon started on the
+/// same data_dir waits its turn and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_started_while_send_now_pushes_says_so() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let proxy = net
+        .proxy("E09000002", ProxyMode::StallFirstAfter(600))
+        .await;
+    let _sending = spawn_mishare(&net, &["send-now", "referrals-monthly"]);
+    tokio::time::timeout(Duration::from_secs(60), proxy.stalled.notified())
+        .await
+        .expect("send-now's push stalls");
+    let daemon = net.run(&["provider", "run"]).await;
+    assert_eq!(daemon.status.code(), Some(1), "{daemon:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&daemon.stderr),
+        "error: mishare send-now is pushing from this data_dir (var/provider/daemon.lock is \
+         locked by it); start the daemon when it has finished\n"
+    );
+    proxy.release();
+}
