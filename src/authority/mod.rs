@@ -157,6 +157,7 @@ pub async fn serve(
             config.max_partial_bytes_per_provider,
         ),
         claims: Claims::default(),
+        committing: Claims::default(),
         pushes: pushes.clone(),
         config,
     });

@@ -16,7 +16,8 @@
 //!   at the start and before the commit, cut off in flight by a suspension
 //!   ([`watch`]);
 //! - [`daemon`]: `provider run`, the loop that ties them together;
-//!   [`send`]: `send-now`;
+//!   [`send`]: `send-now`, which hands its deliveries to a running daemon
+//!   rather than race it ([`lock`]);
 //! - [`directive`]: DWP's `Directive` service;
 //! - [`status`]: what `status` and `plan` show;
 //! - [`agreement`]: what an operator asks to put on file, checked;
@@ -27,6 +28,7 @@ pub mod agreement;
 pub mod daemon;
 pub mod directive;
 pub mod gate;
+pub mod lock;
 pub mod outbox;
 pub mod pipeline;
 pub mod push;
