@@ -106,7 +106,11 @@ impl Setup {
             .issue(name, usage, Validity::Current)
             .expect("issue");
         std::fs::write(self.path(&format!("certs/{stem}.pem")), &issued.cert_pem).expect("cert");
-        std::fs::write(self.path(&format!("certs/{stem}.key")), &issued.key_pem).expect("key");
+        let key = self.path(&format!("certs/{stem}.key"));
+        std::fs::write(&key, &issued.key_pem).expect("key");
+        // Owner-only: a configuration naming an open key is refused.
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key");
     }
 
     /// An endpoint directory and authority.toml for `code`; returns the

@@ -326,3 +326,102 @@ async fn la_codes_are_normalised_or_refused_never_silently_unmatched() {
         "{unknown:?}"
     );
 }
+
+/// Idle TCP connections from one address never stop DWP reaching the
+/// Directive service: 500 are held open from 127.0.0.2 while DWP (from
+/// 127.0.0.1) connects and lists suspensions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_stop_dwp() {
+    let mut net = Net::start(&["E09000002"]).await;
+    let _stop = serve(&mut net).await;
+    let addr = net.directive.expect("listening");
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2 (any 127/8 address is loopback on Linux)");
+        idle.push(socket.connect(addr).await.expect("connect"));
+    }
+    let mut dwp = client(&net, "dwp")
+        .await
+        .expect("DWP connects while 500 idle connections are open");
+    let listed = dwp
+        .list(ListRequest {
+            include_lifted: true,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.suspensions.is_empty());
+    drop(idle);
+}
+
+/// 10,000 failed handshakes on the Directive listener add a bounded number
+/// of rows to the provider's audit log, whose counts add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_failed_handshakes_add_a_bounded_number_of_audit_rows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: usize = 10_000;
+    let mut net = Net::start(&["E09000002"]).await;
+    let stop = serve(&mut net).await;
+    let addr = net.directive.expect("listening");
+    let started = std::time::Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let permit = gate.clone().acquire_owned().await.expect("permit");
+        set.spawn(async move {
+            let _permit = permit;
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let _ = tcp.write_all(b"not TLS at all\r\n").await;
+            let mut sink = [0u8; 512];
+            while let Ok(n) = tcp.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("client task");
+    }
+    let minutes = started.elapsed().as_secs() / 60;
+    // The rows are flushed when the listener stops; wait (bounded) for the
+    // counts to be written.
+    stop.cancel();
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let rows = audit_actors(&net, "handshake_refused");
+            let total: u64 = rows
+                .iter()
+                .map(|(_, d)| d["count"].as_u64().unwrap_or(0))
+                .sum();
+            if total >= N as u64 {
+                break rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| audit_actors(&net, "handshake_refused"));
+    let total: u64 = rows
+        .iter()
+        .map(|(_, d)| d["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, N as u64, "{} rows: {:?}", rows.len(), rows.first());
+    let keys: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|(_, d)| format!("{} {}", d["source"], d["reason"]))
+        .collect();
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert!(
+        rows.len() <= keys.len() * (2 + minutes as usize),
+        "{} rows for {} keys",
+        rows.len(),
+        keys.len()
+    );
+    assert!(rows.iter().all(|(actor, d)| actor == "unauthenticated"
+        && d["service"] == "Directive"
+        && d["source"] == "127.0.0.1"));
+}

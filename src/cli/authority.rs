@@ -175,17 +175,32 @@ pub(crate) fn receipt(command: &ReceiptCommand, global: &Global) -> Outcome {
             args.cert.display()
         )
     })?;
-    let checked = receipt::from_json(&text).and_then(|r| receipt::verify(&r, &cert).map(|()| r));
+    let checked = receipt::from_json(&text)
+        .and_then(|r| receipt::verify(&r, &cert).map(|version| (r, version)));
     match checked {
-        Ok(r) => {
+        Ok((r, version)) => {
             let signer = mishare::tls::dns_names(&cert)
                 .map(|names| names.join(", "))
                 .unwrap_or_default();
             let received = chrono::DateTime::from_timestamp_millis(r.received_unix_ms)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_else(|| r.received_unix_ms.to_string());
+            let bound = match version {
+                receipt::Version::V2 => format!(
+                    ", sent by {} for {} (report {}, period {}, {})",
+                    r.provider,
+                    r.la_code,
+                    r.report,
+                    r.period,
+                    mishare::wire::v1::Classification::try_from(r.classification).map_or_else(
+                        |_| format!("classification {}", r.classification),
+                        |c| c.as_str_name().to_ascii_lowercase()
+                    ),
+                ),
+                receipt::Version::V1 => String::new(),
+            };
             println!(
-                "receipt valid: transfer {} stored as {}, {} bytes, sha256 {}, received {}, \
+                "receipt valid: transfer {} stored as {}, {} bytes, sha256 {}, received {}{bound}, \
                  signed by {} ({})",
                 r.transfer_id,
                 r.stored_as,
@@ -199,6 +214,12 @@ pub(crate) fn receipt(command: &ReceiptCommand, global: &Global) -> Outcome {
                 },
                 receipt::scheme_name(&r).unwrap_or_default(),
             );
+            if version == receipt::Version::V1 {
+                println!(
+                    "note: a version 1 receipt, signed before receipts named the provider, LA, \
+                     report, period and classification; it proves none of them"
+                );
+            }
             Ok(0)
         }
         Err(e) => {

@@ -101,6 +101,8 @@ pub struct DirectiveConfig {
     pub listen: SocketAddr,
     /// Where the trust anchors for DWP client certificates are.
     pub ca: PathBuf,
+    /// Revocation lists for DWP client certificates.
+    pub crls: Vec<PathBuf>,
     /// Those anchors.
     pub anchors: TrustAnchors,
     /// DNS names in DWP client certificates that may direct suspensions.
@@ -280,6 +282,8 @@ struct RawDelivery {
 struct RawDirective {
     listen: String,
     ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
     regulators: Vec<String>,
 }
 
@@ -372,7 +376,8 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
             for name in &d.regulators {
                 check.non_empty("directive.regulators", name)?;
             }
-            Ok((listen, check.resolve(&d.ca), d.regulators))
+            let crls: Vec<PathBuf> = d.crls.iter().map(|p| check.resolve(p)).collect();
+            Ok((listen, check.resolve(&d.ca), crls, d.regulators))
         })
         .transpose()?;
 
@@ -381,12 +386,12 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
     let paths = check.tls_paths(&raw.tls);
     let (identity, anchors) = check.load_tls(&paths)?;
     let directive = directive_raw
-        .map(|(listen, ca, regulators)| -> Result<_, ConfigError> {
-            let anchors = TrustAnchors::load(&ca)
-                .map_err(|e| check.invalid("directive.ca", e.to_string()))?;
+        .map(|(listen, ca, crls, regulators)| -> Result<_, ConfigError> {
+            let anchors = check.load_anchors(&ca, &crls, "directive.ca", "directive.crls")?;
             Ok(DirectiveConfig {
                 listen,
                 ca,
+                crls,
                 anchors,
                 regulators,
             })

@@ -124,16 +124,25 @@ pub enum PushFailure {
     /// The spooled ciphertext could not be read part way.
     #[error("cannot read the spooled ciphertext: {0}")]
     SpoolRead(std::io::Error),
-    /// The receipt names another transfer, size or digest.
+    /// The receipt names another transfer, file, provider, LA, report,
+    /// period or classification than the delivery sent.
     #[error(
-        "the endpoint's receipt does not match the file sent (transfer {transfer_id}, {size} \
-         bytes, sha256 {sha256})"
+        "the endpoint's receipt is not for the delivery sent: its {field} is {receipt}, the \
+         delivery's {sent}"
     )]
     ReceiptMismatch {
-        transfer_id: String,
-        size: u64,
-        sha256: String,
+        field: &'static str,
+        receipt: String,
+        sent: String,
     },
+    /// The receipt is of a version that does not bind who sent what to
+    /// whom.
+    #[error(
+        "the endpoint's receipt is version 1, which does not name the provider, LA, report, \
+         period or classification it is for; upgrade the endpoint to one that signs version \
+         2 receipts"
+    )]
+    ReceiptVersion,
     /// There is no endpoint certificate to check the receipt against.
     #[error("no endpoint certificate to check the receipt against")]
     NoServerCertificate,
@@ -197,6 +206,7 @@ impl PushFailure {
             PushFailure::NoEndpoint { .. }
             | PushFailure::BeyondSize { .. }
             | PushFailure::ReceiptMismatch { .. }
+            | PushFailure::ReceiptVersion
             | PushFailure::ReceiptSignature(_)
             | PushFailure::SuspendedSinceQueued { .. } => true,
             PushFailure::Endpoint(status) => !retryable(status.code()),
@@ -247,6 +257,9 @@ pub struct Courier {
     actor: String,
     options: PushOptions,
     abort: CancellationToken,
+    /// The DNS names in the provider's certificate: a receipt must name
+    /// one as the provider that sent the file.
+    identities: Arc<[String]>,
 }
 
 impl Courier {
@@ -262,6 +275,7 @@ impl Courier {
         abort: CancellationToken,
     ) -> Result<Self, TlsError> {
         let tls = tls::client_config(&config.tls.identity, &config.tls.anchors)?;
+        let identities = config.tls.identity.names()?.into();
         options.chunk_bytes = options.chunk_bytes.clamp(1, MAX_CHUNK_BYTES);
         options.attempts = options.attempts.max(1);
         Ok(Self {
@@ -272,6 +286,7 @@ impl Courier {
             actor: actor.into(),
             options,
             abort,
+            identities,
         })
     }
 }
@@ -397,14 +412,19 @@ pub fn manifest(delivery: &Delivery, offset: u64) -> v1::Manifest {
         transfer_id: delivery.transfer_id.clone(),
         report: delivery.report.clone(),
         period: delivery.period.clone(),
-        classification: match delivery.classification {
-            Classification::Internal => v1::Classification::Internal,
-            Classification::Published => v1::Classification::Published,
-        } as i32,
+        classification: wire_classification(delivery.classification) as i32,
         la_code: delivery.la.clone(),
         size: delivery.size,
         sha256: delivery.sha256.to_vec(),
         offset,
+    }
+}
+
+/// A delivery's classification as the wire says it.
+fn wire_classification(classification: Classification) -> v1::Classification {
+    match classification {
+        Classification::Internal => v1::Classification::Internal,
+        Classification::Published => v1::Classification::Published,
     }
 }
 
@@ -725,6 +745,59 @@ async fn feed(
     .err())
 }
 
+/// Whether `receipt` is the endpoint's (`cert`), in version 2, and for what
+/// `delivery` sent: its transfer and file, from one of `identities` (the
+/// provider's certificate's names), to its LA, of its report, period and
+/// classification. A receipt for anything else proves nothing about this
+/// delivery.
+fn check_receipt(
+    delivery: &Delivery,
+    identities: &[String],
+    receipt: &Receipt,
+    cert: &rustls_pki_types::CertificateDer<'_>,
+) -> Result<(), PushFailure> {
+    let mismatch = |field, receipt: &dyn std::fmt::Debug, sent: &dyn std::fmt::Debug| {
+        Err(PushFailure::ReceiptMismatch {
+            field,
+            receipt: format!("{receipt:?}"),
+            sent: format!("{sent:?}"),
+        })
+    };
+    if receipt.transfer_id != delivery.transfer_id {
+        return mismatch("transfer_id", &receipt.transfer_id, &delivery.transfer_id);
+    }
+    if receipt.sha256 != delivery.sha256 {
+        return mismatch("sha256", &hex(&receipt.sha256), &delivery.sha256_hex());
+    }
+    if receipt.size != delivery.size {
+        return mismatch("size", &receipt.size, &delivery.size);
+    }
+    if receipt::verify(receipt, cert)? != receipt::Version::V2 {
+        return Err(PushFailure::ReceiptVersion);
+    }
+    if !identities.contains(&receipt.provider) {
+        return mismatch("provider", &receipt.provider, &identities);
+    }
+    if receipt.la_code != delivery.la {
+        return mismatch("la_code", &receipt.la_code, &delivery.la);
+    }
+    if receipt.report != delivery.report {
+        return mismatch("report", &receipt.report, &delivery.report);
+    }
+    if receipt.period != delivery.period {
+        return mismatch("period", &receipt.period, &delivery.period);
+    }
+    let sent = wire_classification(delivery.classification);
+    if receipt.classification != sent as i32 {
+        let named = v1::Classification::try_from(receipt.classification).map_or_else(
+            |_| receipt.classification.to_string(),
+            |c| c.as_str_name().into(),
+        );
+        return mismatch("classification", &named, &sent.as_str_name());
+    }
+    Ok(())
+}
+
 /// Checks a receipt against the delivery and the endpoint's certificate and
 /// stores it.
 async fn finish(
@@ -733,22 +806,12 @@ async fn finish(
     receipt: Receipt,
     server_cert: &tls::ServerCertificate,
 ) -> Result<Delivered, PushFailure> {
-    if receipt.transfer_id != delivery.transfer_id
-        || receipt.sha256 != delivery.sha256
-        || receipt.size != delivery.size
-    {
-        return Err(PushFailure::ReceiptMismatch {
-            transfer_id: receipt.transfer_id,
-            size: receipt.size,
-            sha256: hex(&receipt.sha256),
-        });
-    }
     let cert = server_cert
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone()
         .ok_or(PushFailure::NoServerCertificate)?;
-    receipt::verify(&receipt, &cert)?;
+    check_receipt(delivery, &courier.identities, &receipt, &cert)?;
     let verification = format!(
         "verified ({}) against the endpoint's TLS certificate",
         receipt::scheme_name(&receipt).unwrap_or_else(|| "unknown scheme".into())
@@ -776,6 +839,115 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs::{DevCa, Issued, Usage, Validity};
+    use crate::provider::store::DeliveryState;
+    use crate::receipt::ReceiptSigner;
+
+    fn delivery() -> Delivery {
+        let now = Utc::now();
+        Delivery {
+            id: 1,
+            run_id: 1,
+            la: "E09000002".into(),
+            transfer_id: "5f0c0000000000000000000000000001".into(),
+            report: "referrals-monthly".into(),
+            period: "2012-10".into(),
+            classification: Classification::Internal,
+            state: DeliveryState::Sending,
+            size: 1234,
+            sha256: [7; 32],
+            spool_path: None,
+            attempts: 1,
+            reason: None,
+            last_error: None,
+            created_at: now,
+            next_attempt_at: None,
+            age_from: now,
+        }
+    }
+
+    /// The receipt an honest endpoint signs for `delivery()`.
+    fn honest() -> Receipt {
+        let d = delivery();
+        Receipt {
+            transfer_id: d.transfer_id.clone(),
+            sha256: d.sha256.to_vec(),
+            size: d.size,
+            stored_as: format!("{}_{}_{}.age", d.period, d.report, d.transfer_id),
+            received_unix_ms: 1_700_000_000_000,
+            provider: "provider.test".into(),
+            la_code: d.la.clone(),
+            report: d.report.clone(),
+            period: d.period.clone(),
+            classification: v1::Classification::Internal as i32,
+            ..Receipt::default()
+        }
+    }
+
+    fn endpoint() -> Issued {
+        DevCa::new("ca")
+            .expect("ca")
+            .issue("la-e09000002.test", Usage::Server, Validity::Current)
+            .expect("la")
+    }
+
+    /// Every field a receipt binds must be what the delivery sent: a
+    /// receipt the endpoint really signed, for another provider, LA,
+    /// report, period, classification or file, is refused for good.
+    #[test]
+    fn a_receipt_for_what_was_not_sent_is_refused() {
+        let la = endpoint();
+        let signer = ReceiptSigner::new(&la.identity()).expect("signer");
+        let identities = ["provider.test".to_string()];
+        let check = |receipt: Receipt| {
+            let signed = signer.sign(receipt).expect("sign");
+            check_receipt(&delivery(), &identities, &signed, &la.cert_der)
+        };
+        check(honest()).expect("the honest receipt");
+
+        type Change = fn(&mut Receipt);
+        let changes: &[(&str, Change)] = &[
+            ("transfer_id", |r| {
+                r.transfer_id = "another-transfer-01".into()
+            }),
+            ("sha256", |r| r.sha256 = vec![8; 32]),
+            ("size", |r| r.size += 1),
+            ("provider", |r| r.provider = "other.test".into()),
+            ("la_code", |r| r.la_code = "E09000030".into()),
+            ("report", |r| r.report = "referrals-quarterly".into()),
+            ("period", |r| r.period = "2012-11".into()),
+            ("classification", |r| {
+                r.classification = v1::Classification::Published as i32;
+            }),
+        ];
+        for (field, change) in changes {
+            let mut receipt = honest();
+            change(&mut receipt);
+            let refused = check(receipt).expect_err(field);
+            assert!(
+                matches!(refused, PushFailure::ReceiptMismatch { field: f, .. } if f == *field),
+                "{field}: {refused}"
+            );
+            assert!(refused.is_dead(), "{field}");
+            assert!(refused.to_string().contains(field), "{refused}");
+        }
+    }
+
+    /// A version 1 receipt, valid as it stands, binds none of that: the
+    /// provider takes none from an endpoint.
+    #[test]
+    fn a_version_1_receipt_is_refused() {
+        let la = endpoint();
+        let old = receipt::signed_as_v1(&la.identity(), honest());
+        assert_eq!(
+            receipt::verify(&old, &la.cert_der).expect("valid as version 1"),
+            receipt::Version::V1
+        );
+        let refused = check_receipt(&delivery(), &["provider.test".into()], &old, &la.cert_der)
+            .expect_err("version 1");
+        assert!(matches!(refused, PushFailure::ReceiptVersion), "{refused}");
+        assert!(refused.is_dead());
+    }
 
     #[test]
     fn only_transient_answers_are_retried() {

@@ -88,7 +88,11 @@ impl Net {
         let write_pair = |stem: &str, name: &str, usage: Usage| {
             let issued = ca.issue(name, usage, Validity::Current).expect("issue");
             std::fs::write(root.join(format!("certs/{stem}.pem")), &issued.cert_pem).expect("cert");
-            std::fs::write(root.join(format!("certs/{stem}.key")), &issued.key_pem).expect("key");
+            let key = root.join(format!("certs/{stem}.key"));
+            std::fs::write(&key, &issued.key_pem).expect("key");
+            // Owner-only: a configuration naming an open key is refused.
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod key");
         };
         write_pair("provider", PROVIDER_ID, Usage::ClientAndServer);
         write_pair("dwp", DWP_ID, Usage::Client);

@@ -344,10 +344,15 @@ impl Store {
     ) -> Result<Option<PathBuf>, StoreError> {
         let before = self.delivery(id)?;
         let tx = self.write()?;
+        // Version 1 names none of provider..classification: NULL, as for
+        // the receipts stored before migration 4.
+        let v2 = receipt.version >= 2;
+        let bound = |text: &str| v2.then(|| text.to_string());
         tx.execute(
             "INSERT INTO receipts (delivery_id, transfer_id, sha256, size, stored_as,
-                 received_unix_ms, signature, verification, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 received_unix_ms, signature, verification, stored_at, version, provider,
+                 la_code, report, period, classification)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 id,
                 receipt.transfer_id,
@@ -358,6 +363,12 @@ impl Store {
                 receipt.signature,
                 verification,
                 timestamp(now),
+                receipt.version.max(1),
+                bound(&receipt.provider),
+                bound(&receipt.la_code),
+                bound(&receipt.report),
+                bound(&receipt.period),
+                v2.then_some(receipt.classification),
             ],
         )?;
         tx.execute(
@@ -521,21 +532,33 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                "SELECT sha256, size, stored_as, received_unix_ms, signature FROM receipts
-                 WHERE transfer_id = ?1",
+                "SELECT sha256, size, stored_as, received_unix_ms, signature, version, provider,
+                     la_code, report, period, classification
+                 FROM receipts WHERE transfer_id = ?1",
                 [transfer_id],
                 |r| {
-                    Ok((
+                    let signed = (
                         r.get::<_, String>(0)?,
                         r.get::<_, i64>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
                         r.get::<_, Vec<u8>>(4)?,
-                    ))
+                    );
+                    let bound = (
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<i32>>(10)?,
+                    );
+                    Ok((signed, bound))
                 },
             )
             .optional()?;
-        row.map(|(sha256, size, stored_as, received_unix_ms, signature)| {
+        row.map(|(signed, bound)| {
+            let (sha256, size, stored_as, received_unix_ms, signature) = signed;
+            let (version, provider, la_code, report, period, classification) = bound;
             Ok(v1::Receipt {
                 transfer_id: transfer_id.to_string(),
                 sha256: unhex(&sha256)
@@ -545,6 +568,13 @@ impl Store {
                 stored_as,
                 received_unix_ms,
                 signature,
+                provider: provider.unwrap_or_default(),
+                la_code: la_code.unwrap_or_default(),
+                report: report.unwrap_or_default(),
+                period: period.unwrap_or_default(),
+                classification: classification.unwrap_or_default(),
+                // On the wire, version 1 is the field unset.
+                version: if version >= 2 { version } else { 0 },
             })
         })
         .transpose()

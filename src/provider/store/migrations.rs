@@ -168,4 +168,15 @@ CREATE TABLE outbox_generation (
 );
 INSERT INTO outbox_generation (id, n) VALUES (1, 0);
 "#,
+    // 4: receipts that bind who sent what to whom (receipt version 2): the
+    // version each was signed in, and what version 2 names besides the
+    // file. Receipts stored before are version 1 and name none of it.
+    r#"
+ALTER TABLE receipts ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE receipts ADD COLUMN provider TEXT;
+ALTER TABLE receipts ADD COLUMN la_code TEXT;
+ALTER TABLE receipts ADD COLUMN report TEXT;
+ALTER TABLE receipts ADD COLUMN period TEXT;
+ALTER TABLE receipts ADD COLUMN classification INTEGER;
+"#,
 ];
