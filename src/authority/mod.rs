@@ -11,7 +11,9 @@
 //!   files), the free-space floor, and idleness measured by progress;
 //! - [`store`]: transfers, receipts and the endpoint's own audit log in
 //!   `data_dir/authority.db`, and the only place its SQL lives;
-//! - [`error`]: the one place errors become gRPC statuses.
+//! - [`error`]: the one place errors become gRPC statuses;
+//! - [`open`]: for LA staff, a received file decrypted as a CSV Excel reads
+//!   as UTF-8, or as an XLSX workbook with the label on every page.
 //!
 //! [`serve`] takes its listener and its shutdown as parameters, so tests run
 //! the real endpoint on `127.0.0.1:0` and stop it when they choose, and the
@@ -22,6 +24,7 @@ pub mod error;
 pub mod inbox;
 mod limits;
 pub mod manifest;
+pub mod open;
 pub mod service;
 pub mod store;
 

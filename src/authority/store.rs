@@ -182,6 +182,27 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every file received (complete, with its receipt), oldest first.
+    pub fn received(&self) -> Result<Vec<Transfer>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE stored_as IS NOT NULL ORDER BY received_ms, provider, transfer_id"
+        ))?;
+        let rows = stmt.query_map([], read_transfer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The received files with this ciphertext SHA-256 (one, unless a
+    /// provider sent the same bytes twice).
+    pub fn received_with_digest(&self, sha256: &[u8]) -> Result<Vec<Transfer>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE stored_as IS NOT NULL AND sha256 = ?1 ORDER BY received_ms"
+        ))?;
+        let rows = stmt.query_map([sha256], read_transfer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Incomplete transfers with no progress since `cutoff_ms`.
     pub fn idle_before(&self, cutoff_ms: i64) -> Result<Vec<Transfer>, DbError> {
         let conn = self.conn();
