@@ -346,3 +346,144 @@ async fn inbox_open_refuses_and_writes_nothing() {
         .collect();
     assert!(strays.is_empty(), "no temporary file left: {strays:?}");
 }
+
+/// The LA's endpoint database.
+fn endpoint_db(net: &Net) -> rusqlite::Connection {
+    let path = net
+        .path(&format!("la-{}", LA.to_ascii_lowercase()))
+        .join("state")
+        .join(mishare::authority::store::DATABASE_FILE);
+    rusqlite::Connection::open(path).expect("endpoint db")
+}
+
+/// Makes every received file look `days` days older than it is.
+fn age_received(net: &Net, days: i64) {
+    endpoint_db(net)
+        .execute(
+            "UPDATE transfers SET received_ms = received_ms - ?1 WHERE stored_as IS NOT NULL",
+            [days * 86_400_000],
+        )
+        .expect("age");
+}
+
+fn deletions_audited(net: &Net) -> Vec<serde_json::Value> {
+    let conn = endpoint_db(net);
+    let mut stmt = conn
+        .prepare("SELECT detail FROM audit_log WHERE kind = 'inbox_file_deleted' ORDER BY seq")
+        .expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|d| serde_json::from_str(&d.expect("row")).expect("json"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inbox_purge_deletes_old_files_audits_each_with_its_digest_and_keeps_the_receipt() {
+    let net = Net::start(&[LA]).await;
+    let (name, path) = delivered(&net).await;
+    let digest = sha256_hex(&path);
+
+    // Received just now: not older than a day.
+    let out = authority(&net, &["inbox", "purge", "--older-than", "1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 file(s)"));
+    assert!(path.exists());
+
+    let out = authority(&net, &["inbox", "purge", "--older-than", "0"]).await;
+    assert_eq!(out.status.code(), Some(2), "clap refuses 0 days");
+    assert!(path.exists());
+
+    age_received(&net, 3);
+    let out = authority(&net, &["inbox", "purge", "--older-than", "2"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&digest) && text.contains("1 file(s)"),
+        "{text}"
+    );
+    assert!(!path.exists(), "deleted");
+
+    let audited = deletions_audited(&net);
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["sha256"], digest.as_str());
+    assert_eq!(audited[0]["stored_as"], name.as_str());
+    assert_eq!(audited[0]["file_was_present"], true);
+    assert!(
+        audited[0]["why"]
+            .as_str()
+            .expect("why")
+            .contains("--older-than 2"),
+        "{audited:?}"
+    );
+
+    // The transfer and its receipt stay; the list says when it went.
+    let receipts: i64 = endpoint_db(&net)
+        .query_row(
+            "SELECT count(*) FROM transfers WHERE signature IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(receipts, 1);
+    let list = authority(&net, &["inbox", "list", "--format", "json"]).await;
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(list[0]["present"], false);
+    assert!(list[0]["deleted"].is_string(), "{list}");
+
+    // Again: nothing more to delete, nothing more audited; the chain holds.
+    let out = authority(&net, &["inbox", "purge", "--older-than", "2"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 file(s)"));
+    assert_eq!(deletions_audited(&net).len(), 1);
+    let verify = authority(&net, &["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_endpoint_deletes_files_past_inbox_days_by_itself() {
+    let mut net = Net::start(&[LA]).await;
+    let (_, path) = delivered(&net).await;
+    let digest = sha256_hex(&path);
+    age_received(&net, 8);
+    // The sweep runs every partial_ttl_secs / 4 (at least a second).
+    net.restart_endpoint_with(LA, "partial_ttl_secs = 4\n[retention]\ninbox_days = 7\n")
+        .await;
+    let mut waited = 0;
+    while path.exists() {
+        assert!(waited < 600, "the file past retention was never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let mut audited = deletions_audited(&net);
+    while audited.is_empty() && waited < 600 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+        audited = deletions_audited(&net);
+    }
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["sha256"], digest.as_str());
+    assert_eq!(audited[0]["why"], "retention: inbox_days = 7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inbox_days_out_of_range_is_a_configuration_error_naming_the_key() {
+    let net = Net::start(&[LA]).await;
+    let path = net
+        .path(&format!("la-{}", LA.to_ascii_lowercase()))
+        .join("authority.toml");
+    let base = std::fs::read_to_string(&path).expect("authority.toml");
+    for (retention, says) in [
+        ("inbox_days = 0", "retention.inbox_days"),
+        ("inbox_days = -3", "retention.inbox_days"),
+        ("inbox_days = 40000", "retention.inbox_days"),
+        ("days = 7", "days"),
+    ] {
+        let text = format!("{base}\n[retention]\n{retention}\n");
+        let err = mishare::config::AuthorityConfig::from_toml(&path, &text)
+            .expect_err(retention)
+            .to_string();
+        assert!(err.contains(says), "{retention}: {err}");
+    }
+    let ok = format!("{base}\n[retention]\ninbox_days = 30\n");
+    let config = mishare::config::AuthorityConfig::from_toml(&path, &ok).expect("valid");
+    assert_eq!(config.inbox_days, Some(30));
+}

@@ -13,7 +13,9 @@
 //!   `data_dir/authority.db`, and the only place its SQL lives;
 //! - [`error`]: the one place errors become gRPC statuses;
 //! - [`open`]: for LA staff, a received file decrypted as a CSV Excel reads
-//!   as UTF-8, or as an XLSX workbook with the label on every page.
+//!   as UTF-8, or as an XLSX workbook with the label on every page;
+//! - [`retention`]: received files past `[retention] inbox_days` deleted,
+//!   each deletion audited with the file's digest.
 //!
 //! [`serve`] takes its listener and its shutdown as parameters, so tests run
 //! the real endpoint on `127.0.0.1:0` and stop it when they choose, and the
@@ -25,6 +27,7 @@ pub mod inbox;
 mod limits;
 pub mod manifest;
 pub mod open;
+pub mod retention;
 pub mod service;
 pub mod store;
 
@@ -291,7 +294,8 @@ async fn audit_refusals(state: Arc<Store>, writer: refusals::Writer) {
         .await;
 }
 
-/// Removes partial transfers with no progress for `partial_ttl`.
+/// Removes partial transfers with no progress for `partial_ttl`, and
+/// received files past `[retention] inbox_days`.
 async fn sweeper(shared: Arc<Shared>, stop: Shutdown) {
     let every =
         (shared.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -302,6 +306,23 @@ async fn sweeper(shared: Arc<Shared>, stop: Shutdown) {
         }
         if let Err(e) = sweep(&shared).await {
             tracing::error!(error = %e, "cannot remove idle partial transfers");
+        }
+        if let Some(days) = shared.config.inbox_days {
+            let (state, inbox) = (shared.state.clone(), shared.config.inbox.clone());
+            let purged = crate::common::blocking::blocking(move || {
+                let why = format!("retention: inbox_days = {days}");
+                retention::purge(&state, &inbox, days, &why, "endpoint", now_ms())
+            })
+            .await;
+            match purged {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot delete received files past retention");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot delete received files past retention");
+                }
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! The API is synchronous; the service calls it off the reactor.
 //! One connection, behind a mutex: each call is a few small statements.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -88,6 +89,18 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 ALTER TABLE transfers ADD COLUMN receipt_version INTEGER;
 ALTER TABLE transfers ADD COLUMN receipt_la_code TEXT;
 UPDATE transfers SET receipt_version = 1 WHERE stored_as IS NOT NULL;
+"#,
+    // 3: received files deleted from the inbox (retention, or by hand). The
+    // transfer and its receipt stay; only the file goes.
+    r#"
+CREATE TABLE inbox_deletions (
+    provider    TEXT NOT NULL,
+    transfer_id TEXT NOT NULL,
+    deleted_ms  INTEGER NOT NULL,
+    why         TEXT NOT NULL,
+    PRIMARY KEY (provider, transfer_id),
+    FOREIGN KEY (provider, transfer_id) REFERENCES transfers(provider, transfer_id)
+);
 "#,
 ];
 
@@ -200,6 +213,63 @@ impl Store {
             "{SELECT} WHERE stored_as IS NOT NULL AND sha256 = ?1 ORDER BY received_ms"
         ))?;
         let rows = stmt.query_map([sha256], read_transfer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Received files not yet deleted from the inbox that were received
+    /// before `cutoff_ms`, oldest first.
+    pub fn received_before(&self, cutoff_ms: i64) -> Result<Vec<Transfer>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE stored_as IS NOT NULL AND received_ms < ?1
+                 AND NOT EXISTS (SELECT 1 FROM inbox_deletions d
+                     WHERE d.provider = transfers.provider
+                       AND d.transfer_id = transfers.transfer_id)
+                 ORDER BY received_ms"
+        ))?;
+        let rows = stmt.query_map([cutoff_ms], read_transfer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that a received file was deleted from the inbox, with its
+    /// audit entry, in one transaction; `false` if it already was.
+    pub fn record_deletion(
+        &self,
+        provider: &str,
+        transfer_id: &str,
+        why: &str,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = db::write(&mut conn)?;
+        let now = Utc::now();
+        let added = tx.execute(
+            "INSERT OR IGNORE INTO inbox_deletions (provider, transfer_id, deleted_ms, why)
+                 VALUES (?1, ?2, ?3, ?4)",
+            params![provider, transfer_id, now.timestamp_millis(), why],
+        )?;
+        if added == 1 {
+            audit::append(
+                &tx,
+                now,
+                Kind::InboxFileDeleted,
+                actor,
+                Some(&self.code),
+                detail,
+            )?;
+        }
+        tx.commit()?;
+        Ok(added == 1)
+    }
+
+    /// When each deleted received file was deleted, by provider and
+    /// transfer id.
+    pub fn deletions(&self) -> Result<HashMap<(String, String), i64>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT provider, transfer_id, deleted_ms FROM inbox_deletions")?;
+        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use mishare::authority;
 use mishare::authority::open::{self, OpenError};
+use mishare::authority::retention;
 use mishare::authority::store::{DATABASE_FILE, Store, Transfer};
 use mishare::common::audit::Verification;
 use mishare::common::encoding::hex;
@@ -62,6 +63,18 @@ pub(crate) enum InboxCommand {
                             FILE was not received here."
     )]
     Open(InboxOpenArgs),
+    /// Delete received files older than DAYS days from the inbox, as
+    /// `[retention] inbox_days` does: each deletion is an audit entry with
+    /// the file's SHA-256. The transfer, its receipt and the audit log are
+    /// kept.
+    Purge(InboxPurgeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InboxPurgeArgs {
+    /// Delete files received more than this many days ago (at least 1).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    older_than: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +188,7 @@ pub(crate) fn run(command: &AuthorityCommand, global: &Global) -> Outcome {
         AuthorityCommand::Audit(AuthorityAuditCommand::Export) => audit_export(&config),
         AuthorityCommand::Inbox(InboxCommand::List(args)) => inbox_list(&config, args),
         AuthorityCommand::Inbox(InboxCommand::Open(args)) => inbox_open(&config, args),
+        AuthorityCommand::Inbox(InboxCommand::Purge(args)) => inbox_purge(&config, args),
     }
 }
 
@@ -251,6 +265,13 @@ fn inbox_path(config: &AuthorityConfig, transfer: &Transfer) -> Option<PathBuf> 
 fn inbox_list(config: &AuthorityConfig, args: &InboxListArgs) -> Outcome {
     let state = open_state(config)?;
     let received = state.received()?;
+    let deletions = state.deletions()?;
+    let deleted = |t: &Transfer| {
+        deletions
+            .get(&(t.provider.clone(), t.transfer_id.clone()))
+            .and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms))
+            .map(mishare::common::time::timestamp)
+    };
     let mut out = String::new();
     match args.format {
         ListFormat::Json => {
@@ -262,6 +283,7 @@ fn inbox_list(config: &AuthorityConfig, args: &InboxListArgs) -> Outcome {
                         "file": t.receipt.as_ref().map(|r| r.stored_as.clone()),
                         "path": path.as_ref().map(|p| p.display().to_string()),
                         "present": path.as_ref().is_some_and(|p| p.is_file()),
+                        "deleted": deleted(t),
                         "provider": t.provider,
                         "report": t.report,
                         "period": t.period,
@@ -282,10 +304,10 @@ fn inbox_list(config: &AuthorityConfig, args: &InboxListArgs) -> Outcome {
         ListFormat::Text => {
             for t in &received {
                 let path = inbox_path(config, t);
-                let missing = if path.as_ref().is_some_and(|p| p.is_file()) {
-                    ""
-                } else {
-                    " (no longer in the inbox)"
+                let missing = match deleted(t) {
+                    Some(at) => format!(" (deleted {at})"),
+                    None if path.as_ref().is_some_and(|p| p.is_file()) => String::new(),
+                    None => " (no longer in the inbox)".to_string(),
                 };
                 out.push_str(&format!(
                     "{}{missing}\n  from {}: report {}, period {}, {}\n  received {}, {} bytes, \
@@ -311,6 +333,40 @@ fn inbox_list(config: &AuthorityConfig, args: &InboxListArgs) -> Outcome {
             ));
         }
     }
+    super::write_stdout(out.as_bytes())
+}
+
+fn inbox_purge(config: &AuthorityConfig, args: &InboxPurgeArgs) -> Outcome {
+    let state = open_state(config)?;
+    let why = format!("by hand: inbox purge --older-than {}", args.older_than);
+    let actor = format!("la-staff:{}", super::login());
+    let deleted = retention::purge(
+        &state,
+        &config.inbox,
+        args.older_than,
+        &why,
+        &actor,
+        mishare::common::time::now_ms(),
+    )?;
+    let mut out = String::new();
+    for d in &deleted {
+        out.push_str(&format!(
+            "deleted {}{} (sha256 {}, received {})\n",
+            d.path.display(),
+            if d.was_present {
+                ""
+            } else {
+                " (it was already gone; recorded now)"
+            },
+            hex(&d.transfer.sha256),
+            received_at(&d.transfer)
+        ));
+    }
+    out.push_str(&format!(
+        "{} file(s) received more than {} day(s) ago deleted; each is in the audit log\n",
+        deleted.len(),
+        args.older_than
+    ));
     super::write_stdout(out.as_bytes())
 }
 

@@ -207,6 +207,12 @@ pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
 
 /// Who is acting: `provider:<login name>`.
 pub(crate) fn actor() -> String {
+    format!("provider:{}", login())
+}
+
+/// The login name (`$USER`), without control characters, at most 64
+/// characters; `operator` when there is none.
+pub(crate) fn login() -> String {
     let user: String = std::env::var("USER")
         .unwrap_or_default()
         .chars()
@@ -214,10 +220,11 @@ pub(crate) fn actor() -> String {
         .take(64)
         .collect();
     let user = user.trim();
-    format!(
-        "provider:{}",
-        if user.is_empty() { "operator" } else { user }
-    )
+    if user.is_empty() {
+        "operator".to_string()
+    } else {
+        user.to_string()
+    }
 }
 
 /// `mishare status | head` must not end in a panic. Rust ignores SIGPIPE, so

@@ -57,6 +57,8 @@ pub enum Kind {
     TransferRecovered,
     /// An authority endpoint removed a partial transfer left idle too long.
     PartialRemoved,
+    /// A received file was deleted from the inbox (retention, or by hand).
+    InboxFileDeleted,
     /// An authority endpoint, or a provider's `Directive` service, refused a
     /// TLS handshake.
     HandshakeRefused,
@@ -99,6 +101,7 @@ impl Kind {
             Kind::TransferRefused => "transfer_refused",
             Kind::TransferRecovered => "transfer_recovered",
             Kind::PartialRemoved => "partial_removed",
+            Kind::InboxFileDeleted => "inbox_file_deleted",
             Kind::HandshakeRefused => "handshake_refused",
             Kind::DeliverySpooled => "delivery_spooled",
             Kind::DeliveryDelivered => "delivery_delivered",

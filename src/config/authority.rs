@@ -91,7 +91,14 @@ pub struct AuthorityConfig {
     pub provider_anchors: crate::tls::TrustAnchors,
     /// The providers served, by the DNS name in their certificate.
     pub providers: Vec<ProviderEntry>,
+    /// `[retention] inbox_days`: received files older than this many days
+    /// are deleted from the inbox (each deletion audited with the file's
+    /// digest). `None`: kept until someone deletes them.
+    pub inbox_days: Option<u32>,
 }
+
+/// The largest `[retention] inbox_days`: a hundred years.
+pub const MAX_INBOX_DAYS: u32 = 36_500;
 
 /// One `[[provider]]`: an identity the endpoint serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +157,13 @@ struct RawAuthority {
     tls: RawTls,
     #[serde(default)]
     provider: Vec<RawProviderEntry>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    inbox_days: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +313,22 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         providers.push(ProviderEntry { id, name: p.name });
     }
 
+    let inbox_days = match raw.retention.and_then(|r| r.inbox_days) {
+        None => None,
+        Some(days) => match u32::try_from(days) {
+            Ok(d) if (1..=MAX_INBOX_DAYS).contains(&d) => Some(d),
+            _ => {
+                return Err(check.invalid(
+                    "retention.inbox_days",
+                    format!(
+                        "{days} is not a number of days from 1 to {MAX_INBOX_DAYS}; leave it \
+                         out to keep received files until they are deleted by hand"
+                    ),
+                ));
+            }
+        },
+    };
+
     let tls = check.tls_paths(&raw.tls);
     let (identity, provider_anchors) = check.load_tls(&tls)?;
     // The same key signs receipts: fail now if it cannot.
@@ -325,6 +355,7 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         identity,
         provider_anchors,
         providers,
+        inbox_days,
     })
 }
 
