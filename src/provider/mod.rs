@@ -27,6 +27,7 @@ pub mod agreement;
 pub mod daemon;
 pub mod directive;
 pub mod gate;
+pub mod ledger;
 pub mod outbox;
 pub mod pipeline;
 pub mod push;
