@@ -241,3 +241,88 @@ async fn a_non_dwp_identity_is_refused_at_the_handshake() {
     assert!(net.store().suspensions(false).expect("list").is_empty());
     assert!(audit_actors(&net, "directive_call").is_empty());
 }
+
+/// DWP is never told it suspended what the gate would not match: an LA
+/// code differing only in case is normalised to the reference data's, and
+/// one the reference data does not list is refused with INVALID_ARGUMENT
+/// (so nothing is recorded). The operator's `mishare suspend` follows the
+/// same rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn la_codes_are_normalised_or_refused_never_silently_unmatched() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let _stop = serve(&mut net).await;
+    let mut dwp = client(&net, "dwp").await.expect("DWP connects");
+
+    let made = dwp
+        .suspend(SuspendRequest {
+            la_code: "e09000002".into(),
+            all: false,
+            reason: "lower case".into(),
+            reference: String::new(),
+        })
+        .await
+        .expect("suspended")
+        .into_inner();
+    assert_eq!(made.la_code, "E09000002");
+    // The gate matches it: nothing goes to the LA.
+    let results = provider::send_now(
+        Arc::new(net.config()),
+        "referrals-monthly",
+        None,
+        SendOptions::now("provider:tester"),
+        &Shutdown::new(),
+    )
+    .await
+    .expect("send-now");
+    assert!(
+        matches!(
+            &results[0].outcome,
+            LaOutcome::Refused(refusal) if refusal.reason.as_str() == "SUSPENDED_BY_DWP"
+        ),
+        "{results:?}"
+    );
+
+    let unknown = dwp
+        .suspend(SuspendRequest {
+            la_code: "E99999999".into(),
+            all: false,
+            reason: "not an LA".into(),
+            reference: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(
+        unknown
+            .message()
+            .contains("E99999999 is not an LA in the provider's reference data"),
+        "{unknown:?}"
+    );
+    let listed = dwp
+        .list(ListRequest {
+            include_lifted: true,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.suspensions.len(), 1, "only the lower-case one");
+
+    // The operator's CLI: the same rules.
+    let lower = net
+        .run(&["suspend", "--la", "e09000002", "--reason", "x"])
+        .await;
+    assert_eq!(lower.status.code(), Some(0), "{lower:?}");
+    assert!(
+        String::from_utf8_lossy(&lower.stdout).contains("sharing with E09000002 is suspended"),
+        "{lower:?}"
+    );
+    let unknown = net
+        .run(&["suspend", "--la", "E99999999", "--reason", "x"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("\"E99999999\" is not an LA"),
+        "{unknown:?}"
+    );
+}

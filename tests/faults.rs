@@ -322,9 +322,12 @@ async fn network_drops_stalls_and_refusals_are_ridden_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_endpoint_makes_the_delivery_dead_until_retried() {
     let mut net = Net::start(&LAS).await;
-    // "Disk full": the endpoint takes no file over 100 bytes.
+    // "Disk full": the endpoint takes no file over 100 bytes. It answers
+    // RESOURCE_EXHAUSTED, which is worth retrying: the delivery is dead once
+    // it is out of attempts.
     net.stop_endpoint("E09000009", 100).await;
     setup(&net).await;
+    net.edit_config("max_attempts = 20", "max_attempts = 3");
     let la = endpoint(&net, "E09000009").await;
     let _p = provider(&net, 1, None);
     wait_for(&net, "the refused delivery is dead", || {
@@ -346,4 +349,96 @@ async fn a_full_endpoint_makes_the_delivery_dead_until_retried() {
     let retry = net.run(&["retry", &id]).await;
     assert_eq!(retry.status.code(), Some(0), "{retry:?}");
     assert_all_delivered_once(&net, &LAS).await;
+}
+
+/// Audit entries of `kind` in the provider's log.
+fn audit_kinds(net: &Net, kind: &str) -> Vec<serde_json::Value> {
+    net.store()
+        .audit_entries(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| serde_json::from_str(&e.detail).expect("detail"))
+        .collect()
+}
+
+/// Once the Commit is on the wire, the outcome is the endpoint's to say. A
+/// suspension made while a slowed endpoint is committing does not turn the
+/// delivery into "refused, nothing committed": the LA has the file, the
+/// delivery is recorded as delivered, and the audit log says the
+/// suspension came after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_after_the_commit_is_recorded_as_delivered() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.stop_endpoint("E09000002", 1 << 30).await;
+    net.add_agreement("E09000002");
+    let mut slow = net.authority_command("E09000002");
+    slow.env(
+        mishare::common::fault::DANGEROUS_PAUSE_AT_VAR,
+        "endpoint_before_publish",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _la = Proc(slow.spawn().expect("authority run"));
+    let addr = net.la("E09000002").real;
+    wait_for(&net, "the endpoint listens", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await;
+
+    let sending = Proc(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["send-now", "referrals-monthly"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("send-now"),
+    );
+    wait_for(&net, "the gate permits the Commit", || {
+        audit_kinds(&net, "gate_permit")
+            .iter()
+            .any(|d| d["stage"] == "before_commit")
+    })
+    .await;
+    // The endpoint is now pausing mid-commit.
+    let suspend = net
+        .run(&[
+            "suspend",
+            "--la",
+            "E09000002",
+            "--reason",
+            "after the commit",
+        ])
+        .await;
+    assert_eq!(suspend.status.code(), Some(0), "{suspend:?}");
+
+    let mut sending = sending;
+    let child = std::mem::replace(
+        &mut sending.0,
+        Command::new("true").spawn().expect("placeholder"),
+    );
+    let out = child.wait_with_output().expect("send-now ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("E09000002 delivered "), "{stdout}");
+    assert_eq!(net.inbox("E09000002").len(), 1);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        1
+    );
+    let noted = audit_kinds(&net, "delivery_committed_before_refusal");
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    assert_eq!(noted[0]["gate_now"]["reason"], "SUSPENDED_BY_PROVIDER");
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
 }

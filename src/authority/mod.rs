@@ -156,6 +156,7 @@ pub async fn serve(
         signer,
         streams: Arc::new(Semaphore::new(config.max_streams)),
         claims: Claims::default(),
+        committing: Claims::default(),
         pushes: pushes.clone(),
         config,
     });

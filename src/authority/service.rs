@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// One permit per push in progress.
     pub streams: Arc<Semaphore>,
     pub claims: Claims,
+    /// Transfers being committed now (a subset of those claimed), so
+    /// `QueryTransfer` can wait for a commit to end.
+    pub committing: Claims,
     /// Pushes in progress, each a task of its own; cancelled when the
     /// shutdown grace has expired, and then pushes stop at once.
     pub pushes: Shutdown,
@@ -114,9 +117,27 @@ impl Exchange for ExchangeService {
             ))
             .into());
         }
+        // A push of this transfer may be committing right now: answer once
+        // that commit has ended, so the answer is never "incomplete" for a
+        // file about to appear in the inbox. (A push that is only sending
+        // chunks is not waited for: its progress is what a resume needs.)
+        let Some(committing) = self
+            .shared
+            .committing
+            .claim(&provider, &transfer_id, self.shared.config.stream_idle)
+            .await
+        else {
+            return Err(ExchangeError::WrongOffset(format!(
+                "transfer {} is being committed; ask again later",
+                shown(&transfer_id)
+            ))
+            .into());
+        };
         let state = self.shared.state.clone();
         let id = transfer_id.clone();
-        let found = blocking(move || Ok(state.get(&provider, &id)?)).await?;
+        let found = blocking(move || Ok(state.get(&provider, &id)?)).await;
+        drop(committing);
+        let found = found?;
         let status = match found {
             None => TransferStatus {
                 transfer_id,
@@ -316,7 +337,13 @@ impl Shared {
                     ));
                 }
                 Some(Body::Chunk(chunk)) => self.chunk(session, chunk).await?,
-                Some(Body::Commit(_)) => return self.commit(session).await,
+                Some(Body::Commit(_)) => {
+                    // Never contended: this stream holds the transfer's claim.
+                    let _committing = self
+                        .committing
+                        .try_claim(&session.provider, &session.manifest.transfer_id);
+                    return self.commit(session).await;
+                }
             }
         }
     }
@@ -418,6 +445,9 @@ impl Shared {
             }
             drop(file);
             let stored_as = m.stored_as();
+            crate::common::fault::dangerous_pause_point(
+                crate::common::fault::CrashPoint::EndpointBeforePublish,
+            );
             crate::common::fault::dangerous_crash_point(
                 crate::common::fault::CrashPoint::EndpointBeforePublish,
             );

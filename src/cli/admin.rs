@@ -363,8 +363,13 @@ fn suspend(args: &SuspendArgs, global: &Global) -> Done {
     let (config, mut store) = open(global)?;
     let scope = match &args.la {
         None => Scope::All,
-        Some(la) => {
-            if !is_la_code(la) || config.reference.get(la).is_none() {
+        Some(la) => match config
+            .reference
+            .resolve(la)
+            .filter(|_| is_la_code(la.trim()))
+        {
+            Some(found) => Scope::La(found.code.clone()),
+            None => {
                 return Err(anyhow!(
                     "{la:?} is not an LA in the reference data {}; check the code \
                      (`mishare status` lists the configured LAs)",
@@ -372,8 +377,7 @@ fn suspend(args: &SuspendArgs, global: &Global) -> Done {
                 )
                 .into());
             }
-            Scope::La(la.clone())
-        }
+        },
     };
     let s = store.suspend(
         scope,

@@ -78,6 +78,9 @@ pub enum Kind {
     /// A dead delivery was queued again by `mishare retry`, the gate
     /// permitting.
     DeliveryRequeued,
+    /// A delivery's Commit was on the wire before a suspension or another
+    /// refusal came; the endpoint committed the file, so the LA has it.
+    DeliveryCommittedBeforeRefusal,
 }
 
 impl Kind {
@@ -104,6 +107,7 @@ impl Kind {
             Kind::DirectiveCall => "directive_call",
             Kind::RunSkipped => "run_skipped",
             Kind::DeliveryRequeued => "delivery_requeued",
+            Kind::DeliveryCommittedBeforeRefusal => "delivery_committed_before_refusal",
         }
     }
 }

@@ -45,6 +45,24 @@ impl CrashPoint {
     }
 }
 
+/// The environment variable naming a stage to pause at. Test-only.
+pub const DANGEROUS_PAUSE_AT_VAR: &str = "MISHARE_DANGEROUS_PAUSE_AT";
+
+/// How long a paused stage waits.
+pub const DANGEROUS_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Blocks the calling thread for [`DANGEROUS_PAUSE`] if the test-only hook
+/// `MISHARE_DANGEROUS_PAUSE_AT` names `point` (a slowed endpoint, so a test
+/// can act while, say, a commit is in progress). Does nothing otherwise.
+/// Call it only on a blocking thread.
+pub fn dangerous_pause_point(point: CrashPoint) {
+    static CHOSEN: OnceLock<Option<String>> = OnceLock::new();
+    let chosen = CHOSEN.get_or_init(|| std::env::var(DANGEROUS_PAUSE_AT_VAR).ok());
+    if chosen.as_deref() == Some(point.name()) {
+        std::thread::sleep(DANGEROUS_PAUSE);
+    }
+}
+
 /// Aborts the process if the test-only hook names `point`. Does nothing
 /// otherwise (the variable is read once).
 pub fn dangerous_crash_point(point: CrashPoint) {

@@ -204,13 +204,38 @@ pub fn to_wire(s: &Suspension) -> v1::Suspension {
 /// The `Directive` service over the provider's state.
 #[derive(Debug, Clone)]
 pub struct DirectiveService {
+    config: Arc<ProviderConfig>,
     store: SharedStore,
 }
 
 impl DirectiveService {
-    /// A service acting on the daemon's store.
-    pub fn new(store: SharedStore) -> Self {
-        Self { store }
+    /// A service acting on the daemon's store, with its configuration's
+    /// reference data to check LA codes against.
+    pub fn new(config: Arc<ProviderConfig>, store: SharedStore) -> Self {
+        Self { config, store }
+    }
+
+    /// The suspension's scope as the gate will match it: an LA code is
+    /// the reference data's own (case is normalised), and one the
+    /// reference data does not list is refused, so DWP is never told it
+    /// suspended what the gate would not match.
+    fn resolve(&self, d: SuspendDirective) -> Result<SuspendDirective, DirectiveError> {
+        let Scope::La(code) = &d.scope else {
+            return Ok(d);
+        };
+        match self.config.reference.resolve(code) {
+            Some(la) => Ok(SuspendDirective {
+                scope: Scope::La(la.code.clone()),
+                ..d
+            }),
+            None => Err(DirectiveError::Invalid {
+                field: "la_code",
+                problem: format!(
+                    "{code} is not an LA in the provider's reference data, so nothing would \
+                     be suspended; check the code"
+                ),
+            }),
+        }
     }
 
     /// Runs `f` on the store, off the reactor, and records the call in the
@@ -267,7 +292,7 @@ impl Directive for DirectiveService {
             "la_code": raw.la_code.chars().take(32).collect::<String>(),
             "all": raw.all,
         });
-        let parsed = SuspendDirective::parse(&raw);
+        let parsed = SuspendDirective::parse(&raw).and_then(|d| self.resolve(d));
         self.call(who, "Suspend", logged, move |store, identity| {
             let d = parsed?;
             store
@@ -412,7 +437,10 @@ pub async fn serve(
     tracing::info!(listen = ?local, regulators = ?directive.regulators, "serving Directive to DWP");
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
-        .add_service(DirectiveServer::new(DirectiveService::new(store)))
+        .add_service(DirectiveServer::new(DirectiveService::new(
+            config.clone(),
+            store,
+        )))
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
         .await?;
     Ok(())

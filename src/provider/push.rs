@@ -33,6 +33,7 @@
 //! a digest mismatch) makes the delivery dead.
 
 use std::io::SeekFrom;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -43,14 +44,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use crate::common::audit::Kind;
 use crate::common::blocking::TaskFailed;
 use crate::common::encoding::hex;
 use crate::common::fault::{CrashPoint, dangerous_crash_point};
+use crate::common::time::timestamp;
 use crate::config::provider::{LaEndpoint, ProviderConfig};
 use crate::provider::gate::{Decision, Gate, Permit, Reason, Refusal, Stage};
 use crate::provider::outbox::{self, OutboxError};
 use crate::provider::spool::{self, SpoolError};
-use crate::provider::store::{Delivery, SharedStore};
+use crate::provider::store::{Delivery, SharedStore, Suspension};
 use crate::provider::watch::StateWatch;
 use crate::receipt::{self, ReceiptError};
 use crate::sanitiser::Classification;
@@ -155,6 +158,36 @@ pub enum PushFailure {
     /// The process is shutting down and the push's grace period is over.
     #[error("interrupted: the push was stopped by a shutdown; it resumes later")]
     Interrupted,
+    /// A suspension covered the LA at some time after the delivery was
+    /// queued (it may have been made and lifted while no daemon ran). It is
+    /// never sent by itself.
+    #[error(
+        "withheld: {} covered {la} after this delivery was queued ({queued}); nothing withheld \
+         is sent by itself: check, then `mishare retry {delivery}` sends it after asking the gate",
+        describe_suspensions(suspensions)
+    )]
+    SuspendedSinceQueued {
+        delivery: i64,
+        la: String,
+        queued: String,
+        suspensions: Vec<Suspension>,
+    },
+}
+
+fn describe_suspensions(suspensions: &[Suspension]) -> String {
+    suspensions
+        .iter()
+        .map(|s| {
+            format!(
+                "suspension {} by {} (made {}, lifted {})",
+                s.id,
+                s.made_by,
+                timestamp(s.made_at),
+                s.lifted_at.map(timestamp).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PushFailure {
@@ -164,7 +197,8 @@ impl PushFailure {
             PushFailure::NoEndpoint { .. }
             | PushFailure::BeyondSize { .. }
             | PushFailure::ReceiptMismatch { .. }
-            | PushFailure::ReceiptSignature(_) => true,
+            | PushFailure::ReceiptSignature(_)
+            | PushFailure::SuspendedSinceQueued { .. } => true,
             PushFailure::Endpoint(status) => !retryable(status.code()),
             _ => false,
         }
@@ -296,6 +330,9 @@ async fn attempts(courier: &Courier, delivery: &Delivery) -> Delivered {
         if courier.abort.is_cancelled() {
             return Delivered::Failed(PushFailure::Interrupted);
         }
+        if let Some(withheld) = suspended_since_queued(courier, delivery).await {
+            return Delivered::Failed(withheld);
+        }
         let id = delivery.id;
         let marked = courier
             .store
@@ -332,6 +369,28 @@ async fn attempts(courier: &Courier, delivery: &Delivery) -> Delivered {
     })
 }
 
+/// A suspension that covered the delivery's LA at some time since it was
+/// queued (or requeued by `mishare retry`) and has since been lifted: the
+/// delivery is withheld (the gate sees suspensions still in force).
+async fn suspended_since_queued(courier: &Courier, delivery: &Delivery) -> Option<PushFailure> {
+    let (la, since) = (delivery.la.clone(), delivery.age_from);
+    let lifted = courier
+        .store
+        .run(move |store| store.lifted_suspensions_since(&la, since))
+        .await;
+    let suspensions = match lifted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Some(OutboxError::from(e).into()),
+        Err(e) => return Some(e.into()),
+    };
+    (!suspensions.is_empty()).then(|| PushFailure::SuspendedSinceQueued {
+        delivery: delivery.id,
+        la: delivery.la.clone(),
+        queued: timestamp(delivery.age_from),
+        suspensions,
+    })
+}
+
 /// The manifest opening a stream of `delivery` that starts at `offset`.
 pub fn manifest(delivery: &Delivery, offset: u64) -> v1::Manifest {
     v1::Manifest {
@@ -350,13 +409,15 @@ pub fn manifest(delivery: &Delivery, offset: u64) -> v1::Manifest {
 }
 
 /// The gate at `stage` for `delivery`; on a permit, its message goes on the
-/// stream under it.
+/// stream under it. `sent`, if given, is set just before the message goes
+/// on the stream: a Commit on the stream is the point of no return.
 async fn ask_gate(
     courier: &Courier,
     delivery: &Delivery,
     stage: Stage,
     slot: mpsc::OwnedPermit<PushRequest>,
     body: Body,
+    sent: Option<Arc<AtomicBool>>,
 ) -> Result<(), Refusal> {
     let (config, la, report, actor) = (
         courier.config.clone(),
@@ -368,6 +429,9 @@ async fn ask_gate(
         .store
         .run(move |store| {
             Gate::new(&config, store, actor).authorise(&la, &report, Utc::now(), stage, |permit| {
+                if let Some(sent) = &sent {
+                    sent.store(true, Ordering::SeqCst);
+                }
                 send_under(permit, slot, body);
             })
         })
@@ -399,6 +463,9 @@ fn refused(refusal: &Refusal) -> Delivered {
 }
 
 /// Whether another attempt could succeed after the endpoint answered `code`.
+/// `RESOURCE_EXHAUSTED` is one: an endpoint over its stream limit, or short
+/// of space, takes the file later; a delivery becomes dead only at
+/// `[delivery]`'s limits.
 fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -409,6 +476,7 @@ fn retryable(code: Code) -> bool {
             | Code::Aborted
             | Code::Internal
             | Code::FailedPrecondition
+            | Code::ResourceExhausted
     )
 }
 
@@ -467,15 +535,27 @@ async fn attempt_once(
         .reserve_owned()
         .await
         .map_err(|_| PushFailure::StreamClosed)?;
+    // Watching starts before the gate is asked at the transfer's start, so
+    // a change committed while it decides is never missed.
+    let mut changes = courier.watch.subscribe();
     let manifest = Body::Manifest(manifest(delivery, offset));
-    if let Err(refusal) = ask_gate(courier, delivery, Stage::TransferStart, slot, manifest).await {
+    if let Err(refusal) = ask_gate(
+        courier,
+        delivery,
+        Stage::TransferStart,
+        slot,
+        manifest,
+        None,
+    )
+    .await
+    {
         return Ok(refused(&refusal));
     }
 
-    let mut changes = courier.watch.subscribe();
     let call = client.push(ReceiverStream::new(rx));
     tokio::pin!(call);
-    let feed = feed(courier, delivery, offset, tx);
+    let committed = Arc::new(AtomicBool::new(false));
+    let feed = feed(courier, delivery, offset, tx, committed.clone());
     tokio::pin!(feed);
     let mut fed = false;
     let mut watching = true;
@@ -487,9 +567,17 @@ async fn attempt_once(
                     watching = false;
                     continue;
                 }
+                if committed.load(Ordering::SeqCst) {
+                    // The Commit is on the stream: what happens now is the
+                    // endpoint's to say (its answer, or QueryTransfer on
+                    // the next attempt), never a guess that nothing was
+                    // committed.
+                    watching = false;
+                    continue;
+                }
                 if let Some(cut_off) = still_allowed(courier, delivery).await {
-                    // Returning drops the call and the stream: no Commit
-                    // is ever sent, so the endpoint keeps nothing.
+                    // No Commit was put on the stream; returning drops the
+                    // call and the stream, so the endpoint keeps nothing.
                     return Ok(cut_off);
                 }
             }
@@ -506,6 +594,56 @@ async fn attempt_once(
                 Err(s) => Err(PushFailure::Endpoint(s)),
             },
         }
+    }
+}
+
+/// A delivered file whose LA the gate refuses now was committed before the
+/// refusal came (its Commit needs a permit): the LA has it, and the audit
+/// log says so, so nobody reads the suspension as having stopped it.
+async fn note_a_later_refusal(courier: &Courier, delivery: &Delivery, stored_as: &str) {
+    let (config, la, actor) = (
+        courier.config.clone(),
+        delivery.la.clone(),
+        courier.actor.clone(),
+    );
+    let detail = serde_json::json!({
+        "delivery": delivery.id,
+        "transfer_id": delivery.transfer_id,
+        "stored_as": stored_as,
+    });
+    let noted = courier
+        .store
+        .run(move |store| {
+            let now = Utc::now();
+            let decision = Gate::new(&config, store, "").evaluate(&la, now);
+            if decision.is_permit() {
+                return Ok(None);
+            }
+            let mut detail = detail;
+            detail["gate_now"] = decision.to_json();
+            detail["why"] = serde_json::json!(
+                "the Commit was on the wire before the refusal; the endpoint committed the \
+                 file, so the LA has it"
+            );
+            store
+                .audit(
+                    Kind::DeliveryCommittedBeforeRefusal,
+                    &actor,
+                    Some(&la),
+                    &detail,
+                    now,
+                )
+                .map(|_| decision.reason())
+        })
+        .await;
+    match noted {
+        Ok(Ok(Some(reason))) => tracing::warn!(
+            la = %delivery.la, %reason,
+            "delivered: the refusal came after the Commit was on the wire"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(la = %delivery.la, error = %e, "cannot audit a delivery"),
+        Err(e) => tracing::error!(la = %delivery.la, error = %e, "cannot audit a delivery"),
     }
 }
 
@@ -543,6 +681,7 @@ async fn feed(
     delivery: &Delivery,
     offset: u64,
     tx: mpsc::Sender<PushRequest>,
+    committed: Arc<AtomicBool>,
 ) -> Result<Option<Refusal>, PushFailure> {
     let file = spool::open(delivery.spool_path.as_deref())?;
     let mut file = tokio::fs::File::from_std(file);
@@ -580,6 +719,7 @@ async fn feed(
         Stage::BeforeCommit,
         slot,
         Body::Commit(Commit {}),
+        Some(committed),
     )
     .await
     .err())
@@ -620,11 +760,14 @@ async fn finish(
         .run(move |store| outbox::delivered(store, id, &stored, &v, &actor, Utc::now()))
         .await;
     match recorded {
-        Ok(Ok(())) => Ok(Delivered::Delivered {
-            stored_as: receipt.stored_as,
-            sha256: hex(&receipt.sha256),
-            verification,
-        }),
+        Ok(Ok(())) => {
+            note_a_later_refusal(courier, delivery, &receipt.stored_as).await;
+            Ok(Delivered::Delivered {
+                stored_as: receipt.stored_as,
+                sha256: hex(&receipt.sha256),
+                verification,
+            })
+        }
         Ok(Err(e)) => Err(PushFailure::ReceiptNotStored(e)),
         Err(e) => Err(e.into()),
     }
@@ -636,14 +779,18 @@ mod tests {
 
     #[test]
     fn only_transient_answers_are_retried() {
-        for code in [Code::Unavailable, Code::FailedPrecondition, Code::Cancelled] {
+        for code in [
+            Code::Unavailable,
+            Code::FailedPrecondition,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+        ] {
             assert!(retryable(code), "{code:?}");
             assert!(!PushFailure::Endpoint(tonic::Status::new(code, "")).is_dead());
         }
         for code in [
             Code::InvalidArgument,
             Code::PermissionDenied,
-            Code::ResourceExhausted,
             Code::DataLoss,
             Code::Unauthenticated,
         ] {

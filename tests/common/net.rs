@@ -211,6 +211,32 @@ impl Net {
         std::fs::write(self.path(&stem).join("authority.toml"), toml).expect("authority.toml");
     }
 
+    /// Restarts `code`'s in-process endpoint on the same address with
+    /// `extra` top-level keys in its authority.toml (limits, say).
+    pub async fn restart_endpoint_with(&mut self, code: &str, extra: &str) {
+        self.stop_endpoint(code, 1 << 30).await;
+        let stem = format!("la-{}", code.to_ascii_lowercase());
+        let path = self.path(&stem).join("authority.toml");
+        let text = std::fs::read_to_string(&path).expect("authority.toml");
+        let text = text.replacen("[tls]", &format!("{extra}\n[tls]"), 1);
+        std::fs::write(&path, &text).expect("authority.toml");
+        let config = AuthorityConfig::from_toml(&path, &text).expect("authority config");
+        let listener = TcpListener::bind(self.la(code).real).await.expect("bind");
+        let stop = Shutdown::new();
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mishare::authority::serve(config, listener, &shutdown).await {
+                panic!("the authority endpoint failed: {e}");
+            }
+        });
+        let la = self
+            .las
+            .iter_mut()
+            .find(|l| l.code == code)
+            .expect("a known LA");
+        la.stop = Some(stop);
+    }
+
     /// `mishare authority run` for `code` (after [`Net::stop_endpoint`]).
     pub fn authority_command(&self, code: &str) -> Command {
         let stem = format!("la-{}", code.to_ascii_lowercase());

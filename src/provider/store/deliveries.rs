@@ -208,6 +208,13 @@ fn from_row(spool: &Path, r: &Row<'_>) -> rusqlite::Result<Result<Delivery, DbEr
     Ok(build())
 }
 
+/// The counter a daemon's state watch reads to notice new or requeued
+/// deliveries at once.
+fn bump_outbox_generation(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("UPDATE outbox_generation SET n = n + 1 WHERE id = 1", [])?;
+    Ok(())
+}
+
 impl Store {
     fn spool_dir(&self) -> PathBuf {
         self.data_dir().join(SPOOL_DIR)
@@ -460,7 +467,7 @@ impl Store {
              WHERE id = ?1 AND state = 'dead'",
             params![id, timestamp(now)],
         )?;
-        tx.execute("UPDATE outbox_generation SET n = n + 1 WHERE id = 1", [])?;
+        bump_outbox_generation(&tx)?;
         audit::append(
             &tx,
             now,
@@ -476,6 +483,15 @@ impl Store {
         )?;
         tx.commit()?;
         self.delivery(id)
+    }
+
+    /// Tells a running daemon, through its state watch, that deliveries
+    /// were queued for it (by `send-now`, which hands them over).
+    pub fn wake_daemon(&mut self) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        bump_outbox_generation(&tx)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The receipt kept for a delivery, if any.
