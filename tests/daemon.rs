@@ -761,6 +761,10 @@ async fn a_burst_over_the_endpoints_stream_limit_is_retried_not_dead() {
             },
             &plaintext[..],
             &recipients,
+            mishare::provider::outbox::Release {
+                table: &net::test_release("E09000002"),
+                findings: &[],
+            },
             "provider:tester",
             Utc::now(),
         )

@@ -280,6 +280,10 @@ fn spool_large(net: &Net, la: &str, size: usize) -> Delivery {
         },
         &plaintext[..],
         &recipients,
+        outbox::Release {
+            table: &net::test_release(la),
+            findings: &[],
+        },
         "provider:tester",
         Utc::now(),
     )

@@ -56,11 +56,14 @@ pub(crate) struct PreviewArgs {
 #[command(after_help = "Prints one line per LA on standard output:\n  \
     CODE delivered STORED_AS sha256 HEX receipt verified\n  \
     CODE refused REASON_CODE: why\n  \
+    CODE refused E_UNPICKABLE: withheld by the ledger audit: why\n  \
     CODE failed: why\n\
+    The ledger audit's warnings on files it let go are on standard error, one line \
+    each; the audit log has every finding.\n\
     Progress is drawn on standard error when it is a terminal.\n\n\
     Exit status: 0 when every LA the gate permitted got its file; 1 when any permitted \
-    delivery failed (including a table the sanitiser blocked). Refusals alone are not \
-    failures: the gate did its job, and each is in the audit log with its reason code.")]
+    delivery failed (including a table the sanitiser blocked). Refusals alone (the gate's, \
+    or the ledger audit's) are not failures: the gate did its job, and each is in the audit log with its reason code.")]
 pub(crate) struct SendNowArgs {
     /// The [[report]]'s name.
     #[arg(value_name = "NAME")]
@@ -286,6 +289,9 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
     for r in &results {
         out.push_str(&r.line());
         out.push('\n');
+        for note in &r.notes {
+            eprintln!("{}: ledger audit: {note}", r.la);
+        }
     }
     super::write_stdout(out.as_bytes())?;
     if stopped {

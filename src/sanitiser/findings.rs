@@ -88,6 +88,11 @@ pub enum Code {
     /// R11: a release record or known figure in the ledger is not one the
     /// audit can read (its shape, periods or categories are wrong). Blocks.
     LedgerInvalid,
+    /// R11: the ledger does not verify against the audit chain (a release
+    /// or known figure was changed, deleted or added outside mishare, or
+    /// the chain itself is broken), so no audit over it can be trusted.
+    /// Blocks: nothing is spooled for the LAs it concerns.
+    LedgerUnverified,
 }
 
 /// How much a finding matters.
@@ -129,6 +134,7 @@ impl Code {
             Code::Adhoc => "W_ADHOC",
             Code::LedgerInconsistent => "E_LEDGER_INCONSISTENT",
             Code::LedgerInvalid => "E_LEDGER_INVALID",
+            Code::LedgerUnverified => "E_LEDGER_UNVERIFIED",
         }
     }
 

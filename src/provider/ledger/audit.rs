@@ -54,6 +54,15 @@ pub struct AuditPolicy {
     pub strict: bool,
 }
 
+impl From<crate::config::provider::DisclosurePolicy> for AuditPolicy {
+    fn from(d: crate::config::provider::DisclosurePolicy) -> Self {
+        Self {
+            min_interval_width: d.min_interval_width,
+            strict: d.strict,
+        }
+    }
+}
+
 impl Default for AuditPolicy {
     fn default() -> Self {
         Self {
