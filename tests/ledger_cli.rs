@@ -122,6 +122,41 @@ async fn t16_end_to_end_the_pinned_la_gets_nothing_and_the_other_gets_its_file()
         "{added}"
     );
 
+    // `report preview` and `plan` say what the audit would say, sending
+    // and recording nothing.
+    let preview = net.run(&["report", "preview", "referrals-monthly"]).await;
+    assert_eq!(preview.status.code(), Some(0), "{preview:?}");
+    let said = stderr(&preview);
+    let pinned_part = said
+        .split("== E09000009")
+        .next()
+        .expect("the pinned LA's part");
+    assert!(
+        pinned_part
+            .contains("the ledger audit would withhold it: E_UNPICKABLE: the cell referrals"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the ledger audit would let it go: no findings"),
+        "{said}"
+    );
+    let this_month = month.last_day().succ_opt().expect("next day").to_string();
+    let plan = net.run(&["plan", "--at", &this_month]).await;
+    let planned = stdout(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{plan:?}");
+    assert!(
+        planned.contains(&format!(
+            "period {month}, schedule \"0 6 2 * *\", missed run-once\n  E09000002 permit\n    \
+             the ledger audit would withhold it: E_UNPICKABLE: "
+        )),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("  E09000009 permit\n    the ledger audit would let it go: no findings\n"),
+        "{planned}"
+    );
+    assert_eq!(count(&net, "SELECT count(*) FROM releases"), 0);
+
     let sent = net.run(&["send-now", "referrals-monthly"]).await;
     let out = stdout(&sent);
     // A refusal by the audit, like the gate's, is not a failure.

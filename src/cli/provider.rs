@@ -32,16 +32,19 @@ pub(crate) enum ProviderCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReportCommand {
     /// Print exactly the CSV each LA would receive from a report now (or
-    /// only --la's), with the sanitiser's findings and what the gate would
-    /// say on standard error. Sends nothing and writes nothing.
+    /// only --la's), with the sanitiser's findings, what the gate would say
+    /// and what the ledger audit would say (against everything the LA has
+    /// received and knows) on standard error. Sends nothing and writes
+    /// nothing.
     Preview(PreviewArgs),
 }
 
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit status: 0 when every table can be made, 65 when the sanitiser \
-                        blocks one (its reasons are on standard error). What the gate would \
-                        say does not change the status: a preview sends nothing."
+                        blocks one (its reasons are on standard error). What the gate or the \
+                        ledger audit would say does not change the status: a preview sends \
+                        nothing."
 )]
 pub(crate) struct PreviewArgs {
     /// The [[report]]'s name.
@@ -183,6 +186,7 @@ pub(crate) fn preview(command: &ReportCommand, global: &Global) -> Outcome {
     };
     let several = run.files.len() > 1;
     let mut code = 0;
+    let check = pipeline::check_of(store.as_ref());
     for file in &run.files {
         let name = config
             .reference
@@ -212,6 +216,15 @@ pub(crate) fn preview(command: &ReportCommand, global: &Global) -> Outcome {
                     eprintln!("{finding}");
                 }
                 eprintln!("{gate}");
+                let verdict = pipeline::audit_preview(
+                    &config,
+                    store.as_ref(),
+                    &check,
+                    &file.la,
+                    &rendered.release,
+                    false,
+                );
+                eprintln!("{}", verdict.text());
                 super::write_stdout(&rendered.csv)?;
                 if several {
                     super::write_stdout(b"\n")?;

@@ -32,7 +32,7 @@ use crate::common::blocking::{TaskFailed, blocking};
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::gate::{Gate, Refusal, Stage};
-use crate::provider::ledger::{self, AuditPolicy, Known, ReleaseTable, Released};
+use crate::provider::ledger::{self, AuditPolicy, Known, ReleaseError, ReleaseTable, Released};
 use crate::provider::outbox::{self, Addressed, OutboxError, RequeueError};
 use crate::provider::report::{self, LaFile, ReportError};
 use crate::provider::store::{Delivery, LedgerCheck, SharedStore, Store, StoreError};
@@ -235,8 +235,8 @@ impl Pipeline {
                 .await
                 .map_err(task_error)?;
             let (table, notes) = match audited {
-                Audited::Pass { table, notes } => (table, notes),
-                Audited::Withheld { blocking, all } => {
+                Verdict::Pass { table, notes } => (table, notes),
+                Verdict::Withheld { blocking, all } => {
                     tracing::warn!(%la, report = %report.name,
                         codes = %codes(&blocking), "the ledger audit withheld the file");
                     let (store, actor, report_name, la_) = (
@@ -312,7 +312,8 @@ impl Pipeline {
 }
 
 /// What the ledger audit decided for one LA's file.
-enum Audited {
+#[derive(Debug, Clone)]
+pub enum Verdict {
     /// It may go: the table the ledger records, and the findings that did
     /// not block it.
     Pass {
@@ -347,75 +348,177 @@ impl Pipeline {
         rendered: &report::Rendered,
         check: &Result<LedgerCheck, String>,
         adhoc: bool,
-    ) -> Result<Audited, TaskFailed> {
-        let withheld = |finding: Finding| Audited::Withheld {
-            blocking: vec![finding.clone()],
-            all: vec![finding],
-        };
-        let unverified = match check {
-            Err(e) => Some(format!(
-                "the ledger cannot be verified ({e}); nothing is spooled until `mishare audit \
-                 verify` passes"
-            )),
-            Ok(check) => check.refusal(la),
-        };
-        if let Some(why) = unverified {
-            return Ok(withheld(Finding::new(Code::LedgerUnverified, why)));
-        }
-        let table = match &rendered.release {
+    ) -> Result<Verdict, TaskFailed> {
+        let table = match precheck(check, la, &rendered.release) {
             Ok(table) => table.clone(),
-            Err(e) => {
-                return Ok(withheld(Finding::new(
-                    Code::LedgerInvalid,
-                    format!("the file cannot be recorded in the release ledger: {e}"),
-                )));
-            }
+            Err(verdict) => return Ok(verdict),
         };
-        let (config, who) = (self.config.clone(), la.to_string());
-        let ledger = self
-            .store
-            .run(move |s| -> Result<_, StoreError> {
-                let history: Vec<Released> = s
-                    .releases(Some(&who))?
-                    .iter()
-                    .map(|r| r.released())
-                    .collect();
-                let known: Vec<Known> = (s.known_figures(Some(&who), false)?.into_iter())
-                    .map(|k| k.known)
-                    .collect();
-                Ok((history, known))
-            })
-            .await?;
+        let who = la.to_string();
+        let ledger = self.store.run(move |s| ledger_of(s, &who)).await?;
         let (history, known) = match ledger {
             Ok(ledger) => ledger,
-            Err(e) => {
-                return Ok(withheld(Finding::new(
-                    Code::LedgerUnverified,
-                    format!("the ledger for {la} cannot be read ({e}); nothing is spooled for it"),
-                )));
-            }
+            Err(verdict) => return Ok(verdict),
         };
-        blocking(move || {
-            let policy = AuditPolicy::from(config.disclosure);
-            let a = ledger::audit(&config.catalogue, &history, &known, Some(&table), &policy);
-            let blocking: Vec<Finding> = a.blocking().cloned().collect();
-            let mut all = a.findings.clone();
-            if adhoc {
-                // How the release was made, not what it reveals: strict
-                // mode does not make it block (choice).
-                all.push(Finding::new(
-                    Code::Adhoc,
-                    "this release is made outside the schedule (send-now); the audit counts it \
-                     like any other",
-                ));
+        let config = self.config.clone();
+        blocking(move || decide(&config, &history, &known, table, adhoc)).await
+    }
+}
+
+/// The ledger audit's verdict on one LA's file, as the pipeline would give
+/// it, recording nothing: for `report preview` and `plan`. `store` is
+/// `None` when there is no state database yet (nothing sent, nothing
+/// known).
+pub fn audit_preview(
+    config: &ProviderConfig,
+    store: Option<&Store>,
+    check: &Result<LedgerCheck, String>,
+    la: &str,
+    release: &Result<ReleaseTable, ReleaseError>,
+    adhoc: bool,
+) -> Verdict {
+    let table = match precheck(check, la, release) {
+        Ok(table) => table.clone(),
+        Err(verdict) => return verdict,
+    };
+    let (history, known) = match store.map(|s| ledger_of(s, la)) {
+        None => (Vec::new(), Vec::new()),
+        Some(Ok(ledger)) => ledger,
+        Some(Err(verdict)) => return verdict,
+    };
+    decide(config, &history, &known, table, adhoc)
+}
+
+/// The ledger check of a store for [`audit_preview`]: `Ok` with no
+/// problems when there is no store yet.
+pub fn check_of(store: Option<&Store>) -> Result<LedgerCheck, String> {
+    match store {
+        None => Ok(LedgerCheck {
+            chain: None,
+            entries: 0,
+            releases: 0,
+            known: 0,
+            problems: Vec::new(),
+        }),
+        Some(s) => s.verify_ledger().map_err(|e| e.to_string()),
+    }
+}
+
+/// A verdict withholding the file for one reason.
+fn withheld(finding: Finding) -> Verdict {
+    Verdict::Withheld {
+        blocking: vec![finding.clone()],
+        all: vec![finding],
+    }
+}
+
+/// What withholds a file before any audit: a ledger that does not verify
+/// for `la`, or a file the ledger cannot record.
+fn precheck<'r>(
+    check: &Result<LedgerCheck, String>,
+    la: &str,
+    release: &'r Result<ReleaseTable, ReleaseError>,
+) -> Result<&'r ReleaseTable, Verdict> {
+    let unverified = match check {
+        Err(e) => Some(format!(
+            "the ledger cannot be verified ({e}); nothing is spooled until `mishare audit \
+             verify` passes"
+        )),
+        Ok(check) => check.refusal(la),
+    };
+    if let Some(why) = unverified {
+        return Err(withheld(Finding::new(Code::LedgerUnverified, why)));
+    }
+    release.as_ref().map_err(|e| {
+        withheld(Finding::new(
+            Code::LedgerInvalid,
+            format!("the file cannot be recorded in the release ledger: {e}"),
+        ))
+    })
+}
+
+/// `la`'s releases and current known figures; a ledger that cannot be read
+/// withholds the file.
+fn ledger_of(s: &Store, la: &str) -> Result<(Vec<Released>, Vec<Known>), Verdict> {
+    let read = || -> Result<_, StoreError> {
+        let history: Vec<Released> = s.releases(Some(la))?.iter().map(|r| r.released()).collect();
+        let known: Vec<Known> = (s.known_figures(Some(la), false)?.into_iter())
+            .map(|k| k.known)
+            .collect();
+        Ok((history, known))
+    };
+    read().map_err(|e| {
+        withheld(Finding::new(
+            Code::LedgerUnverified,
+            format!("the ledger for {la} cannot be read ({e}); nothing is spooled for it"),
+        ))
+    })
+}
+
+/// The audit of `table` against `la`'s ledger, and what it decides.
+fn decide(
+    config: &ProviderConfig,
+    history: &[Released],
+    known: &[Known],
+    table: ReleaseTable,
+    adhoc: bool,
+) -> Verdict {
+    let policy = AuditPolicy::from(config.disclosure);
+    let a = ledger::audit(&config.catalogue, history, known, Some(&table), &policy);
+    let blocking: Vec<Finding> = a.blocking().cloned().collect();
+    let mut all = a.findings.clone();
+    if adhoc {
+        // How the release was made, not what it reveals: strict mode does
+        // not make it block (choice).
+        all.push(Finding::new(
+            Code::Adhoc,
+            "this release is made outside the schedule (send-now); the audit counts it like \
+             any other",
+        ));
+    }
+    if blocking.is_empty() {
+        Verdict::Pass { table, notes: all }
+    } else {
+        Verdict::Withheld { blocking, all }
+    }
+}
+
+impl Verdict {
+    /// One line for the operator: `would be sent` with any findings, or
+    /// `would withhold it: CODES: …`.
+    pub fn text(&self) -> String {
+        match self {
+            Verdict::Pass { notes, .. } if notes.is_empty() => {
+                "the ledger audit would let it go: no findings".to_string()
             }
-            if blocking.is_empty() {
-                Audited::Pass { table, notes: all }
-            } else {
-                Audited::Withheld { blocking, all }
+            Verdict::Pass { notes, .. } => format!(
+                "the ledger audit would let it go, with {}",
+                notes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Verdict::Withheld { blocking, .. } => format!(
+                "the ledger audit would withhold it: {}",
+                crate::provider::send::withheld_text(blocking).replacen(
+                    ": withheld by the ledger audit",
+                    "",
+                    1
+                )
+            ),
+        }
+    }
+
+    /// As JSON: `{"withheld": bool, "findings": [...]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Verdict::Pass { notes, .. } => {
+                serde_json::json!({ "withheld": false, "findings": notes })
             }
-        })
-        .await
+            Verdict::Withheld { all, .. } => {
+                serde_json::json!({ "withheld": true, "findings": all })
+            }
+        }
     }
 }
 
