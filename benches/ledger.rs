@@ -77,6 +77,10 @@ fn truth(months: usize) -> Vec<[[u64; 2]; 9]> {
         .collect()
 }
 
+#[allow(
+    clippy::needless_range_loop,
+    reason = "months, groups and categories are indexed together, as the tables lay them out"
+)]
 fn main() {
     let out = std::env::args().skip(1).find(|a| a.ends_with(".json"));
     let catalogue = Catalogue::new(

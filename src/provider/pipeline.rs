@@ -317,7 +317,7 @@ pub enum Verdict {
     /// It may go: the table the ledger records, and the findings that did
     /// not block it.
     Pass {
-        table: ReleaseTable,
+        table: Box<ReleaseTable>,
         notes: Vec<Finding>,
     },
     /// It is withheld: the findings that block it, and all of them.
@@ -476,7 +476,10 @@ fn decide(
         ));
     }
     if blocking.is_empty() {
-        Verdict::Pass { table, notes: all }
+        Verdict::Pass {
+            table: Box::new(table),
+            notes: all,
+        }
     } else {
         Verdict::Withheld { blocking, all }
     }

@@ -453,13 +453,10 @@ impl Plan {
             }
             for (la, d) in &r.decisions {
                 out.push(format!("  {la} {}", d.text()));
-                match &r.ledger {
-                    Ok(verdicts) => {
-                        if let Some((_, v)) = verdicts.iter().find(|(l, _)| l == la) {
-                            out.push(format!("    {}", v.text()));
-                        }
-                    }
-                    Err(_) => {}
+                if let Ok(verdicts) = &r.ledger
+                    && let Some((_, v)) = verdicts.iter().find(|(l, _)| l == la)
+                {
+                    out.push(format!("    {}", v.text()));
                 }
             }
             if let Err(e) = &r.ledger {
