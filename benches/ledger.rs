@@ -8,6 +8,16 @@
 //! audit (≥ 20 runs) and of the full audit, and peak RSS. With OUT.json it
 //! also writes the full audit's problem (cells, constraints, objectives)
 //! and its intervals, for `benches/ledger_highs.py` to solve with HiGHS.
+//!
+//! `cargo bench --bench ledger -- run [LAS] [TRIALS]`: a whole run of one
+//! report (referrals by payment group × month, split by LA) to LAS (default
+//! 150) LAs through the real pipeline (gate, records read once, sanitise,
+//! ledger verification and audit, seal, spool and record), against a
+//! provider state whose every LA has the five-year history above recorded
+//! through the store (with its audit entries) and 20 known figures, and
+//! against a fresh state with no history, interleaved. Prints the medians,
+//! their ratio, and the audit's own share (ledger verification, and the
+//! per-LA audits run alone).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -82,7 +92,16 @@ fn truth(months: usize) -> Vec<[[u64; 2]; 9]> {
     reason = "months, groups and categories are indexed together, as the tables lay them out"
 )]
 fn main() {
-    let out = std::env::args().skip(1).find(|a| a.ends_with(".json"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "run") {
+        let numbers: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+        whole_run(
+            numbers.first().copied().unwrap_or(150),
+            numbers.get(1).copied().unwrap_or(5),
+        );
+        return;
+    }
+    let out = args.iter().find(|a| a.ends_with(".json")).cloned();
     let catalogue = Catalogue::new(
         Dimensions::default(),
         LaReference::from_entries([LocalAuthority {
@@ -265,4 +284,306 @@ fn main() {
         std::fs::write(&path, problem.to_string()).expect("write the problem");
         println!("wrote {path}");
     }
+}
+
+/// One LA's five-year history (as in `main`), as tables in release order,
+/// and its known quarterly totals.
+fn history_of(la: &str, catalogue: &Catalogue) -> (Vec<(Period, ReleaseTable)>, Vec<Known>) {
+    let first: Period = "2020-01".parse().expect("month");
+    let months: Vec<Period> = std::iter::successors(Some(first), |p| p.next())
+        .take(60)
+        .collect();
+    let data = truth(60);
+    let by_group = |m: usize| -> Vec<u64> { data[m].iter().map(|g| g[0] + g[1]).collect() };
+    let by_dis =
+        |m: usize| -> Vec<u64> { (0..2).map(|d| data[m].iter().map(|g| g[d]).sum()).collect() };
+    let restrict = |mut t: ReleaseTable| {
+        t.fixed = vec![("la_code".into(), la.into())];
+        t
+    };
+    let mut tables = Vec::new();
+    let mut known = Vec::new();
+    for (m, &month) in months.iter().enumerate() {
+        tables.push((
+            month,
+            restrict(table(
+                month,
+                "payment_group",
+                &DEFAULT_PAYMENT_GROUPS,
+                &by_group(m),
+            )),
+        ));
+        tables.push((
+            month,
+            restrict(table(month, "disability", &DIS, &by_dis(m))),
+        ));
+        if m % 3 == 2 {
+            let quarter =
+                Period::containing(month.first_day(), PeriodGrain::Quarter).expect("a quarter");
+            let q: Vec<u64> = (0..9)
+                .map(|g| (m - 2..=m).map(|k| by_group(k)[g]).sum())
+                .collect();
+            tables.push((
+                quarter,
+                restrict(table(quarter, "payment_group", &DEFAULT_PAYMENT_GROUPS, &q)),
+            ));
+            known.push(
+                Known::new(
+                    catalogue,
+                    0,
+                    Measure::Referrals,
+                    quarter.to_string().parse().expect("period"),
+                    vec![("la_code".into(), la.into())],
+                    KnownValue::Exact(q.iter().sum()),
+                    "DWP official statistics",
+                )
+                .expect("known"),
+            );
+        }
+    }
+    (tables, known)
+}
+
+/// A provider directory: a development PKI, `n` LAs with age keys and
+/// agreements, records for January 2025, and a monthly report split by LA.
+/// Returns the directory and the configuration.
+fn provider_dir(
+    n: usize,
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<mishare::config::ProviderConfig>,
+    Vec<String>,
+) {
+    use mishare::certs::{DevCa, Usage, Validity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |rel: &str| dir.path().join(rel);
+    for sub in ["reference", "certs", "data", "keys"] {
+        std::fs::create_dir(path(sub)).expect("mkdir");
+    }
+    std::fs::write(path("agreement.pdf"), b"%PDF signed\n").expect("doc");
+    let ca = DevCa::new("bench CA").expect("ca");
+    std::fs::write(path("certs/ca.pem"), ca.cert_pem()).expect("ca");
+    let issued = ca
+        .issue("provider.test", Usage::ClientAndServer, Validity::Current)
+        .expect("issue");
+    std::fs::write(path("certs/provider.pem"), &issued.cert_pem).expect("cert");
+    std::fs::write(path("certs/provider.key"), &issued.key_pem).expect("key");
+    let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
+    let mut reference = String::from("la_code,la_name,cpa\n");
+    let mut text = String::from(
+        "provider = \"Bench Provider\"\ndata_dir = \"var/provider\"\n\
+         contract_areas = [\"London East\"]\nreference = \"reference/las.csv\"\n\n\
+         [tls]\ncert = \"certs/provider.pem\"\nkey = \"certs/provider.key\"\nca = \"certs/ca.pem\"\n\n",
+    );
+    let mut records = String::from(
+        "participant_id,la_code,payment_group,disability,referral_date,attachment_date,\
+         job_start_date,job_outcome_date,first_sustainment_date\n",
+    );
+    let next = truth(61)[60];
+    let mut id = 0;
+    for code in &codes {
+        reference.push_str(&format!("{code},Council {code},London East\n"));
+        let recipient = mishare::seal::generate(&path(&format!("keys/{code}.key"))).expect("age");
+        text.push_str(&format!(
+            "[[authority]]\ncode = \"{code}\"\nendpoint = \"https://127.0.0.1:9\"\n\
+             server_name = \"{}\"\nrecipients = [\"{recipient}\"]\n\n",
+            mishare::certs::la_server_name(code)
+        ));
+        for (g, row) in next.iter().enumerate() {
+            for (d, &count) in row.iter().enumerate() {
+                for _ in 0..count {
+                    id += 1;
+                    records.push_str(&format!(
+                        "P{id},{code},{},{},2025-01-15,,,,\n",
+                        DEFAULT_PAYMENT_GROUPS[g], DIS[d]
+                    ));
+                }
+            }
+        }
+    }
+    text.push_str(&format!(
+        "[[report]]\nname = \"{name}\"\nsource = {{ records = \"data/participants.csv\" }}\n\
+         measure = \"referrals\"\nview = \"counts\"\nrows = \"payment_group\"\ncols = \"period\"\n\
+         period = \"month\"\nschedule = \"0 6 2 * *\"\nrecipients = \"all\"\n\
+         split_by_recipient = true\nclassification = \"internal\"\nmissed = \"run-once\"\n"
+    ));
+    std::fs::write(path("reference/las.csv"), reference).expect("las");
+    std::fs::write(path("data/participants.csv"), records).expect("records");
+    std::fs::write(path("provider.toml"), text).expect("provider.toml");
+    let config =
+        mishare::config::ProviderConfig::load(&path("provider.toml")).expect("provider.toml");
+    let mut store = mishare::provider::store::Store::open(&config.data_dir).expect("store");
+    let today = chrono::Utc::now().date_naive();
+    let signed = (today - chrono::Duration::days(30)).to_string();
+    for code in &codes {
+        let request = mishare::provider::agreement::AgreementRequest {
+            la: code,
+            representative: "Jo Bloggs <jo@example.gov.uk>",
+            signed: &signed,
+            expires: None,
+            document: &path("agreement.pdf"),
+        };
+        let new = mishare::provider::agreement::NewAgreement::validate(&request, &config, today)
+            .expect("valid");
+        store
+            .add_agreement(&new, "bench", chrono::Utc::now())
+            .expect("added");
+    }
+    (dir, std::sync::Arc::new(config), codes)
+}
+
+/// Records every LA's five-year history and known figures through the
+/// store, as the pipeline and `known add` would (each with its audit
+/// entries).
+fn record_histories(config: &mishare::config::ProviderConfig, codes: &[String], name: &str) {
+    use mishare::provider::store::deliveries::{Addressed, NewDelivery};
+    use mishare::provider::store::{NewRelease, Store};
+    let mut store = Store::open(&config.data_dir).expect("store");
+    let histories: Vec<_> = codes
+        .iter()
+        .map(|la| history_of(la, &config.catalogue))
+        .collect();
+    let releases = histories[0].0.len();
+    let now = chrono::Utc::now();
+    let mut transfer = 0u64;
+    for i in 0..releases {
+        let period = histories[0].0[i].0.to_string();
+        let run = store.start_run(name, &period, "bench", now).expect("run");
+        for (la, (tables, _)) in codes.iter().zip(&histories) {
+            transfer += 1;
+            let transfer_id = format!("{transfer:032x}");
+            let spool_file = format!("{transfer_id}.age");
+            let new = NewDelivery {
+                to: Addressed {
+                    run_id: run,
+                    la,
+                    report: name,
+                    period: &period,
+                    classification: mishare::sanitiser::Classification::Internal,
+                },
+                transfer_id: &transfer_id,
+                spool_file: &spool_file,
+                size: 0,
+                sha256: &[0; 32],
+            };
+            let release = NewRelease {
+                table: &tables[i].1,
+                plaintext_sha256: &[0; 32],
+                findings: &[],
+            };
+            store
+                .record_spooled(&new, &release, "bench", now)
+                .expect("recorded");
+        }
+    }
+    for (_, known) in &histories {
+        for k in known {
+            store.add_known(k, "bench", now).expect("known");
+        }
+    }
+}
+
+fn whole_run(n: usize, trials: usize) {
+    use mishare::common::shutdown::Shutdown;
+    use mishare::provider::pipeline::{LaStep, Pipeline, RunRecord};
+    use mishare::provider::store::{SharedStore, Store};
+    let name = "referrals-monthly";
+    let t = Instant::now();
+    let (_full_dir, full, codes) = provider_dir(n, name);
+    record_histories(&full, &codes, name);
+    let (_fresh_dir, fresh, _) = provider_dir(n, name);
+    println!(
+        "set up {n} LAs, each with 140 releases and 20 known figures, in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let at: chrono::DateTime<chrono::Utc> = "2025-02-15T12:00:00Z".parse().expect("time");
+    let pass = |config: &std::sync::Arc<mishare::config::ProviderConfig>| -> (f64, usize, usize) {
+        let store = SharedStore::open(&config.data_dir).expect("store");
+        let pipeline = Pipeline::new(config.clone(), store, "bench");
+        let report = config.report(name).expect("report").clone();
+        let started = Instant::now();
+        let pass = runtime
+            .block_on(pipeline.pass(
+                &report,
+                codes.clone(),
+                at,
+                RunRecord::New,
+                &Shutdown::new(),
+                |_| {},
+            ))
+            .expect("pass");
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let spooled = (pass.las.iter())
+            .filter(|(_, s)| matches!(s, LaStep::Spooled(_)))
+            .count();
+        let withheld = (pass.las.iter())
+            .filter(|(_, s)| matches!(s, LaStep::Withheld(_)))
+            .count();
+        (ms, spooled, withheld)
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut outcome = (0, 0);
+    for _ in 0..trials {
+        let (ms, spooled, withheld) = pass(&full);
+        with.push(ms);
+        outcome = (spooled, withheld);
+        without.push(pass(&fresh).0);
+    }
+    with.sort_by(f64::total_cmp);
+    without.sort_by(f64::total_cmp);
+    let (w, wo) = (with[trials / 2], without[trials / 2]);
+    println!(
+        "whole run to {n} LAs: with five-year ledgers median {w:.0} ms, with empty ledgers \
+         {wo:.0} ms over {trials} interleaved runs; ratio {:.2}; last run spooled {}, withheld {}",
+        w / wo,
+        outcome.0,
+        outcome.1
+    );
+    // The audit's own share, alone.
+    let store = Store::open(&full.data_dir).expect("store");
+    let started = Instant::now();
+    let check = store.verify_ledger().expect("verify");
+    let verify_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert!(check.is_intact(), "the bench's ledger verifies");
+    let started = Instant::now();
+    let mut loaded = 0;
+    let mut audit_ms = 0.0;
+    let january: Period = "2025-01".parse().expect("month");
+    let counts: Vec<u64> = truth(61)[60].iter().map(|g| g[0] + g[1]).collect();
+    let next = &table(january, "payment_group", &DEFAULT_PAYMENT_GROUPS, &counts);
+    for la in &codes {
+        let history: Vec<Released> = store
+            .releases(Some(la))
+            .expect("releases")
+            .iter()
+            .map(|r| r.released())
+            .collect();
+        let known: Vec<Known> = store
+            .known_figures(Some(la), false)
+            .expect("known")
+            .into_iter()
+            .map(|k| k.known)
+            .collect();
+        loaded += history.len();
+        let mut next = next.clone();
+        next.fixed = vec![("la_code".into(), la.clone())];
+        let t = Instant::now();
+        let _ = audit(
+            &full.catalogue,
+            &history,
+            &known,
+            Some(&next),
+            &AuditPolicy::default(),
+        );
+        audit_ms += t.elapsed().as_secs_f64() * 1e3;
+    }
+    let load_and_audit_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "alone: ledger verification {verify_ms:.0} ms ({} releases, {} known figures); loading \
+         and auditing {n} LAs' ledgers ({loaded} releases) {load_and_audit_ms:.0} ms, of which the \
+         audits {audit_ms:.0} ms",
+        check.releases, check.known
+    );
 }
