@@ -323,6 +323,10 @@ fn cutoff(trials: usize) {
                 },
                 &plaintext[..],
                 &config.authorities[0].recipients,
+                mishare::provider::outbox::Release {
+                    table: &bench_release(&la),
+                    findings: &[],
+                },
                 "bench",
                 Utc::now(),
             )
@@ -677,6 +681,10 @@ fn large_provider(dir: &Path, mib: u64) {
         },
         plaintext,
         &authority.recipients,
+        mishare::provider::outbox::Release {
+            table: &bench_release(&authority.code),
+            findings: &[],
+        },
         "bench",
         now,
     )
@@ -865,6 +873,29 @@ fn newest(dir: &Path) -> PathBuf {
                 .expect("mtime")
         })
         .expect("a delivered file")
+}
+
+/// A release record for a file spooled straight through the outbox (the
+/// bench measures bytes on the wire, not figures).
+fn bench_release(la: &str) -> mishare::provider::ledger::ReleaseTable {
+    use mishare::provider::ledger::{Axis, Figures, ReleaseTable};
+    ReleaseTable {
+        measure: mishare::sanitiser::Measure::Referrals,
+        view: mishare::sanitiser::View::Counts,
+        range: "2026-10".parse().expect("range"),
+        rows: Axis {
+            dimension: "period".into(),
+            codes: vec!["2026-10".into()],
+        },
+        cols: None,
+        fixed: vec![("la_code".into(), la.into())],
+        figures: Figures::Counts {
+            cells: vec![vec![200]],
+            row_totals: vec![200],
+            col_totals: vec![200],
+            total: 200,
+        },
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -274,8 +274,10 @@ referrals-monthly: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), per
   E09000030 refuse AGREEMENT_EXPIRED: the agreement expired on 2026-03-31
   E08000025 refuse NO_AGREEMENT: no agreement is on file; the LA is not in one of the provider's contract package areas
   E09999999 refuse UNKNOWN_LA: the LA is not in the reference data
+  the ledger audit cannot be previewed: the tables cannot be made now: report referrals-monthly: cannot read data/participants.csv: No such file or directory (os error 2)
 east-only: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026-03, schedule \"0 6 2 * *\", missed skip
   E09000002 permit
+  the ledger audit cannot be previewed: the tables cannot be made now: report east-only: cannot read data/counts.csv: No such file or directory (os error 2)
 "
     );
 
@@ -761,6 +763,10 @@ async fn a_burst_over_the_endpoints_stream_limit_is_retried_not_dead() {
             },
             &plaintext[..],
             &recipients,
+            mishare::provider::outbox::Release {
+                table: &net::test_release("E09000002"),
+                findings: &[],
+            },
             "provider:tester",
             Utc::now(),
         )

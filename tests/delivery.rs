@@ -295,6 +295,10 @@ fn spool_large(net: &Net, la: &str, size: usize) -> Delivery {
         },
         &plaintext[..],
         &recipients,
+        outbox::Release {
+            table: &net::test_release(la),
+            findings: &[],
+        },
         "provider:tester",
         Utc::now(),
     )
@@ -479,6 +483,22 @@ async fn no_finding_text_reaches_the_la() {
 
     let sent = net.run(&["send-now", "referrals-monthly"]).await;
     assert_eq!(sent.status.code(), Some(0), "{sent:?}");
+    // The ledger audit's findings go to the operator too (W_ADHOC: this
+    // release is outside the schedule), and never to the LA.
+    let told = String::from_utf8_lossy(&sent.stderr).into_owned();
+    let audit_findings: Vec<String> = told
+        .lines()
+        .filter_map(|l| l.strip_prefix("E09000002: ledger audit: "))
+        .filter_map(|l| l.split_once("]: ").map(|(_, m)| m.to_string()))
+        .collect();
+    assert!(
+        told.contains("E09000002: ledger audit: warning[W_ADHOC]: "),
+        "{told}"
+    );
+    let findings: Vec<&str> = findings
+        .into_iter()
+        .chain(audit_findings.iter().map(String::as_str))
+        .collect();
     let files = net.inbox("E09000002");
     assert_eq!(files.len(), 1, "{files:?}");
     let plaintext = String::from_utf8(net.decrypt("E09000002", &files[0])).expect("utf-8");
@@ -510,7 +530,14 @@ async fn no_finding_text_reaches_the_la() {
                 "a finding reached the LA: {finding}"
             );
         }
-        for code in ["W_DISTORTION", "W_SMALL_CELLS", "(-81", "after rounding"] {
+        for code in [
+            "W_DISTORTION",
+            "W_SMALL_CELLS",
+            "(-81",
+            "after rounding",
+            "W_ADHOC",
+            "ledger",
+        ] {
             assert!(!text.contains(code), "{code} reached the LA");
         }
     }

@@ -426,14 +426,39 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
 
 fn verify(global: &Global) -> Done {
     let (_config, store) = open(global)?;
-    match store.verify_audit()? {
+    let head = match store.verify_audit()? {
         Verification::Intact { entries, head } => {
             println!("audit chain intact: {entries} entries");
-            println!("last entry hash: {head}");
-            Ok(0)
+            head
         }
-        Verification::Broken(broken) => Err(anyhow::Error::new(broken).into()),
+        Verification::Broken(broken) => return Err(anyhow::Error::new(broken).into()),
+    };
+    // The release ledger and known figures, each row against the entry
+    // that recorded it.
+    let ledger = store.verify_ledger()?;
+    if let Some(first) = ledger.problems.first() {
+        let more = match ledger.problems.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Err(anyhow!(
+            "the release ledger does not verify against the audit chain: {}{more}; nothing is \
+             spooled for {} until this is resolved",
+            first.message,
+            if first.las.is_empty() {
+                "the LAs concerned".to_string()
+            } else {
+                first.las.join(", ")
+            }
+        )
+        .into());
     }
+    println!(
+        "release ledger intact: {} releases, {} known figures",
+        ledger.releases, ledger.known
+    );
+    println!("last entry hash: {head}");
+    Ok(0)
 }
 
 fn export(args: &ExportArgs, global: &Global) -> Done {

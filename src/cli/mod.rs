@@ -15,6 +15,7 @@ mod authority;
 mod certs;
 mod demo;
 mod keys;
+mod ledger;
 mod provider;
 mod sanitise;
 
@@ -124,6 +125,15 @@ enum Command {
     /// Queue a dead delivery again (after asking the gate; a refusal says
     /// why). A running daemon sends it at once.
     Retry(provider::RetryArgs),
+
+    /// The release ledger: what each LA has received, and what it could
+    /// work out from it together with the figures it knows (R11).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+
+    /// Figures an LA knows from elsewhere, which the ledger audit counts.
+    #[command(subcommand)]
+    Known(ledger::KnownCommand),
 }
 
 /// Options every command can see.
@@ -152,6 +162,8 @@ pub(crate) fn main() -> ExitCode {
         Command::SendNow(args) => provider::send_now(&args, &global),
         Command::Plan(args) => provider::plan(&args, &global),
         Command::Retry(args) => provider::retry(&args, &global),
+        Command::Ledger(cmd) => ledger::ledger(cmd, &global),
+        Command::Known(cmd) => ledger::known(cmd, &global),
     };
     ExitCode::from(match result {
         Ok(code) => code,

@@ -83,6 +83,19 @@ pub enum Kind {
     /// A delivery's Commit was on the wire before a suspension or another
     /// refusal came; the endpoint committed the file, so the LA has it.
     DeliveryCommittedBeforeRefusal,
+    /// A release was recorded in the ledger as its file was spooled (the
+    /// detail holds the SHA-256 of the ledger row).
+    LedgerRelease,
+    /// A release's delivery time was recorded (the SHA-256 of the row's id
+    /// and delivery time).
+    LedgerReleaseDelivered,
+    /// The ledger audit withheld an LA's file (the finding codes).
+    LedgerAuditBlocked,
+    /// A figure an LA knows from elsewhere was registered (the SHA-256 of
+    /// the row).
+    KnownAdded,
+    /// A known figure was removed (the SHA-256 of the removal).
+    KnownRemoved,
 }
 
 impl Kind {
@@ -111,6 +124,11 @@ impl Kind {
             Kind::RunSkipped => "run_skipped",
             Kind::DeliveryRequeued => "delivery_requeued",
             Kind::DeliveryCommittedBeforeRefusal => "delivery_committed_before_refusal",
+            Kind::LedgerRelease => "ledger_release",
+            Kind::LedgerReleaseDelivered => "ledger_release_delivered",
+            Kind::LedgerAuditBlocked => "ledger_audit_blocked",
+            Kind::KnownAdded => "known_added",
+            Kind::KnownRemoved => "known_removed",
         }
     }
 }

@@ -15,6 +15,9 @@ pub const DANGEROUS_CRASH_AT_VAR: &str = "MISHARE_DANGEROUS_CRASH_AT";
 /// The stages a test can abort the provider at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
+    /// A delivery's ciphertext is spooled and its row written, inside the
+    /// transaction that is about to write its release to the ledger.
+    BeforeLedger,
     /// A delivery's ciphertext is spooled and recorded; nothing sent.
     AfterSpool,
     /// The first chunk is on the stream; no `Commit` yet.
@@ -35,6 +38,7 @@ pub enum CrashPoint {
 impl CrashPoint {
     fn name(self) -> &'static str {
         match self {
+            CrashPoint::BeforeLedger => "before_ledger",
             CrashPoint::AfterSpool => "after_spool",
             CrashPoint::MidStream => "mid_stream",
             CrashPoint::AfterCommitSent => "after_commit_sent",

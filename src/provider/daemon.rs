@@ -322,9 +322,18 @@ impl Daemon {
             .await;
         if let Ok(pass) = &made {
             for (la, step) in &pass.las {
-                if let crate::provider::pipeline::LaStep::Blocked(blocked) = step {
-                    tracing::error!(report = %report.name, %la,
-                        error = %crate::provider::send::blocked_text(blocked), "no file for this LA");
+                match step {
+                    crate::provider::pipeline::LaStep::Blocked(blocked) => {
+                        tracing::error!(report = %report.name, %la,
+                            error = %crate::provider::send::blocked_text(blocked),
+                            "no file for this LA");
+                    }
+                    crate::provider::pipeline::LaStep::Withheld(findings) => {
+                        tracing::warn!(report = %report.name, %la,
+                            reason = %crate::provider::send::withheld_text(findings),
+                            "no file for this LA");
+                    }
+                    _ => {}
                 }
             }
         }

@@ -11,6 +11,8 @@
 //!   - [`report`]: a report run, its source read once, one sanitised file
 //!     per LA, in memory;
 //!   - [`spool`]: each file sealed with age and written durably;
+//!   - [`ledger`]: what each LA has received and knows, audited together
+//!     before a file is spooled (R11);
 //! - [`outbox`]: the deliveries' state machine, backoff and retry;
 //! - [`push`]: a spooled file streamed to its LA's endpoint, the gate asked
 //!   at the start and before the commit, cut off in flight by a suspension
@@ -28,6 +30,7 @@ pub mod agreement;
 pub mod daemon;
 pub mod directive;
 pub mod gate;
+pub mod ledger;
 pub mod lock;
 pub mod outbox;
 pub mod pipeline;

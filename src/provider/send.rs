@@ -29,7 +29,7 @@ use crate::provider::push::{self, Courier, Delivered, PushOptions};
 use crate::provider::report::{self, ReportError};
 use crate::provider::store::{Delivery, DeliveryState, SharedStore, StoreError, StoredReceipt};
 use crate::provider::watch::{StateWatch, WatchError};
-use crate::sanitiser::Blocked;
+use crate::sanitiser::{Blocked, Finding};
 use crate::tls::TlsError;
 
 /// How many pushes of one run are in flight at once.
@@ -77,6 +77,8 @@ pub enum LaOutcome {
     Refused(Refusal),
     /// The sanitiser blocked its table.
     Blocked(Blocked),
+    /// The ledger audit withheld its file: the findings that blocked it.
+    Withheld(Vec<Finding>),
     /// Its file could not be sealed or spooled.
     NotSpooled(OutboxError),
     /// send-now was stopped before its file was made.
@@ -94,6 +96,9 @@ pub enum LaOutcome {
 pub struct LaResult {
     pub la: String,
     pub outcome: LaOutcome,
+    /// The ledger audit's findings on a file it let go (warnings, notes):
+    /// for the operator, never the LA.
+    pub notes: Vec<Finding>,
 }
 
 impl LaResult {
@@ -109,7 +114,7 @@ impl LaResult {
                 delivery.state,
                 DeliveryState::Delivered | DeliveryState::Refused
             ),
-            LaOutcome::Pushed(_) | LaOutcome::Refused(_) => false,
+            LaOutcome::Pushed(_) | LaOutcome::Refused(_) | LaOutcome::Withheld(_) => false,
         }
     }
 
@@ -128,6 +133,7 @@ impl LaResult {
             }
             LaOutcome::Pushed(Delivered::Failed(failure)) => format!("{la} failed: {failure}"),
             LaOutcome::Blocked(blocked) => format!("{la} failed: {}", blocked_text(blocked)),
+            LaOutcome::Withheld(findings) => format!("{la} refused {}", withheld_text(findings)),
             LaOutcome::NotSpooled(e) => format!("{la} failed: {e}"),
             LaOutcome::Stopped => {
                 format!("{la} failed: not sent: send-now was stopped before its file was made")
@@ -186,6 +192,20 @@ pub fn blocked_text(blocked: &Blocked) -> String {
         String::new()
     };
     format!("blocked by the sanitiser: {}{more}", reasons.join("; "))
+}
+
+/// A file the ledger audit withheld, in one line: its codes, then the
+/// first finding and how many more.
+pub fn withheld_text(findings: &[Finding]) -> String {
+    let first = findings.first().map_or("", |f| f.message.as_str());
+    let more = match findings.len() {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more; the audit log has them all)", n - 1),
+    };
+    format!(
+        "{}: withheld by the ledger audit: {first}{more}",
+        crate::provider::pipeline::codes(findings)
+    )
 }
 
 /// Progress of a `send-now`, for a terminal.
@@ -324,7 +344,9 @@ async fn push_here(
     tasks
         .drain(std::time::Duration::from_secs(5), "send-now")
         .await;
-    Ok(pass?
+    let pass = pass?;
+    let mut notes = pass.notes;
+    Ok(pass
         .las
         .into_iter()
         .map(|(la, step)| {
@@ -335,7 +357,8 @@ async fn push_here(
                 },
                 other => not_spooled(other),
             };
-            LaResult { la, outcome }
+            let notes = take_notes(&mut notes, &la);
+            LaResult { la, outcome, notes }
         })
         .collect())
 }
@@ -408,6 +431,7 @@ async fn hand_to_daemon(
             () = shutdown.cancelled() => {}
         }
     };
+    let mut notes = pass.notes;
     Ok(pass
         .las
         .into_iter()
@@ -426,9 +450,18 @@ async fn hand_to_daemon(
                 },
                 other => not_spooled(other),
             };
-            LaResult { la, outcome }
+            let notes = take_notes(&mut notes, &la);
+            LaResult { la, outcome, notes }
         })
         .collect())
+}
+
+/// The audit's notes for `la`, taken out of a pass's.
+fn take_notes(notes: &mut Vec<(String, Vec<Finding>)>, la: &str) -> Vec<Finding> {
+    match notes.iter().position(|(l, _)| l == la) {
+        Some(i) => notes.swap_remove(i).1,
+        None => Vec::new(),
+    }
 }
 
 /// A pipeline step that is not a spooled delivery, as an outcome.
@@ -436,6 +469,7 @@ fn not_spooled(step: LaStep) -> LaOutcome {
     match step {
         LaStep::Refused(refusal) => LaOutcome::Refused(refusal),
         LaStep::Blocked(blocked) => LaOutcome::Blocked(blocked),
+        LaStep::Withheld(findings) => LaOutcome::Withheld(findings),
         LaStep::NotSpooled(e) => LaOutcome::NotSpooled(e),
         LaStep::Spooled(_) | LaStep::Stopped => LaOutcome::Stopped,
     }

@@ -546,3 +546,29 @@ impl Proxy {
         self.forwarded.lock().expect("lock")[i].load(Ordering::SeqCst)
     }
 }
+
+/// A release record for a file spooled straight through the outbox (not
+/// made by a report): one referrals figure of 2012-09 for `la`, rounded.
+/// Every spool records one; these tests are about the bytes, not the
+/// figures.
+pub fn test_release(la: &str) -> mishare::provider::ledger::ReleaseTable {
+    use mishare::provider::ledger::{Axis, Figures, ReleaseTable};
+    use mishare::sanitiser::{Measure, View};
+    ReleaseTable {
+        measure: Measure::Referrals,
+        view: View::Counts,
+        range: "2012-09".parse().expect("range"),
+        rows: Axis {
+            dimension: "period".into(),
+            codes: vec!["2012-09".into()],
+        },
+        cols: None,
+        fixed: vec![("la_code".into(), la.into())],
+        figures: Figures::Counts {
+            cells: vec![vec![200]],
+            row_totals: vec![200],
+            col_totals: vec![200],
+            total: 200,
+        },
+    }
+}

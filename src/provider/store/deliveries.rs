@@ -11,10 +11,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 use serde_json::json;
 
-use super::{Store, StoreError};
+use super::{NewRelease, Store, StoreError};
 use crate::common::audit::{self, Kind};
 use crate::common::db::{DbError, Optional, time_column};
 use crate::common::encoding::{hex, sha256_from_hex, unhex};
+use crate::common::fault::{CrashPoint, dangerous_crash_point};
 use crate::common::names::is_transfer_id;
 use crate::common::time::timestamp;
 use crate::provider::spool::SPOOL_DIR;
@@ -236,10 +237,12 @@ impl Store {
     }
 
     /// Records a delivery as queued with its spooled file, size and digest,
-    /// and audits it, in one transaction.
+    /// and its release in the ledger, and audits both, in one transaction:
+    /// a crash leaves both or neither.
     pub fn record_spooled(
         &mut self,
         new: &NewDelivery<'_>,
+        release: &NewRelease<'_>,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Delivery, StoreError> {
@@ -279,6 +282,10 @@ impl Store {
                 "sha256": hex(new.sha256),
             }),
         )?;
+        // A crash here, inside the transaction, must lose the delivery row
+        // too: the fault suite aborts at this point.
+        dangerous_crash_point(CrashPoint::BeforeLedger);
+        Store::insert_release(&tx, id, to, new.transfer_id, release, actor, now)?;
         tx.commit()?;
         self.delivery(id)
     }
@@ -392,6 +399,7 @@ impl Store {
                 "receipt_signature": verification,
             }),
         )?;
+        Store::release_delivered(&tx, id, &before.la, actor, now)?;
         tx.commit()?;
         Ok(before.spool_path)
     }

@@ -9,7 +9,9 @@
 //!   a busy timeout) instead of losing a change or forking the audit chain.
 //! - [`agreements`] and [`suspensions`]: what the gate reads;
 //!   [`runs`]: report runs, schedule marks and plan-time refusals;
-//!   [`deliveries`]: the outbox's rows and the receipts.
+//!   [`deliveries`]: the outbox's rows and the receipts;
+//!   [`ledger`]: the release ledger and known figures, each row covered by
+//!   the audit chain.
 //!
 //! The API is synchronous. A process that does async work shares one
 //! [`Store`] through a [`SharedStore`], whose [`SharedStore::run`] takes it
@@ -17,6 +19,7 @@
 
 pub mod agreements;
 pub mod deliveries;
+pub mod ledger;
 mod migrations;
 pub mod runs;
 pub mod suspensions;
@@ -33,6 +36,7 @@ use crate::common::db::{self, DbError};
 
 pub use agreements::{Added, Agreement, AgreementEvent, AgreementEventKind};
 pub use deliveries::{Delivery, DeliveryState, StoredReceipt};
+pub use ledger::{KnownRow, LedgerCheck, LedgerProblem, NewRelease, ReleaseRow};
 pub use runs::UnfinishedRun;
 pub use suspensions::{Maker, Scope, Suspension};
 
@@ -96,6 +100,18 @@ pub enum StoreError {
     /// No delivery has this id.
     #[error("there is no delivery {0}; `mishare status` lists deliveries")]
     UnknownDelivery(i64),
+    /// No release has this id.
+    #[error("there is no release {0}; `mishare ledger list` lists them")]
+    UnknownRelease(i64),
+    /// No known figure has this id.
+    #[error("there is no known figure {0}; `mishare known list` lists them")]
+    UnknownKnown(i64),
+    /// The known figure was already removed.
+    #[error("known figure {id} was already removed at {at} by {by}")]
+    KnownAlreadyRemoved { id: i64, at: String, by: String },
+    /// A known figure larger than the database holds.
+    #[error("{0} is larger than any count the ledger can hold")]
+    KnownTooLarge(u64),
 }
 
 impl From<rusqlite::Error> for StoreError {
