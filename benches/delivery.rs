@@ -21,6 +21,15 @@
 //! binary, a separate process) from start to exit, which is after the last
 //! receipt is stored. It checks every LA's line says `delivered`.
 //!
+//! **cutoff** measures how fast a suspension stops a push in flight: a push
+//! to one endpoint is held in flight by a proxy that stops forwarding after
+//! 64 KiB; the LA is suspended from a connection of its own (as `mishare
+//! suspend`, another process, would); the time from that commit to the
+//! push's return (refused in flight or at the gate before the Commit) is one
+//! trial. Then the
+//! suspension is lifted and the stalled connection closed. Prints the median,
+//! the 99th percentile (nearest rank) and the maximum.
+//!
 //! **large** runs `mishare authority run` as its own process, spools one
 //! sealed file of MIB MiB in a provider process of its own (this benchmark
 //! re-run as a child), and times the push alone: the push's wall time and
@@ -56,9 +65,11 @@ fn main() {
         Some("large") => large(num(1, 1024), num(2, 3) as usize),
         Some("scheduled") => scheduled(num(1, 150) as usize, num(2, 5_000_000), num(3, 60)),
         Some("large-provider") => large_provider(Path::new(&args[1]), num(2, 1024)),
+        Some("cutoff") => cutoff(num(1, 100) as usize),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS] | large [MIB] [RUNS]"
+                "usage: cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS] | large [MIB] \
+                 [RUNS] | scheduled [LAS] [ROWS] [IDLE_SECS] | cutoff [TRIALS]"
             );
             std::process::exit(2);
         }
@@ -95,7 +106,11 @@ impl Setup {
             .issue(name, usage, Validity::Current)
             .expect("issue");
         std::fs::write(self.path(&format!("certs/{stem}.pem")), &issued.cert_pem).expect("cert");
-        std::fs::write(self.path(&format!("certs/{stem}.key")), &issued.key_pem).expect("key");
+        let key = self.path(&format!("certs/{stem}.key"));
+        std::fs::write(&key, &issued.key_pem).expect("key");
+        // Owner-only: a configuration naming an open key is refused.
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key");
     }
 
     /// An endpoint directory and authority.toml for `code`; returns the
@@ -195,6 +210,179 @@ fn endpoints(runtime: &tokio::runtime::Runtime, setup: &Setup, n: usize) -> Endp
         las.push((code.clone(), addr, recipient));
     }
     (codes, las, stops)
+}
+
+/// A TCP proxy that forwards to `target` until a connection has sent
+/// `limit` bytes towards it, then holds it (telling `stalled`) until
+/// `release` is notified, and closes it.
+async fn stall_proxy(
+    target: SocketAddr,
+    limit: u64,
+) -> (
+    SocketAddr,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (stalled.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (s, r) = (s.clone(), r.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut sent = 0u64;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let allowed = usize::try_from(limit.saturating_sub(sent))
+                        .unwrap_or(usize::MAX)
+                        .min(n);
+                    if sw.write_all(&buf[..allowed]).await.is_err() {
+                        break;
+                    }
+                    sent += allowed as u64;
+                    if allowed < n {
+                        s.notify_one();
+                        r.notified().await;
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    (addr, stalled, release)
+}
+
+fn cutoff(trials: usize) {
+    use mishare::provider::push::{Courier, Delivered, PushOptions, deliver};
+    use mishare::provider::store::{Maker, Scope};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let setup = Setup::new();
+    let (codes, las, stops) = endpoints(&runtime, &setup, 1);
+    let (proxy, stalled, release) = runtime.block_on(stall_proxy(las[0].1, 64 * 1024));
+    let via_proxy = vec![(las[0].0.clone(), proxy, las[0].2.clone())];
+    let config = Arc::new(
+        ProviderConfig::load(&setup.provider_config(&via_proxy)).expect("provider config"),
+    );
+    setup.add_agreements(&config, &codes);
+    let la = codes[0].clone();
+    let store = SharedStore::open(&config.data_dir).expect("store");
+    let mut latencies = Vec::with_capacity(trials);
+    runtime.block_on(async {
+        let options = PushOptions::default();
+        let watch = mishare::provider::watch::StateWatch::start(
+            store.clone(),
+            options.watch_interval,
+            &Shutdown::new(),
+        )
+        .await
+        .expect("watch");
+        let courier = Courier::new(
+            config.clone(),
+            store.clone(),
+            watch,
+            "bench",
+            options,
+            Default::default(),
+        )
+        .expect("courier");
+        // Larger than every buffer between the feed and the stalled proxy
+        // (the channel, HTTP/2's windows, both sockets), so the push is
+        // still streaming when the suspension comes.
+        let plaintext: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+        for trial in 0..trials {
+            let run = store
+                .lock()
+                .start_run("fanout", "2026-10", "bench", Utc::now())
+                .expect("run");
+            let delivery = mishare::provider::outbox::spool(
+                &store,
+                mishare::provider::outbox::Addressed {
+                    run_id: run,
+                    la: &la,
+                    report: "fanout",
+                    period: "2026-10",
+                    classification: mishare::sanitiser::Classification::Internal,
+                },
+                &plaintext[..],
+                &config.authorities[0].recipients,
+                mishare::provider::outbox::Release {
+                    table: &bench_release(&la),
+                    findings: &[],
+                },
+                "bench",
+                Utc::now(),
+            )
+            .expect("spool");
+            let (c, d) = (courier.clone(), delivery.clone());
+            let push = tokio::spawn(async move { deliver(&c, &d).await });
+            stalled.notified().await;
+            let (data_dir, code) = (config.data_dir.clone(), la.clone());
+            let (id, started) = tokio::task::spawn_blocking(move || {
+                let mut operator = Store::open(&data_dir).expect("store");
+                let s = operator
+                    .suspend(
+                        Scope::La(code),
+                        Maker::Provider,
+                        "cut-off bench",
+                        None,
+                        "bench",
+                        Utc::now(),
+                    )
+                    .expect("suspend");
+                (s.id, Instant::now())
+            })
+            .await
+            .expect("join");
+            let outcome = push.await.expect("push task");
+            let elapsed = started.elapsed();
+            assert!(
+                matches!(&outcome, Delivered::Refused { stage, .. }
+                    if stage == "in_flight" || stage == "before_commit"),
+                "trial {trial}: {outcome:?}"
+            );
+            latencies.push(elapsed.as_secs_f64() * 1000.0);
+            release.notify_waiters();
+            let data_dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                Store::open(&data_dir)
+                    .expect("store")
+                    .lift(id, Maker::Provider, "bench", Utc::now())
+                    .expect("lift")
+            })
+            .await
+            .expect("join");
+        }
+    });
+    stops.cancel();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies[((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    println!(
+        "cutoff: {trials} trials, suspension committed -> push cut off: median {:.1} ms, p99 {:.1} ms, max {:.1} ms; target p99 < 250 ms: {}",
+        at(0.5),
+        at(0.99),
+        latencies[latencies.len() - 1],
+        if at(0.99) < 250.0 { "MET" } else { "NOT MET" }
+    );
 }
 
 fn fanout(n: usize, runs: usize, rows: u64) {
@@ -493,6 +681,10 @@ fn large_provider(dir: &Path, mib: u64) {
         },
         plaintext,
         &authority.recipients,
+        mishare::provider::outbox::Release {
+            table: &bench_release(&authority.code),
+            findings: &[],
+        },
         "bench",
         now,
     )
@@ -681,6 +873,29 @@ fn newest(dir: &Path) -> PathBuf {
                 .expect("mtime")
         })
         .expect("a delivered file")
+}
+
+/// A release record for a file spooled straight through the outbox (the
+/// bench measures bytes on the wire, not figures).
+fn bench_release(la: &str) -> mishare::provider::ledger::ReleaseTable {
+    use mishare::provider::ledger::{Axis, Figures, ReleaseTable};
+    ReleaseTable {
+        measure: mishare::sanitiser::Measure::Referrals,
+        view: mishare::sanitiser::View::Counts,
+        range: "2026-10".parse().expect("range"),
+        rows: Axis {
+            dimension: "period".into(),
+            codes: vec!["2026-10".into()],
+        },
+        cols: None,
+        fixed: vec![("la_code".into(), la.into())],
+        figures: Figures::Counts {
+            cells: vec![vec![200]],
+            row_totals: vec![200],
+            col_totals: vec![200],
+            total: 200,
+        },
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -539,6 +539,22 @@ impl LaReference {
         self.las.get(code)
     }
 
+    /// The authority an operator or DWP means by `given`: its code exactly,
+    /// or the one code that equals it but for case (an LA code's letters
+    /// are never the only difference between two LAs, so case is
+    /// unambiguous). `None` if the reference data does not list it.
+    pub fn resolve(&self, given: &str) -> Option<&LocalAuthority> {
+        let given = given.trim();
+        self.get(given).or_else(|| {
+            let mut matches = self
+                .las
+                .values()
+                .filter(|la| la.code.eq_ignore_ascii_case(given));
+            let first = matches.next()?;
+            matches.next().is_none().then_some(first)
+        })
+    }
+
     /// All authorities, in code order.
     pub fn iter(&self) -> impl Iterator<Item = &LocalAuthority> {
         self.las.values()
@@ -818,6 +834,24 @@ mod tests {
         assert_eq!(las.position("E1"), Some(1));
         let codes: Vec<&str> = las.iter().map(|la| la.code.as_str()).collect();
         assert_eq!(codes, ["E1", "E2", "E3"], "iter stays in code order");
+    }
+
+    #[test]
+    fn las_resolve_by_code_whatever_its_case() {
+        let f = file(
+            "la_code,la_name,cpa\nE09000002,Barking,London East\nE09000030,Tower,London East\n",
+        );
+        let las = LaReference::load(f.path()).expect("loads");
+        assert_eq!(
+            las.resolve("E09000002").map(|l| l.code.as_str()),
+            Some("E09000002")
+        );
+        assert_eq!(
+            las.resolve(" e09000002 ").map(|l| l.code.as_str()),
+            Some("E09000002")
+        );
+        assert!(las.resolve("E99999999").is_none());
+        assert!(las.resolve("").is_none());
     }
 
     #[test]

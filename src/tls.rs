@@ -11,16 +11,22 @@
 //! Keys and certificates are PEM files: the development PKI from
 //! `mishare certs dev` and ones made with the `openssl` tool both work
 //! (PKCS#8, SEC1 and PKCS#1 keys; ECDSA, Ed25519 and RSA).
+//!
+//! Trust anchors may carry certificate revocation lists ([`load_crls`]):
+//! then every certificate in a peer's chain must be covered by one of them
+//! and not revoked, or the handshake is refused.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -30,10 +36,12 @@ use rustls::{
     SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -43,8 +51,15 @@ use crate::common::shutdown::Shutdown;
 /// How long a peer has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many handshakes may be in progress at once.
-pub const MAX_HANDSHAKES: usize = 64;
+/// How many handshakes may be in progress at once, from all sources. A
+/// connection beyond it is closed at once; the accept loop never waits.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// How many handshakes may be in progress at once from one [`Source`]: a
+/// few idle connections from one place cannot use up [`MAX_HANDSHAKES`]. A
+/// provider opens one connection per push at a time (16 pushes at most by
+/// default), so this leaves room for a busy one.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
 
 /// Why TLS could not be set up, or a peer was refused.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +88,16 @@ pub enum TlsError {
     /// An endpoint address is not `https://HOST:PORT`.
     #[error("endpoint {0:?} is not https://HOST:PORT")]
     Endpoint(String),
+    /// A certificate revocation list could not be read or used.
+    #[error("certificate revocation list {path}: {reason}")]
+    Crl { path: PathBuf, reason: String },
+    /// A private key file its group or others can open: refused, as ssh
+    /// refuses such a key, before it is read.
+    #[error(
+        "the private key {path} is open to its group or others (mode {mode:04o}); a TLS key \
+         must be readable by its owner alone: chmod 600 {path}"
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
     /// The connection to a peer failed.
     #[error("cannot connect to {endpoint} as {server_name}: {reason}")]
     Connect {
@@ -156,11 +181,42 @@ impl Identity {
     }
 }
 
-/// Trust anchors: the CA certificates a peer's chain must lead to.
+/// Refuses a private key file that anyone but its owner may read, write or
+/// run (mode bits `0o077`, the test ssh makes), before it is read. A key
+/// that cannot be found is left for [`Identity::load`] to report.
+pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Trust anchors: the CA certificates a peer's chain must lead to, and the
+/// revocation lists its certificates are checked against (none: no
+/// revocation checking).
 #[derive(Debug, Clone)]
-pub struct TrustAnchors(Arc<RootCertStore>);
+pub struct TrustAnchors {
+    roots: Arc<RootCertStore>,
+    crls: Arc<Vec<CertificateRevocationListDer<'static>>>,
+}
 
 impl TrustAnchors {
+    /// These anchors, checking peers' certificates against `crls` too.
+    pub fn with_crls(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        let mut all = (*self.crls).clone();
+        all.extend(crls);
+        self.crls = Arc::new(all);
+        self
+    }
+
     /// Loads every certificate in a PEM file as a trust anchor.
     pub fn load(path: &Path) -> Result<Self, TlsError> {
         let certs = load_certs(path, "CA certificates")?;
@@ -177,8 +233,57 @@ impl TrustAnchors {
         for cert in certs {
             roots.add(cert).map_err(|e| e.to_string())?;
         }
-        Ok(Self(Arc::new(roots)))
+        Ok(Self {
+            roots: Arc::new(roots),
+            crls: Arc::default(),
+        })
     }
+}
+
+/// Loads the certificate revocation lists in a PEM file (`-----BEGIN X509
+/// CRL-----`, as `openssl ca -gencrl` writes them), checking that each is
+/// one rustls can use and that it is not out of date at `now` (its
+/// nextUpdate has not passed). The file is read once, at start: replace it
+/// and restart before its nextUpdate.
+pub fn load_crls(
+    path: &Path,
+    now: UnixTime,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crl_error = |reason: String| TlsError::Crl {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| crl_error(pem_reason(&e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crl_error(pem_reason(&e)))?;
+    if crls.is_empty() {
+        return Err(crl_error(
+            "holds no PEM certificate revocation list (-----BEGIN X509 CRL-----)".into(),
+        ));
+    }
+    for (i, crl) in crls.iter().enumerate() {
+        let which = if crls.len() == 1 {
+            String::new()
+        } else {
+            format!("list {} of {}: ", i + 1, crls.len())
+        };
+        webpki::OwnedCertRevocationList::from_der(crl.as_ref())
+            .map_err(|e| crl_error(format!("{which}not a usable revocation list ({e:?})")))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| crl_error(format!("{which}not a revocation list ({e})")))?;
+        if let Some(next) = parsed.next_update() {
+            let next_secs = next.timestamp();
+            if u64::try_from(next_secs).map_or(true, |n| n <= now.as_secs()) {
+                return Err(crl_error(format!(
+                    "{which}is out of date: its issuer {} promised the next one by {next} \
+                     (nextUpdate); fetch a current list from the CA",
+                    parsed.issuer()
+                )));
+            }
+        }
+    }
+    Ok(crls)
 }
 
 fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -347,9 +452,13 @@ pub fn server_config(
     allow: AllowList,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let inner = WebPkiClientVerifier::builder_with_provider(clients.0.clone(), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    // With revocation lists, rustls' defaults: every certificate in the
+    // chain is checked, and one no list covers is refused (fail closed).
+    let inner =
+        WebPkiClientVerifier::builder_with_provider(clients.roots.clone(), provider.clone())
+            .with_crls(clients.crls.iter().cloned())
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
     let verifier = Arc::new(AllowListVerifier { inner, allow });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -365,9 +474,17 @@ pub fn client_config(
     identity: &Identity,
     servers: &TrustAnchors,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    // As for clients: with revocation lists, the whole chain is checked and
+    // a certificate no list covers is refused.
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(servers.roots.clone(), provider.clone())
+            .with_crls(servers.crls.iter().cloned())
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(servers.0.clone())
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
@@ -424,12 +541,136 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Accepts TCP connections, completes the TLS handshake (bounded in time and
-/// number) and yields only authenticated connections. Refused handshakes are
-/// logged with the peer's address and the reason, and `on_refused` is told
-/// (so the caller can audit them). The accept loop and each handshake are
-/// tasks of `tasks`; the stream ends when it is dropped or `tasks` is
-/// cancelled.
+/// Where a connection comes from, as far as limits and refusal counts are
+/// concerned: an IPv4 address, or the /64 network of an IPv6 address (one
+/// host commonly holds a whole /64, so counting its addresses apart would
+/// count nothing). An IPv4 address mapped into IPv6 is the IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    /// The source an address belongs to.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Source(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let network = u128::from(v6) & !((1u128 << 64) - 1);
+                    Source(IpAddr::V6(Ipv6Addr::from(network)))
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+/// Handshakes in progress, by source, with a bound for each source and one
+/// for all. Admission never waits: over a bound, the caller closes the
+/// connection at once.
+#[derive(Debug)]
+pub struct PendingHandshakes {
+    total_limit: usize,
+    per_source_limit: usize,
+    state: std::sync::Mutex<PendingState>,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    total: usize,
+    by_source: HashMap<Source, usize>,
+}
+
+/// One admitted handshake; dropping it frees its place.
+#[derive(Debug)]
+pub struct HandshakeSlot {
+    pending: Arc<PendingHandshakes>,
+    source: Source,
+}
+
+/// Why a connection was closed before its handshake began.
+pub const TOO_MANY_FROM_SOURCE: &str = "too many handshakes pending from this address";
+/// Why a connection was closed before its handshake began.
+pub const TOO_MANY_IN_ALL: &str = "too many handshakes pending from all addresses";
+
+impl PendingHandshakes {
+    /// At most `total` handshakes at once, and `per_source` from one source.
+    pub fn new(total: usize, per_source: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total_limit: total,
+            per_source_limit: per_source,
+            state: std::sync::Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        // Counts only: a panic elsewhere leaves them usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for a handshake from `source`, or why there is none.
+    pub fn admit(self: &Arc<Self>, source: Source) -> Result<HandshakeSlot, &'static str> {
+        let mut state = self.state();
+        let from_source = state.by_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.per_source_limit {
+            return Err(TOO_MANY_FROM_SOURCE);
+        }
+        if state.total >= self.total_limit {
+            return Err(TOO_MANY_IN_ALL);
+        }
+        state.total += 1;
+        state.by_source.insert(source, from_source + 1);
+        Ok(HandshakeSlot {
+            pending: self.clone(),
+            source,
+        })
+    }
+
+    /// Handshakes in progress (from `source`, or from all).
+    pub fn pending(&self, source: Option<Source>) -> usize {
+        let state = self.state();
+        match source {
+            Some(s) => state.by_source.get(&s).copied().unwrap_or(0),
+            None => state.total,
+        }
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut state = self.pending.state();
+        state.total = state.total.saturating_sub(1);
+        if let Some(n) = state.by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                state.by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Accepts TCP connections, completes the TLS handshake and yields only
+/// authenticated connections.
+///
+/// Handshakes are bounded in time ([`HANDSHAKE_TIMEOUT`]) and in number,
+/// per source ([`MAX_HANDSHAKES_PER_SOURCE`]) and in all
+/// ([`MAX_HANDSHAKES`]); the accept loop never waits for a place: a
+/// connection over a bound is closed at once, so idle connections from one
+/// place never stop anyone else connecting. Every refusal (over a bound, a
+/// failed or timed-out handshake) is told to `on_refused` with the peer's
+/// address and the reason, before the connection is closed, so the caller
+/// can audit it. The accept loop and each handshake are tasks of `tasks`;
+/// the stream ends when it is dropped or `tasks` is cancelled.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -439,7 +680,7 @@ pub fn incoming(
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(16);
     let acceptor = TlsAcceptor::from(config);
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let pending = PendingHandshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
     let on_refused = Arc::new(on_refused);
     let spawner = tasks.clone();
     tasks.spawn(async move {
@@ -457,24 +698,44 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
+            let slot = match pending.admit(Source::of(addr.ip())) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    // Per connection only at debug: a flood would flood the
+                    // log too. The caller's audit counts every one.
+                    tracing::debug!(peer = %addr, reason = why, "connection closed at once");
+                    on_refused(addr, why.to_string());
+                    drop(tcp);
+                    continue;
+                }
             };
-            let (acceptor, allow, tx, on_refused) = (
+            let (acceptor, allow, tx, on_refused, stop) = (
                 acceptor.clone(),
                 allow.clone(),
                 tx.clone(),
                 on_refused.clone(),
+                spawner.clone(),
             );
             spawner.spawn(async move {
-                let _permit = permit;
                 let _ = tcp.set_nodelay(true);
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(tcp).into_fallible(),
+                    ) => handshake,
+                    // The listener is stopping: nobody was refused, and the
+                    // caller's audit can finish once these tasks are gone.
+                    () = stop.cancelled() => return,
+                };
+                drop(slot);
                 let stream = match handshake {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                        // Told before the connection closes, so a peer that
+                        // sees it closed knows the refusal was counted.
                         on_refused(addr, e.to_string());
+                        drop(tcp);
                         return;
                     }
                     Err(_) => {
@@ -606,6 +867,49 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source(s: &str) -> Source {
+        Source::of(s.parse().expect("ip"))
+    }
+
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        assert_eq!(source("192.0.2.7").to_string(), "192.0.2.7");
+        assert_eq!(source("::ffff:192.0.2.7"), source("192.0.2.7"));
+        assert_eq!(
+            source("2001:db8:1:2:aaaa::1"),
+            source("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(source("2001:db8:1:2::1"), source("2001:db8:1:3::1"));
+        assert_eq!(
+            source("2001:db8:1:2:aaaa::1").to_string(),
+            "2001:db8:1:2::/64"
+        );
+    }
+
+    #[test]
+    fn pending_handshakes_are_bounded_per_source_and_in_all() {
+        let pending = PendingHandshakes::new(5, 2);
+        let (a, b, c) = (
+            source("192.0.2.1"),
+            source("192.0.2.2"),
+            source("192.0.2.3"),
+        );
+        let a1 = pending.admit(a).expect("a 1");
+        let _a2 = pending.admit(a).expect("a 2");
+        assert_eq!(pending.admit(a).expect_err("a 3"), TOO_MANY_FROM_SOURCE);
+        // Another source is not held up by a's.
+        let _b1 = pending.admit(b).expect("b 1");
+        let _b2 = pending.admit(b).expect("b 2");
+        let _c1 = pending.admit(c).expect("c 1");
+        assert_eq!(pending.pending(None), 5);
+        assert_eq!(pending.admit(c).expect_err("c 2"), TOO_MANY_IN_ALL);
+        // A finished handshake frees its place, for its source and in all.
+        drop(a1);
+        assert_eq!(pending.pending(Some(a)), 1);
+        let _c2 = pending.admit(c).expect("c 2 after a's ended");
+        assert_eq!(pending.admit(a).expect_err("full"), TOO_MANY_IN_ALL);
+    }
 
     #[test]
     fn dial_address_takes_only_https_host_port() {

@@ -68,7 +68,7 @@ fn write_config(dir: &Path, pki: &Pki, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("certs")).expect("mkdir");
     std::fs::write(dir.join("certs/ca.pem"), pki.ca.cert_pem()).expect("ca");
     std::fs::write(dir.join("certs/authority.pem"), &pki.server.cert_pem).expect("cert");
-    std::fs::write(dir.join("certs/authority.key"), &pki.server.key_pem).expect("key");
+    write_private_key(&dir.join("certs/authority.key"), &pki.server.key_pem);
     let grace = if extra.contains("shutdown_grace_secs") {
         ""
     } else {
@@ -85,6 +85,13 @@ fn write_config(dir: &Path, pki: &Pki, extra: &str) -> PathBuf {
     let path = dir.join("authority.toml");
     std::fs::write(&path, text).expect("config");
     path
+}
+
+/// Writes a private key owner-only (0600), as the endpoint demands.
+fn write_private_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).expect("key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 impl Endpoint {
@@ -300,7 +307,21 @@ async fn a_file_pushed_in_chunks_is_stored_whole_with_a_signed_receipt() {
         std::fs::read(endpoint.inbox().join("provider.test").join(stored_as)).expect("stored file");
     assert_eq!(stored, file, "byte-identical");
 
-    receipt::verify(&receipt, &endpoint.pki.server.cert_der).expect("valid receipt");
+    // It binds who sent what to whom: the provider its certificate proved,
+    // this LA, and the manifest's report, period and classification.
+    assert_eq!(receipt.version, receipt::VERSION);
+    assert_eq!(receipt.provider, "provider.test");
+    assert_eq!(receipt.la_code, CODE);
+    assert_eq!(receipt.report, "referrals-monthly");
+    assert_eq!(receipt.period, "2012-10");
+    assert_eq!(receipt.classification, Classification::Internal as i32);
+    assert_eq!(
+        receipt::verify(&receipt, &endpoint.pki.server.cert_der).expect("valid receipt"),
+        receipt::Version::V2
+    );
+    let mut tampered = receipt.clone();
+    tampered.la_code = "E09000030".into();
+    assert!(receipt::verify(&tampered, &endpoint.pki.server.cert_der).is_err());
     let mut tampered = receipt.clone();
     tampered.stored_as = "2012-10_referrals-monthly_transfer-0002.age".into();
     assert!(receipt::verify(&tampered, &endpoint.pki.server.cert_der).is_err());
@@ -325,6 +346,28 @@ async fn a_file_pushed_in_chunks_is_stored_whole_with_a_signed_receipt() {
             .any(|(kind, d)| kind == "transfer_accepted" && d["stored_as"] == stored_as),
         "{audit:?}"
     );
+}
+
+/// `receipt` as endpoints signed receipts before version 2: the fields
+/// version 2 binds cleared, the version 1 byte string signed.
+fn sign_version_1(identity: &tls::Identity, receipt: &Receipt) -> Receipt {
+    let mut old = Receipt {
+        transfer_id: receipt.transfer_id.clone(),
+        sha256: receipt.sha256.clone(),
+        size: receipt.size,
+        stored_as: receipt.stored_as.clone(),
+        received_unix_ms: receipt.received_unix_ms,
+        ..Receipt::default()
+    };
+    let message = receipt::signed_bytes(&old).expect("version 1 bytes");
+    assert!(message.starts_with(receipt::DOMAIN_V1));
+    let key = identity.signing_key().expect("key");
+    let signer = key
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .expect("the test PKI's keys are P-256");
+    old.signature = u16::from(signer.scheme()).to_be_bytes().to_vec();
+    old.signature.extend(signer.sign(&message).expect("sign"));
+    old
 }
 
 #[tokio::test]
@@ -355,11 +398,52 @@ async fn a_receipt_verifies_from_the_command_line() {
         stdout.starts_with("receipt valid: transfer transfer-cli-01 stored as"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            ", sent by provider.test for E09000002 (report referrals-monthly, period 2012-10, \
+             internal), signed by la-e09000002.test"
+        ),
+        "{stdout}"
+    );
     let bad = run("tampered.json");
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert!(
         stderr.starts_with("receipt invalid: the signature does not match"),
+        "{stderr}"
+    );
+
+    // A receipt signed before version 2 still verifies, and says what it
+    // does not prove; one that names a field its signature does not cover
+    // is refused.
+    let old = sign_version_1(&endpoint.pki.server.identity(), &receipt);
+    std::fs::write(dir.join("v1.json"), receipt::to_json(&old)).expect("write");
+    let ok = run("v1.json");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(
+        stdout.starts_with("receipt valid: transfer transfer-cli-01 stored as"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sent by"), "{stdout}");
+    assert!(
+        stdout.ends_with(
+            "\nnote: a version 1 receipt, signed before receipts named the provider, LA, \
+             report, period and classification; it proves none of them\n"
+        ),
+        "{stdout}"
+    );
+    let mut named = old.clone();
+    named.la_code = CODE.into();
+    std::fs::write(dir.join("v1-named.json"), receipt::to_json(&named)).expect("write");
+    let bad = run("v1-named.json");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        stderr.starts_with(
+            "receipt invalid: the receipt is version 1, whose signature does not cover \
+             `la_code`"
+        ),
         "{stderr}"
     );
 
@@ -409,6 +493,126 @@ async fn a_provider_not_on_the_list_is_refused_at_the_handshake_and_audited() {
         "no handler ran: {audit:?}"
     );
     assert!(endpoint.inbox_files().is_empty());
+}
+
+/// Idle TCP connections from one address never stop the endpoint
+/// accepting others: 500 are held open from 127.0.0.2 while a provider
+/// (from 127.0.0.1) connects and pushes a file. Those over the address's
+/// limit of pending handshakes are closed at once and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_stop_a_provider_pushing() {
+    let mut endpoint = Endpoint::start("").await;
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2 (any 127/8 address is loopback on Linux)");
+        idle.push(socket.connect(endpoint.addr).await.expect("connect"));
+    }
+
+    let mut client = endpoint.provider().await;
+    let file = age_file(10_000);
+    let receipt = push(&mut client, whole("transfer-while-flooded", &file, 0))
+        .await
+        .expect("a push completes while 500 idle connections are open");
+    assert_eq!(receipt.sha256, sha256(&file));
+    assert_eq!(endpoint.inbox_files().len(), 1);
+    drop(idle);
+
+    endpoint.shutdown().await.expect("clean shutdown");
+    let audit = endpoint.audit();
+    assert!(
+        audit.iter().any(|(kind, d)| kind == "handshake_refused"
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("too many handshakes pending from"))
+            && d["peer_addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("127.0.0.2"))),
+        "{audit:?}"
+    );
+}
+
+/// Opens `n` TCP connections to `addr`, at most 64 at once, each sending
+/// bytes that are not TLS and then waiting until the endpoint closes it
+/// (it tells its audit before it closes, so every refusal is counted once
+/// this returns).
+async fn failed_handshakes(addr: SocketAddr, n: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let permit = gate.clone().acquire_owned().await.expect("permit");
+        set.spawn(async move {
+            let _permit = permit;
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            // The endpoint may close first (over a limit): never mind.
+            let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let mut sink = [0u8; 512];
+            while let Ok(n) = tcp.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("client task");
+    }
+}
+
+/// The `handshake_refused` rows of an audit log: (count, detail).
+fn refusal_rows(audit: &[(String, serde_json::Value)]) -> Vec<(u64, serde_json::Value)> {
+    audit
+        .iter()
+        .filter(|(kind, _)| kind == "handshake_refused")
+        .map(|(_, d)| (d["count"].as_u64().unwrap_or(0), d.clone()))
+        .collect()
+}
+
+/// 10,000 failed handshakes do not write 10,000 fsynced rows: refusals are
+/// coalesced per (source address, reason), at most one row a minute for
+/// each, carrying the count of refusals it stands for; the counts add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_failed_handshakes_add_a_bounded_number_of_audit_rows() {
+    const N: usize = 10_000;
+    let mut endpoint = Endpoint::start("").await;
+    let started = std::time::Instant::now();
+    failed_handshakes(endpoint.addr, N).await;
+    let minutes = started.elapsed().as_secs() / 60;
+    endpoint.shutdown().await.expect("clean shutdown");
+
+    let audit = endpoint.audit();
+    let rows = refusal_rows(&audit);
+    let total: u64 = rows.iter().map(|(count, _)| count).sum();
+    assert_eq!(
+        total, N as u64,
+        "the counts add up to every refusal: {rows:?}"
+    );
+    let keys: std::collections::HashSet<(String, String)> = rows
+        .iter()
+        .map(|(_, d)| (d["source"].to_string(), d["reason"].to_string()))
+        .collect();
+    assert!(
+        keys.iter().all(|(source, _)| source == "\"127.0.0.1\""),
+        "{keys:?}"
+    );
+    // For each key: its first refusal at once, then one row per minute (or
+    // part of one, at shutdown).
+    let bound = keys.len() * (2 + minutes as usize);
+    assert!(
+        rows.len() <= bound,
+        "{} rows for {} keys in {minutes} whole minutes: {rows:?}",
+        rows.len(),
+        keys.len()
+    );
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert_eq!(
+        endpoint.audit().len(),
+        rows.len(),
+        "nothing else was audited"
+    );
 }
 
 async fn query_err(client: &mut ExchangeClient<Channel>, id: &str) -> String {
@@ -637,6 +841,226 @@ async fn pushing_a_completed_transfer_again_returns_the_original_receipt() {
             "transfer_refused"
         ]
     );
+}
+
+/// A push held open: its manifest and first chunk sent and taken in (the
+/// endpoint has committed them), nothing more until it is dropped.
+struct OpenPush {
+    tx: mpsc::Sender<PushRequest>,
+    call: JoinHandle<Result<tonic::Response<Receipt>, Status>>,
+}
+
+/// Opens a push of `file` as `id` and waits (bounded) until the endpoint
+/// has committed its first chunk; needs `sync_every_bytes = 1`.
+async fn open_push(client: &ExchangeClient<Channel>, id: &str, file: &[u8]) -> OpenPush {
+    let (tx, rx) = mpsc::channel(64);
+    let mut sender = client.clone();
+    let call = tokio::spawn(async move { sender.push(ReceiverStream::new(rx)).await });
+    tx.send(m(manifest(id, file, 0))).await.expect("send");
+    tx.send(chunk(0, &file[..CHUNK])).await.expect("send");
+    let mut querier = client.clone();
+    for _ in 0..500 {
+        if query(&mut querier, id).await.committed > 0 {
+            return OpenPush { tx, call };
+        }
+        assert!(!call.is_finished(), "the push ended: {:?}", call.await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the endpoint never took in the first chunk of {id}");
+}
+
+/// One provider cannot hold every stream: over `max_streams_per_provider`
+/// its next push is refused with RESOURCE_EXHAUSTED, while another
+/// provider still pushes.
+#[tokio::test]
+async fn a_provider_over_its_stream_limit_is_refused_and_others_still_push() {
+    let mut endpoint =
+        Endpoint::start("sync_every_bytes = 1\nmax_streams = 8\nmax_streams_per_provider = 2")
+            .await;
+    let client = endpoint.provider().await;
+    let file = age_file(20_000);
+    let first = open_push(&client, "transfer-open-1", &file).await;
+    let _second = open_push(&client, "transfer-open-2", &file).await;
+
+    let status = push(&mut client.clone(), whole("transfer-open-3", &file, 0))
+        .await
+        .expect_err("a third stream at once");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("2 pushes"), "{status:?}");
+
+    let mut other = endpoint
+        .client(&endpoint.pki.other)
+        .await
+        .expect("other provider connects");
+    push(&mut other, whole("transfer-theirs", &file, 0))
+        .await
+        .expect("another provider is not held up");
+
+    // When one of its streams ends, the provider may push again.
+    drop(first.tx);
+    let _ = first.call.await;
+    let mut done = None;
+    for _ in 0..100 {
+        match push(&mut client.clone(), whole("transfer-open-3", &file, 0)).await {
+            Ok(receipt) => {
+                done = Some(receipt);
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    done.expect("a place came free");
+    endpoint.shutdown().await.expect("clean shutdown");
+    assert!(
+        endpoint
+            .audit()
+            .iter()
+            .any(|(kind, d)| kind == "transfer_refused" && d["code"] == "ResourceExhausted")
+    );
+}
+
+/// One provider cannot fill the disk with partial files: the sizes of its
+/// unfinished transfers (in flight, or interrupted and kept for a resume)
+/// are bounded by `max_partial_bytes_per_provider`; a push that would go
+/// over is refused with RESOURCE_EXHAUSTED before a byte of it is written.
+#[tokio::test]
+async fn a_provider_over_its_partial_bytes_is_refused_before_a_byte_is_written() {
+    let mut endpoint =
+        Endpoint::start("sync_every_bytes = 1\nmax_partial_bytes_per_provider = 1048576").await;
+    let client = endpoint.provider().await;
+    let big = age_file(600_000);
+    let partials = || {
+        std::fs::read_dir(endpoint.dir.path().join("var/authority/partial"))
+            .expect("partial dir")
+            .count()
+    };
+
+    // In flight: its whole size is held from its Manifest on.
+    let open = open_push(&client, "transfer-big-1", &big).await;
+    let status = push(&mut client.clone(), whole("transfer-big-2", &big, 0))
+        .await
+        .expect_err("over the limit with one in flight");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(partials(), 1, "nothing written for the refused push");
+    assert_eq!(
+        query(&mut client.clone(), "transfer-big-2").await.committed,
+        0
+    );
+
+    // Interrupted and kept for a resume: still held.
+    drop(open.tx);
+    let _ = open.call.await;
+    let mut refused = None;
+    for _ in 0..100 {
+        match push(&mut client.clone(), whole("transfer-big-2", &big, 0)).await {
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                refused = Some(s);
+                break;
+            }
+            // The old stream may still hold the claim for a moment.
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    refused.expect("refused while the interrupted transfer is kept");
+    assert_eq!(partials(), 1);
+
+    // Another provider has a limit of its own.
+    let mut other = endpoint
+        .client(&endpoint.pki.other)
+        .await
+        .expect("other provider connects");
+    push(&mut other, whole("transfer-big-2", &big, 0))
+        .await
+        .expect("another provider is not held up");
+
+    // Once the first is finished, its bytes are no longer held.
+    let committed = query(&mut client.clone(), "transfer-big-1").await.committed as usize;
+    push(
+        &mut client.clone(),
+        whole("transfer-big-1", &big, committed),
+    )
+    .await
+    .expect("the held transfer resumes");
+    push(&mut client.clone(), whole("transfer-big-2", &big, 0))
+        .await
+        .expect("room again");
+    endpoint.shutdown().await.expect("clean shutdown");
+}
+
+/// A chunk with no bytes makes no progress and is refused.
+#[tokio::test]
+async fn a_zero_length_chunk_is_refused() {
+    let mut endpoint = Endpoint::start("").await;
+    let mut client = endpoint.provider().await;
+    let file = age_file(10_000);
+    let mut msgs = vec![m(manifest("transfer-empty-chunk", &file, 0)), chunk(0, b"")];
+    msgs.extend(chunks(&file, 0));
+    msgs.push(commit());
+    let status = push(&mut client, msgs).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("empty chunk"), "{status:?}");
+    endpoint.shutdown().await.expect("clean shutdown");
+    assert!(endpoint.inbox_files().is_empty());
+}
+
+/// Idleness is measured by bytes that make progress: a stream of one-byte
+/// chunks, each well within `stream_idle_secs` of the last, is still cut
+/// off, because it never moves a useful amount.
+#[tokio::test]
+async fn a_stream_of_tiny_chunks_cannot_keep_itself_alive() {
+    let mut endpoint = Endpoint::start("stream_idle_secs = 1").await;
+    let client = endpoint.provider().await;
+    let file = age_file(20_000);
+    let (tx, rx) = mpsc::channel(64);
+    let mut sender = client.clone();
+    let call = tokio::spawn(async move { sender.push(ReceiverStream::new(rx)).await });
+    tx.send(m(manifest("transfer-trickle", &file, 0)))
+        .await
+        .expect("send");
+    // Up to 50 one-byte chunks, one every 200 ms: 10 s of messages.
+    for (i, byte) in file.iter().take(50).enumerate() {
+        if call.is_finished() || tx.send(chunk(i as u64, &[*byte])).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(tx);
+    let status = call.await.expect("task").expect_err("cut off");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    endpoint.shutdown().await.expect("clean shutdown");
+    assert!(endpoint.inbox_files().is_empty());
+}
+
+/// Below the free-space floor (`min_free_bytes`), a push is refused with
+/// RESOURCE_EXHAUSTED before a byte is written. The floor here is more
+/// than any disk has.
+#[tokio::test]
+async fn below_the_free_space_floor_a_push_is_refused_before_a_byte_is_written() {
+    let mut endpoint = Endpoint::start("min_free_bytes = 1152921504606846976").await;
+    let mut client = endpoint.provider().await;
+    let file = age_file(10_000);
+    let status = push(&mut client, whole("transfer-no-room", &file, 0))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("disk space"), "{status:?}");
+    assert!(
+        !status.message().chars().any(|c| c.is_ascii_digit()),
+        "internal figures are logged, never sent: {status:?}"
+    );
+    assert_eq!(query(&mut client, "transfer-no-room").await.committed, 0);
+    endpoint.shutdown().await.expect("clean shutdown");
+    let partials = std::fs::read_dir(endpoint.dir.path().join("var/authority/partial"))
+        .expect("partial dir")
+        .count();
+    assert_eq!(partials, 0);
+    assert!(endpoint.inbox_files().is_empty());
 }
 
 /// Sends half the file, then a chunk at a wrong offset: the refusal comes
@@ -964,6 +1388,35 @@ async fn a_bad_config_names_the_file_and_key() {
     let err = AuthorityConfig::load(&path).expect_err("zero");
     assert!(err.to_string().contains("`max_streams`"), "{err}");
 
+    for (extra, key) in [
+        (
+            "max_streams_per_provider = 0",
+            "`max_streams_per_provider`: must be at least 1",
+        ),
+        (
+            "max_streams = 4\nmax_streams_per_provider = 5",
+            "`max_streams_per_provider`: 5 is more than max_streams (4)",
+        ),
+        (
+            "max_partial_bytes_per_provider = 1048575",
+            "`max_partial_bytes_per_provider`: 1048575 is less than max_file_bytes (1048576)",
+        ),
+    ] {
+        let path = write_config(dir.path(), &pki, extra);
+        let err = AuthorityConfig::load(&path).expect_err(extra).to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    // The defaults, and a per-provider default that fits a small max_streams.
+    let path = write_config(dir.path(), &pki, "");
+    let config = AuthorityConfig::load(&path).expect("defaults");
+    assert_eq!(config.max_streams_per_provider, 8);
+    assert_eq!(config.max_partial_bytes_per_provider, 4 * 1048576);
+    assert_eq!(config.min_free_bytes, 1 << 30);
+    let path = write_config(dir.path(), &pki, "max_streams = 3\nmin_free_bytes = 0");
+    let config = AuthorityConfig::load(&path).expect("small");
+    assert_eq!(config.max_streams_per_provider, 3);
+    assert_eq!(config.min_free_bytes, 0);
+
     // A key that is not the certificate's fails at load, not at the first
     // handshake.
     let path = write_config(dir.path(), &pki, "");
@@ -974,6 +1427,108 @@ async fn a_bad_config_names_the_file_and_key() {
     .expect("key");
     let err = AuthorityConfig::load(&path).expect_err("mismatched key");
     assert!(err.to_string().contains("`tls.cert`"), "{err}");
+}
+
+/// The endpoint publishes a file by hard-linking it from `data_dir/partial`
+/// into the inbox, which cannot cross filesystems (EXDEV). An inbox on
+/// another filesystem is refused at load, naming both paths. This uses
+/// two real filesystems where the machine has them (/dev/shm is tmpfs on
+/// Linux); the seam below is tested on its own whatever the machine.
+#[test]
+fn an_inbox_on_another_filesystem_than_the_partial_files_is_refused_at_load() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Ok(elsewhere) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: only the seam is tested");
+        return;
+    };
+    let dev = |p: &Path| std::fs::metadata(p).expect("metadata").dev();
+    if dev(dir.path()) == dev(elsewhere.path()) {
+        eprintln!("/dev/shm is on the same filesystem here: only the seam is tested");
+        return;
+    }
+    let pki = pki();
+    let path = write_config(dir.path(), &pki, "");
+    let inbox = elsewhere.path().join("inbox");
+    let text = std::fs::read_to_string(&path).expect("config").replace(
+        "inbox = \"var/inbox\"",
+        &format!("inbox = {:?}", inbox.display().to_string()),
+    );
+    std::fs::write(&path, text).expect("config");
+    let err = AuthorityConfig::load(&path)
+        .expect_err("another filesystem")
+        .to_string();
+    let partial = dir.path().join("var/authority/partial");
+    assert!(
+        err.starts_with(&format!("{}: `inbox`: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains(&inbox.display().to_string()), "{err}");
+    assert!(err.contains(&partial.display().to_string()), "{err}");
+}
+
+/// The start-up check through its seam: the device of each path is what
+/// the test says, so two filesystems need not exist.
+#[test]
+fn the_filesystem_check_names_both_paths_through_its_seam() {
+    use mishare::config::authority::check_same_filesystem;
+    let config = Path::new("/srv/la/authority.toml");
+    let inbox = Path::new("/mnt/inbox");
+    let partial = Path::new("/srv/la/var/authority/partial");
+    let two = |p: &Path| Ok(if p.starts_with("/mnt") { 7 } else { 3 });
+    let err = check_same_filesystem(config, inbox, partial, two)
+        .expect_err("two filesystems")
+        .to_string();
+    assert_eq!(
+        err,
+        "/srv/la/authority.toml: `inbox`: /mnt/inbox is on another filesystem than the \
+         partial transfers in /srv/la/var/authority/partial; a received file is moved into \
+         the inbox by a hard link, which cannot cross filesystems: put inbox and data_dir \
+         on the same filesystem"
+    );
+    check_same_filesystem(config, inbox, partial, |_| Ok(3)).expect("one filesystem");
+    let err = check_same_filesystem(config, inbox, partial, |p: &Path| {
+        if p.starts_with("/mnt") {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        } else {
+            Ok(3)
+        }
+    })
+    .expect_err("unknown device")
+    .to_string();
+    assert!(
+        err.starts_with(
+            "/srv/la/authority.toml: `inbox`: cannot tell which filesystem /mnt/inbox is on"
+        ),
+        "{err}"
+    );
+}
+
+/// A TLS key its group or others can read is refused at load, naming the
+/// file and the `chmod` to run, as ssh does.
+#[test]
+fn a_tls_key_others_can_read_is_refused_with_the_chmod_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let path = write_config(dir.path(), &pki, "");
+    let key = dir.path().join("certs/authority.key");
+    AuthorityConfig::load(&path).expect("a 0600 key loads");
+    for mode in [0o644, 0o640, 0o660, 0o604] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let err = AuthorityConfig::load(&path)
+            .expect_err("an open key is refused")
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}: `tls.key`: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains(&format!("(mode {mode:04o})")), "{err}");
+        assert!(
+            err.ends_with(&format!("chmod 600 {}", key.display())),
+            "{err}"
+        );
+    }
 }
 
 /// Receipts work with the keys operators make with `openssl`: RSA (signed
@@ -1012,7 +1567,19 @@ fn receipts_sign_and_verify_with_rsa_and_ed25519_keys_made_by_openssl() {
             tls::Identity::load(&dir.path().join(&cert), &dir.path().join(&key)).expect("identity");
         let signer = receipt::ReceiptSigner::new(&identity).expect(name);
         let signed = signer
-            .sign("transfer-0001", &[9; 32], 42, "2012_r_transfer-0001.age", 1)
+            .sign(mishare::wire::v1::Receipt {
+                transfer_id: "transfer-0001".into(),
+                sha256: vec![9; 32],
+                size: 42,
+                stored_as: "2012_r_transfer-0001.age".into(),
+                received_unix_ms: 1,
+                provider: "provider.test".into(),
+                la_code: CODE.into(),
+                report: "r".into(),
+                period: "2012".into(),
+                classification: Classification::Published as i32,
+                ..Default::default()
+            })
             .expect("sign");
         receipt::verify(&signed, identity.leaf()).expect(name);
         let mut tampered = signed.clone();

@@ -277,3 +277,34 @@ fn a_missing_file_is_not_found() {
     let err = ProviderConfig::load(Path::new("/nonexistent/provider.toml")).expect_err("missing");
     assert!(matches!(err, ConfigError::NotFound { .. }));
 }
+
+/// A private key its group or others can read is refused at load, as ssh
+/// refuses one, naming the file and the `chmod` that fixes it.
+#[test]
+fn a_private_key_others_can_read_is_refused_with_the_chmod_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    for mode in [0o644, 0o640, 0o604] {
+        let dir = example_dir();
+        let key = dir.path().join("certs/provider.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let err = ProviderConfig::load(&dir.path().join("provider.toml"))
+            .expect_err("an open key is refused")
+            .to_string();
+        assert!(err.contains("`tls.key`"), "{mode:o}: {err}");
+        assert!(
+            err.contains(&format!("(mode {mode:04o})")),
+            "{mode:o}: {err}"
+        );
+        assert!(
+            err.ends_with(&format!("chmod 600 {}", key.display())),
+            "{mode:o}: {err}"
+        );
+    }
+    // Owner-only loads.
+    let dir = example_dir();
+    let key = dir.path().join("certs/provider.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    ProviderConfig::load(&dir.path().join("provider.toml")).expect("a 0600 key loads");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    ProviderConfig::load(&dir.path().join("provider.toml")).expect("a 0400 key loads");
+}

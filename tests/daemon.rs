@@ -274,8 +274,10 @@ referrals-monthly: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), per
   E09000030 refuse AGREEMENT_EXPIRED: the agreement expired on 2026-03-31
   E08000025 refuse NO_AGREEMENT: no agreement is on file; the LA is not in one of the provider's contract package areas
   E09999999 refuse UNKNOWN_LA: the LA is not in the reference data
+  the ledger audit cannot be previewed: the tables cannot be made now: report referrals-monthly: cannot read data/participants.csv: No such file or directory (os error 2)
 east-only: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026-03, schedule \"0 6 2 * *\", missed skip
   E09000002 permit
+  the ledger audit cannot be previewed: the tables cannot be made now: report east-only: cannot read data/counts.csv: No such file or directory (os error 2)
 "
     );
 
@@ -723,4 +725,215 @@ async fn ctrl_c_stops_send_now_and_leaves_what_is_spooled_for_the_daemon() {
     let files = net.inbox("E09000002");
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read(&files[0]).expect("read"), spooled);
+}
+
+/// A burst of more pushes than the endpoint serves at once is ridden out:
+/// RESOURCE_EXHAUSTED is retried with backoff, and no delivery is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_over_the_endpoints_stream_limit_is_retried_not_dead() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    net.restart_endpoint_with("E09000002", "max_streams = 2")
+        .await;
+    net.append_config(FAST);
+    net.edit_config("max_attempts = 3", "max_attempts = 20");
+    // Ten deliveries of 1 MiB each to one LA, all due at once.
+    let store = mishare::provider::store::SharedStore::new(net.store());
+    let recipients = mishare::seal::Recipients::parse(&[net.la("E09000002").recipient.clone()])
+        .expect("recipients");
+    for i in 0..10 {
+        let run = store
+            .lock()
+            .start_run(
+                "referrals-monthly",
+                "2012-09",
+                "provider:tester",
+                Utc::now(),
+            )
+            .expect("run");
+        let plaintext: Vec<u8> = (0..1 << 20).map(|b: u32| (b % 251) as u8 ^ i).collect();
+        mishare::provider::outbox::spool(
+            &store,
+            mishare::provider::outbox::Addressed {
+                run_id: run,
+                la: "E09000002",
+                report: "referrals-monthly",
+                period: "2012-09",
+                classification: mishare::sanitiser::Classification::Internal,
+            },
+            &plaintext[..],
+            &recipients,
+            mishare::provider::outbox::Release {
+                table: &net::test_release("E09000002"),
+                findings: &[],
+            },
+            "provider:tester",
+            Utc::now(),
+        )
+        .expect("spooled");
+    }
+    let mut d = daemon(&net).await;
+    let mut exhausted = false;
+    for _ in 0..60 {
+        d.deliver_due(Utc::now()).await.expect("deliver");
+        d.settle().await.expect("settle");
+        exhausted |= count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE last_error LIKE '%ResourceExhausted%'",
+        ) > 0;
+        if count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'",
+        ) == 10
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(exhausted, "the burst went over the endpoint's limit");
+    assert_eq!(
+        count(&net, "SELECT count(*) FROM deliveries WHERE state = 'dead'"),
+        0
+    );
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        10
+    );
+    assert_eq!(net.inbox("E09000002").len(), 10);
+}
+
+/// A suspension made and lifted while the daemon is down stops what was
+/// queued before it: the delivery is never sent by itself (it is dead,
+/// its ciphertext kept, the reason naming the suspension); only
+/// `mishare retry` sends it, after asking the gate, and that is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_made_and_lifted_while_the_daemon_was_down_withholds_the_queue() {
+    let net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let d = daemon(&net).await;
+    run_now(&net, &d).await;
+    drop(d); // down, with the delivery queued
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'queued'"
+        ),
+        1
+    );
+    let made = net
+        .run(&["suspend", "--la", "E09000002", "--reason", "investigating"])
+        .await;
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let lifted = net.run(&["resume", "1"]).await;
+    assert_eq!(lifted.status.code(), Some(0), "{lifted:?}");
+
+    let mut d = daemon(&net).await;
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    assert!(
+        net.inbox("E09000002").is_empty(),
+        "not sent after the restart"
+    );
+    let dead = net
+        .store()
+        .deliveries_in(DeliveryState::Dead)
+        .expect("dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let why = dead[0].last_error.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("withheld: suspension 1 by the provider"),
+        "{why}"
+    );
+    assert!(why.contains("mishare retry"), "{why}");
+    assert!(dead[0].spool_path.as_ref().is_some_and(|p| p.exists()));
+
+    // The daemon does not send it later by itself.
+    d.deliver_due(Utc::now() + chrono::Duration::hours(1))
+        .await
+        .expect("deliver");
+    d.settle().await.expect("settle");
+    assert!(net.inbox("E09000002").is_empty());
+
+    // mishare retry asks the gate, is audited, and the daemon sends it.
+    let retried = net.run(&["retry", &dead[0].id.to_string()]).await;
+    assert_eq!(retried.status.code(), Some(0), "{retried:?}");
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    assert_eq!(net.inbox("E09000002").len(), 1);
+    let requeued = net
+        .store()
+        .audit_entries(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "delivery_requeued")
+        .count();
+    assert_eq!(requeued, 1);
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+}
+
+/// `send-now` while the daemon runs on the same data_dir hands its
+/// deliveries to the daemon instead of racing it: exactly one file per LA,
+/// no failed or dead rows, every push made by the daemon, and an audit
+/// chain that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_now_while_the_daemon_runs_hands_its_deliveries_to_the_daemon() {
+    let net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    let (_running, _said) = start_daemon(&net);
+    let out = net.run(&["send-now", "referrals-monthly"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (line, la) in lines.iter().zip(["E09000002", "E09000009"]) {
+        assert!(line.starts_with(&format!("{la} delivered ")), "{stdout}");
+        assert!(line.ends_with(" receipt verified"), "{stdout}");
+        assert_eq!(net.inbox(la).len(), 1, "{la}");
+    }
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state IN ('failed', 'dead', 'sending', 'queued')"
+        ),
+        0
+    );
+    let pushers: Vec<String> = net
+        .store()
+        .audit_entries(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "delivery_delivered")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(pushers, ["provider:daemon", "provider:daemon"]);
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+}
+
+/// While `send-now` pushes (no daemon was running), a daemon started on the
+/// same data_dir waits its turn and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_started_while_send_now_pushes_says_so() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let proxy = net
+        .proxy("E09000002", ProxyMode::StallFirstAfter(600))
+        .await;
+    let _sending = spawn_mishare(&net, &["send-now", "referrals-monthly"]);
+    tokio::time::timeout(Duration::from_secs(60), proxy.stalled.notified())
+        .await
+        .expect("send-now's push stalls");
+    let daemon = net.run(&["provider", "run"]).await;
+    assert_eq!(daemon.status.code(), Some(1), "{daemon:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&daemon.stderr),
+        "error: mishare send-now is pushing from this data_dir (var/provider/daemon.lock is \
+         locked by it); start the daemon when it has finished\n"
+    );
+    proxy.release();
 }

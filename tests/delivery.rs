@@ -43,6 +43,17 @@ fn audit(net: &Net, kind: &str, la: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A file as text without its `# Made:` line: a preview and a send-now
+/// made a moment apart say different times, and nothing else.
+fn but_when_made(bytes: Vec<u8>) -> String {
+    let text = String::from_utf8(bytes).expect("utf-8");
+    assert_eq!(text.matches("\n# Made: ").count(), 1, "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with("# Made: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn send_now_delivers_exactly_what_preview_prints() {
     let net = Net::start(&["E09000002", "E09000009"]).await;
@@ -90,8 +101,8 @@ async fn send_now_delivers_exactly_what_preview_prints() {
     assert_eq!(preview.status.code(), Some(0), "{preview:?}");
     let plaintext = net.decrypt("E09000002", &files[0]);
     assert_eq!(
-        String::from_utf8_lossy(&plaintext),
-        String::from_utf8_lossy(&preview.stdout)
+        but_when_made(plaintext.clone()),
+        but_when_made(preview.stdout)
     );
     assert!(
         String::from_utf8_lossy(&plaintext).contains("Barking and Dagenham"),
@@ -132,7 +143,9 @@ async fn send_now_delivers_exactly_what_preview_prints() {
             "E09000009",
         ])
         .await;
-    assert_eq!(net.decrypt("E09000009", &files[0]), preview.stdout);
+    let sent = but_when_made(net.decrypt("E09000009", &files[0]));
+    assert!(sent.contains("# Period: "), "{sent}");
+    assert_eq!(sent, but_when_made(preview.stdout));
     assert_eq!(count(&net, "SELECT count(*) FROM receipts"), 2);
     assert!(net.spool().is_empty());
 
@@ -151,7 +164,22 @@ async fn send_now_delivers_exactly_what_preview_prints() {
         ])
         .await;
     assert_eq!(valid.status.code(), Some(0), "{valid:?}");
-    assert!(String::from_utf8_lossy(&valid.stdout).starts_with("receipt valid: "));
+    let said = String::from_utf8_lossy(&valid.stdout);
+    assert!(said.starts_with("receipt valid: "), "{said}");
+    // It binds who sent what to whom, and says so.
+    assert!(
+        said.contains(&format!(
+            ", sent by provider.test for E09000009 (report referrals-monthly, period {}, \
+             internal), signed by la-e09000009.test",
+            name.split('_').next().expect("period")
+        )),
+        "{said}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&exported.stdout).expect("JSON");
+    assert_eq!(json["version"], 2, "{json}");
+    assert_eq!(json["provider"], "provider.test", "{json}");
+    assert_eq!(json["la_code"], "E09000009", "{json}");
+    assert_eq!(json["classification"], "internal", "{json}");
     let wrong = net
         .run(&[
             "receipt",
@@ -267,6 +295,10 @@ fn spool_large(net: &Net, la: &str, size: usize) -> Delivery {
         },
         &plaintext[..],
         &recipients,
+        outbox::Release {
+            table: &net::test_release(la),
+            findings: &[],
+        },
         "provider:tester",
         Utc::now(),
     )
@@ -451,6 +483,22 @@ async fn no_finding_text_reaches_the_la() {
 
     let sent = net.run(&["send-now", "referrals-monthly"]).await;
     assert_eq!(sent.status.code(), Some(0), "{sent:?}");
+    // The ledger audit's findings go to the operator too (W_ADHOC: this
+    // release is outside the schedule), and never to the LA.
+    let told = String::from_utf8_lossy(&sent.stderr).into_owned();
+    let audit_findings: Vec<String> = told
+        .lines()
+        .filter_map(|l| l.strip_prefix("E09000002: ledger audit: "))
+        .filter_map(|l| l.split_once("]: ").map(|(_, m)| m.to_string()))
+        .collect();
+    assert!(
+        told.contains("E09000002: ledger audit: warning[W_ADHOC]: "),
+        "{told}"
+    );
+    let findings: Vec<&str> = findings
+        .into_iter()
+        .chain(audit_findings.iter().map(String::as_str))
+        .collect();
     let files = net.inbox("E09000002");
     assert_eq!(files.len(), 1, "{files:?}");
     let plaintext = String::from_utf8(net.decrypt("E09000002", &files[0])).expect("utf-8");
@@ -482,8 +530,203 @@ async fn no_finding_text_reaches_the_la() {
                 "a finding reached the LA: {finding}"
             );
         }
-        for code in ["W_DISTORTION", "W_SMALL_CELLS", "(-81", "after rounding"] {
+        for code in [
+            "W_DISTORTION",
+            "W_SMALL_CELLS",
+            "(-81",
+            "after rounding",
+            "W_ADHOC",
+            "ledger",
+        ] {
             assert!(!text.contains(code), "{code} reached the LA");
         }
+    }
+}
+
+/// An endpoint that takes the whole file, then answers with a receipt it
+/// really signed, with the LA's key, but for something other than what was
+/// sent (`lie` changes it), or in version 1 (`version_1`).
+struct LyingEndpoint {
+    identity: mishare::tls::Identity,
+    lie: fn(&mut mishare::wire::v1::Receipt),
+    version_1: bool,
+}
+
+#[tonic::async_trait]
+impl mishare::wire::v1::exchange_server::Exchange for LyingEndpoint {
+    async fn push(
+        &self,
+        request: tonic::Request<tonic::Streaming<mishare::wire::v1::PushRequest>>,
+    ) -> Result<tonic::Response<mishare::wire::v1::Receipt>, tonic::Status> {
+        use mishare::wire::v1::push_request::Body;
+        let mut stream = request.into_inner();
+        let mut manifest = None;
+        while let Some(message) = stream.message().await? {
+            match message.body {
+                Some(Body::Manifest(m)) => manifest = Some(m),
+                Some(Body::Chunk(_)) => {}
+                Some(Body::Commit(_)) => break,
+                None => return Err(tonic::Status::invalid_argument("empty message")),
+            }
+        }
+        let m = manifest.ok_or_else(|| tonic::Status::invalid_argument("no manifest"))?;
+        let mut receipt = mishare::wire::v1::Receipt {
+            stored_as: format!("{}_{}_{}.age", m.period, m.report, m.transfer_id),
+            transfer_id: m.transfer_id,
+            sha256: m.sha256,
+            size: m.size,
+            received_unix_ms: Utc::now().timestamp_millis(),
+            provider: net::PROVIDER_ID.into(),
+            la_code: m.la_code,
+            report: m.report,
+            period: m.period,
+            classification: m.classification,
+            ..Default::default()
+        };
+        (self.lie)(&mut receipt);
+        let receipt = if self.version_1 {
+            sign_version_1(&self.identity, receipt)
+        } else {
+            mishare::receipt::ReceiptSigner::new(&self.identity)
+                .expect("signer")
+                .sign(receipt)
+                .expect("sign")
+        };
+        Ok(tonic::Response::new(receipt))
+    }
+
+    async fn query_transfer(
+        &self,
+        _: tonic::Request<mishare::wire::v1::QueryTransferRequest>,
+    ) -> Result<tonic::Response<mishare::wire::v1::TransferStatus>, tonic::Status> {
+        Err(tonic::Status::not_found("no such transfer"))
+    }
+}
+
+/// `receipt` as endpoints signed receipts before version 2: the fields
+/// version 2 binds cleared, the version 1 byte string signed.
+fn sign_version_1(
+    identity: &mishare::tls::Identity,
+    receipt: mishare::wire::v1::Receipt,
+) -> mishare::wire::v1::Receipt {
+    let mut receipt = mishare::wire::v1::Receipt {
+        transfer_id: receipt.transfer_id,
+        sha256: receipt.sha256,
+        size: receipt.size,
+        stored_as: receipt.stored_as,
+        received_unix_ms: receipt.received_unix_ms,
+        ..Default::default()
+    };
+    let message = mishare::receipt::signed_bytes(&receipt).expect("version 1 bytes");
+    assert!(message.starts_with(mishare::receipt::DOMAIN_V1));
+    let key = identity.signing_key().expect("key");
+    let signer = key
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .expect("the test PKI's keys are P-256");
+    receipt.signature = u16::from(signer.scheme()).to_be_bytes().to_vec();
+    receipt
+        .signature
+        .extend(signer.sign(&message).expect("sign"));
+    receipt
+}
+
+/// A receipt the LA's endpoint really signed, but for another LA, report,
+/// period, classification or provider than the delivery sent, or in
+/// version 1 (which names none of them), is refused: the delivery is dead,
+/// no receipt is kept, and send-now says which field is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_that_does_not_bind_what_was_sent_is_refused() {
+    type Lie = fn(&mut mishare::wire::v1::Receipt);
+    let cases: &[(&str, Lie, bool, &str)] = &[
+        (
+            "another LA",
+            |r| r.la_code = "E09000030".into(),
+            false,
+            "its la_code is \"E09000030\", the delivery's \"E09000002\"",
+        ),
+        (
+            "another report",
+            |r| r.report = "referrals-quarterly".into(),
+            false,
+            "its report is \"referrals-quarterly\", the delivery's \"referrals-monthly\"",
+        ),
+        (
+            "another period",
+            |r| r.period = "2001-01".into(),
+            false,
+            "its period is \"2001-01\", the delivery's",
+        ),
+        (
+            "another classification",
+            |r| r.classification = mishare::wire::v1::Classification::Published as i32,
+            false,
+            "its classification is \"PUBLISHED\", the delivery's \"INTERNAL\"",
+        ),
+        (
+            "another provider",
+            |r| r.provider = "other.test".into(),
+            false,
+            "its provider is \"other.test\", the delivery's [\"provider.test\"]",
+        ),
+        ("version 1", |_| {}, true, "receipt is version 1"),
+    ];
+    for (case, lie, version_1, says) in cases {
+        let mut net = Net::start(&["E09000002"]).await;
+        net.add_agreement("E09000002");
+        let certs = net.path("certs");
+        let identity = mishare::tls::Identity::load(
+            &certs.join("la-e09000002.pem"),
+            &certs.join("la-e09000002.key"),
+        )
+        .expect("the LA's identity");
+        let anchors =
+            mishare::tls::TrustAnchors::load(&certs.join("ca.pem")).expect("trust anchors");
+        let allow = mishare::tls::AllowList::new([net::PROVIDER_ID.to_string()]);
+        let config =
+            mishare::tls::server_config(&identity, &anchors, allow.clone()).expect("config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tasks = Shutdown::new();
+        let incoming = mishare::tls::incoming(listener, config, allow, &tasks, |_, _| {});
+        let liar = LyingEndpoint {
+            identity,
+            lie: *lie,
+            version_1: *version_1,
+        };
+        let served = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(mishare::wire::v1::exchange_server::ExchangeServer::new(
+                    liar,
+                ))
+                .serve_with_incoming(incoming),
+        );
+        net.las[0].endpoint = addr;
+        net.write_config();
+
+        let out = net
+            .run(&["send-now", "referrals-monthly", "--la", "E09000002"])
+            .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_ne!(out.status.code(), Some(0), "{case}: {out:?}");
+        assert!(
+            stdout.starts_with("E09000002 failed: the endpoint's receipt "),
+            "{case}: {stdout}"
+        );
+        assert!(stdout.contains(says), "{case}: {stdout}");
+        assert_eq!(
+            count(&net, "SELECT count(*) FROM receipts"),
+            0,
+            "{case}: no receipt is kept"
+        );
+        assert_eq!(
+            count(&net, "SELECT count(*) FROM deliveries WHERE state = 'dead'"),
+            1,
+            "{case}: the delivery is dead"
+        );
+        assert!(audit(&net, "delivery_delivered", "E09000002").is_empty());
+        served.abort();
+        tasks.cancel();
     }
 }

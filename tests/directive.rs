@@ -241,3 +241,187 @@ async fn a_non_dwp_identity_is_refused_at_the_handshake() {
     assert!(net.store().suspensions(false).expect("list").is_empty());
     assert!(audit_actors(&net, "directive_call").is_empty());
 }
+
+/// DWP is never told it suspended what the gate would not match: an LA
+/// code differing only in case is normalised to the reference data's, and
+/// one the reference data does not list is refused with INVALID_ARGUMENT
+/// (so nothing is recorded). The operator's `mishare suspend` follows the
+/// same rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn la_codes_are_normalised_or_refused_never_silently_unmatched() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.add_agreement("E09000002");
+    let _stop = serve(&mut net).await;
+    let mut dwp = client(&net, "dwp").await.expect("DWP connects");
+
+    let made = dwp
+        .suspend(SuspendRequest {
+            la_code: "e09000002".into(),
+            all: false,
+            reason: "lower case".into(),
+            reference: String::new(),
+        })
+        .await
+        .expect("suspended")
+        .into_inner();
+    assert_eq!(made.la_code, "E09000002");
+    // The gate matches it: nothing goes to the LA.
+    let results = provider::send_now(
+        Arc::new(net.config()),
+        "referrals-monthly",
+        None,
+        SendOptions::now("provider:tester"),
+        &Shutdown::new(),
+    )
+    .await
+    .expect("send-now");
+    assert!(
+        matches!(
+            &results[0].outcome,
+            LaOutcome::Refused(refusal) if refusal.reason.as_str() == "SUSPENDED_BY_DWP"
+        ),
+        "{results:?}"
+    );
+
+    let unknown = dwp
+        .suspend(SuspendRequest {
+            la_code: "E99999999".into(),
+            all: false,
+            reason: "not an LA".into(),
+            reference: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(
+        unknown
+            .message()
+            .contains("E99999999 is not an LA in the provider's reference data"),
+        "{unknown:?}"
+    );
+    let listed = dwp
+        .list(ListRequest {
+            include_lifted: true,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.suspensions.len(), 1, "only the lower-case one");
+
+    // The operator's CLI: the same rules.
+    let lower = net
+        .run(&["suspend", "--la", "e09000002", "--reason", "x"])
+        .await;
+    assert_eq!(lower.status.code(), Some(0), "{lower:?}");
+    assert!(
+        String::from_utf8_lossy(&lower.stdout).contains("sharing with E09000002 is suspended"),
+        "{lower:?}"
+    );
+    let unknown = net
+        .run(&["suspend", "--la", "E99999999", "--reason", "x"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("\"E99999999\" is not an LA"),
+        "{unknown:?}"
+    );
+}
+
+/// Idle TCP connections from one address never stop DWP reaching the
+/// Directive service: 500 are held open from 127.0.0.2 while DWP (from
+/// 127.0.0.1) connects and lists suspensions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_stop_dwp() {
+    let mut net = Net::start(&["E09000002"]).await;
+    let _stop = serve(&mut net).await;
+    let addr = net.directive.expect("listening");
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2 (any 127/8 address is loopback on Linux)");
+        idle.push(socket.connect(addr).await.expect("connect"));
+    }
+    let mut dwp = client(&net, "dwp")
+        .await
+        .expect("DWP connects while 500 idle connections are open");
+    let listed = dwp
+        .list(ListRequest {
+            include_lifted: true,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.suspensions.is_empty());
+    drop(idle);
+}
+
+/// 10,000 failed handshakes on the Directive listener add a bounded number
+/// of rows to the provider's audit log, whose counts add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_failed_handshakes_add_a_bounded_number_of_audit_rows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: usize = 10_000;
+    let mut net = Net::start(&["E09000002"]).await;
+    let stop = serve(&mut net).await;
+    let addr = net.directive.expect("listening");
+    let started = std::time::Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let permit = gate.clone().acquire_owned().await.expect("permit");
+        set.spawn(async move {
+            let _permit = permit;
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let _ = tcp.write_all(b"not TLS at all\r\n").await;
+            let mut sink = [0u8; 512];
+            while let Ok(n) = tcp.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.expect("client task");
+    }
+    let minutes = started.elapsed().as_secs() / 60;
+    // The rows are flushed when the listener stops; wait (bounded) for the
+    // counts to be written.
+    stop.cancel();
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let rows = audit_actors(&net, "handshake_refused");
+            let total: u64 = rows
+                .iter()
+                .map(|(_, d)| d["count"].as_u64().unwrap_or(0))
+                .sum();
+            if total >= N as u64 {
+                break rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| audit_actors(&net, "handshake_refused"));
+    let total: u64 = rows
+        .iter()
+        .map(|(_, d)| d["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, N as u64, "{} rows: {:?}", rows.len(), rows.first());
+    let keys: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|(_, d)| format!("{} {}", d["source"], d["reason"]))
+        .collect();
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert!(
+        rows.len() <= keys.len() * (2 + minutes as usize),
+        "{} rows for {} keys",
+        rows.len(),
+        keys.len()
+    );
+    assert!(rows.iter().all(|(actor, d)| actor == "unauthenticated"
+        && d["service"] == "Directive"
+        && d["source"] == "127.0.0.1"));
+}

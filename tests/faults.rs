@@ -139,6 +139,13 @@ async fn died(net: &Net, mut p: Proc) {
 
 /// Every permitted delivery delivered exactly once, and the state sound.
 async fn assert_all_delivered_once(net: &Net, las: &[&str]) {
+    assert_all_delivered_once_leaving(net, las, 0).await;
+}
+
+/// As [`assert_all_delivered_once`], with up to `stray` sealed files left in
+/// the spool that no delivery points at (a crash between sealing and
+/// recording leaves one: ciphertext only, never sent).
+async fn assert_all_delivered_once_leaving(net: &Net, las: &[&str], stray: usize) {
     let want = las.len() as i64;
     wait_for(net, "every delivery is delivered", || {
         count(
@@ -178,7 +185,31 @@ async fn assert_all_delivered_once(net: &Net, las: &[&str]) {
         0
     );
     assert_eq!(count(net, "SELECT count(*) FROM report_runs"), 1);
-    assert!(net.spool().is_empty(), "{:?}", net.spool());
+    // The release ledger: one release per delivery, each delivered.
+    assert_eq!(count(net, "SELECT count(*) FROM releases"), want);
+    assert_eq!(
+        count(
+            net,
+            "SELECT count(*) FROM releases r JOIN deliveries d ON d.id = r.delivery_id \
+             WHERE d.state = 'delivered' AND r.delivered_at IS NOT NULL \
+             AND r.transfer_id = d.transfer_id AND r.la_code = d.la_code"
+        ),
+        want
+    );
+    let spool = net.spool();
+    assert!(spool.len() <= stray, "{spool:?}");
+    for file in &spool {
+        let name = file.file_name().and_then(|n| n.to_str()).expect("name");
+        let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+        let pointed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE spool_file = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(pointed, 0, "{name} is a delivery's, not a stray");
+    }
     let verify = net.run(&["audit", "verify"]).await;
     assert_eq!(verify.status.code(), Some(0), "{verify:?}");
 }
@@ -195,6 +226,29 @@ async fn provider_killed_at(point: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_killed_after_spooling() {
     provider_killed_at("after_spool").await;
+}
+
+/// The provider aborts inside the transaction that records a spooled file,
+/// after the delivery's row and before its release: SQLite rolls both back,
+/// so neither exists without the other. Restarted, it finishes the run:
+/// every LA gets its file once, with exactly one release each, delivered,
+/// and the audit chain and the ledger verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_killed_between_spool_and_ledger_loses_neither() {
+    let net = Net::start(&LAS).await;
+    setup(&net).await;
+    died(&net, provider(&net, 1, Some("before_ledger"))).await;
+    assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 0);
+    assert_eq!(count(&net, "SELECT count(*) FROM releases"), 0);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM audit_log WHERE kind = 'delivery_spooled'"
+        ),
+        0
+    );
+    let _again = provider(&net, 2, None);
+    assert_all_delivered_once_leaving(&net, &LAS, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -322,9 +376,12 @@ async fn network_drops_stalls_and_refusals_are_ridden_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_endpoint_makes_the_delivery_dead_until_retried() {
     let mut net = Net::start(&LAS).await;
-    // "Disk full": the endpoint takes no file over 100 bytes.
+    // "Disk full": the endpoint takes no file over 100 bytes. It answers
+    // RESOURCE_EXHAUSTED, which is worth retrying: the delivery is dead once
+    // it is out of attempts.
     net.stop_endpoint("E09000009", 100).await;
     setup(&net).await;
+    net.edit_config("max_attempts = 20", "max_attempts = 3");
     let la = endpoint(&net, "E09000009").await;
     let _p = provider(&net, 1, None);
     wait_for(&net, "the refused delivery is dead", || {
@@ -346,4 +403,96 @@ async fn a_full_endpoint_makes_the_delivery_dead_until_retried() {
     let retry = net.run(&["retry", &id]).await;
     assert_eq!(retry.status.code(), Some(0), "{retry:?}");
     assert_all_delivered_once(&net, &LAS).await;
+}
+
+/// Audit entries of `kind` in the provider's log.
+fn audit_kinds(net: &Net, kind: &str) -> Vec<serde_json::Value> {
+    net.store()
+        .audit_entries(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| serde_json::from_str(&e.detail).expect("detail"))
+        .collect()
+}
+
+/// Once the Commit is on the wire, the outcome is the endpoint's to say. A
+/// suspension made while a slowed endpoint is committing does not turn the
+/// delivery into "refused, nothing committed": the LA has the file, the
+/// delivery is recorded as delivered, and the audit log says the
+/// suspension came after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspension_after_the_commit_is_recorded_as_delivered() {
+    let mut net = Net::start(&["E09000002"]).await;
+    net.stop_endpoint("E09000002", 1 << 30).await;
+    net.add_agreement("E09000002");
+    let mut slow = net.authority_command("E09000002");
+    slow.env(
+        mishare::common::fault::DANGEROUS_PAUSE_AT_VAR,
+        "endpoint_before_publish",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _la = Proc(slow.spawn().expect("authority run"));
+    let addr = net.la("E09000002").real;
+    wait_for(&net, "the endpoint listens", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await;
+
+    let sending = Proc(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["send-now", "referrals-monthly"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("send-now"),
+    );
+    wait_for(&net, "the gate permits the Commit", || {
+        audit_kinds(&net, "gate_permit")
+            .iter()
+            .any(|d| d["stage"] == "before_commit")
+    })
+    .await;
+    // The endpoint is now pausing mid-commit.
+    let suspend = net
+        .run(&[
+            "suspend",
+            "--la",
+            "E09000002",
+            "--reason",
+            "after the commit",
+        ])
+        .await;
+    assert_eq!(suspend.status.code(), Some(0), "{suspend:?}");
+
+    let mut sending = sending;
+    let child = std::mem::replace(
+        &mut sending.0,
+        Command::new("true").spawn().expect("placeholder"),
+    );
+    let out = child.wait_with_output().expect("send-now ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("E09000002 delivered "), "{stdout}");
+    assert_eq!(net.inbox("E09000002").len(), 1);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        1
+    );
+    let noted = audit_kinds(&net, "delivery_committed_before_refusal");
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    assert_eq!(noted[0]["gate_now"]["reason"], "SUSPENDED_BY_PROVIDER");
+    let verify = net.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
 }

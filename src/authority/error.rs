@@ -5,10 +5,10 @@
 //! |---|---|
 //! | a bad manifest or chunk, a payload that is not age | `INVALID_ARGUMENT` |
 //! | an unknown provider identity, a file for another LA | `PERMISSION_DENIED` |
-//! | a file, chunk or stream count over a limit | `RESOURCE_EXHAUSTED` |
+//! | a file, chunk or stream count over a limit, a provider's partial bytes over its limit, a disk below its free-space floor | `RESOURCE_EXHAUSTED` |
 //! | size or SHA-256 wrong at commit | `DATA_LOSS` |
 //! | an offset other than the committed size, a transfer busy on another stream | `FAILED_PRECONDITION` |
-//! | a stream idle for longer than `stream_idle_secs` | `DEADLINE_EXCEEDED` |
+//! | a stream without progress for longer than `stream_idle_secs` | `DEADLINE_EXCEEDED` |
 //! | a stream that ends or breaks before its `Commit` | `CANCELLED` |
 //! | the endpoint shutting down | `UNAVAILABLE` |
 //! | anything internal (I/O, SQLite) | `INTERNAL`, with a generic message; the cause is logged |

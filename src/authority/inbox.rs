@@ -20,8 +20,10 @@ use sha2::{Digest, Sha256};
 
 use super::error::InternalError;
 
-/// The folder under `data_dir` holding partial transfers.
-pub const PARTIAL_DIR: &str = "partial";
+/// The folder under `data_dir` holding partial transfers (on the inbox's
+/// filesystem: the configuration checks it, since a file is published by a
+/// hard link).
+pub use crate::config::authority::PARTIAL_DIR;
 
 /// Where received files live.
 #[derive(Debug, Clone)]
@@ -51,6 +53,11 @@ impl Inbox {
     /// The inbox directory.
     pub fn dir(&self) -> &Path {
         &self.inbox
+    }
+
+    /// The folder of partial files (on the inbox's filesystem).
+    pub fn partial_dir(&self) -> &Path {
+        &self.partial
     }
 
     /// The partial file of a transfer.

@@ -7,9 +7,15 @@
 //!   before it touches a path or the database ([`manifest`]);
 //! - [`inbox`]: partial files under `data_dir/partial/`, finished ones moved
 //!   atomically into `inbox/<provider>/`;
+//! - `limits`: what one provider may hold (streams, bytes in partial
+//!   files), the free-space floor, and idleness measured by progress;
 //! - [`store`]: transfers, receipts and the endpoint's own audit log in
 //!   `data_dir/authority.db`, and the only place its SQL lives;
-//! - [`error`]: the one place errors become gRPC statuses.
+//! - [`error`]: the one place errors become gRPC statuses;
+//! - [`open`]: for LA staff, a received file decrypted as a CSV Excel reads
+//!   as UTF-8, or as an XLSX workbook with the label on every page;
+//! - [`retention`]: received files past `[retention] inbox_days` deleted,
+//!   each deletion audited with the file's digest.
 //!
 //! [`serve`] takes its listener and its shutdown as parameters, so tests run
 //! the real endpoint on `127.0.0.1:0` and stop it when they choose, and the
@@ -18,13 +24,15 @@
 mod claims;
 pub mod error;
 pub mod inbox;
+mod limits;
 pub mod manifest;
+pub mod open;
+pub mod retention;
 pub mod service;
 pub mod store;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,21 +40,24 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 
 use crate::common::audit::Kind;
 use crate::common::db::DbError;
+use crate::common::refusals;
 use crate::common::shutdown::Shutdown;
 use crate::common::time::now_ms;
 use crate::config::AuthorityConfig;
 use crate::receipt::{ReceiptError, ReceiptSigner};
 use crate::tls::{self, TlsError};
+use crate::wire::v1::Receipt;
 use crate::wire::v1::exchange_server::ExchangeServer;
 
 use self::claims::Claims;
 use self::error::{ExchangeError, InternalError, blocking};
 use self::inbox::{Inbox, hash_file};
+use self::limits::ProviderLimits;
 use self::service::{ExchangeService, Shared};
 use self::store::Store;
 
@@ -55,9 +66,6 @@ const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 /// How long pushes cancelled after the grace period have to wind down.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
-
-/// How many refused handshakes may wait to be audited.
-const AUDIT_QUEUE: usize = 1024;
 
 /// Why the endpoint could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -131,23 +139,18 @@ pub async fn serve(
     let tasks = shutdown.branch();
     let pushes = Shutdown::new();
 
-    // Refused handshakes are audited by one writer task, fed through a
-    // bounded queue (the TLS layer reports them from its own tasks).
-    let (audit_tx, audit_rx) = mpsc::channel::<RefusedHandshake>(AUDIT_QUEUE);
-    tasks.spawn(audit_writer(state.clone(), audit_rx, tasks.clone()));
+    // Refused handshakes are counted as the TLS layer reports them and
+    // audited by one writer task, coalesced per (source, reason), so a
+    // flood of them cannot grow the disk without bound. The writer ends,
+    // writing what is left, once the accept loop and handshakes are gone.
+    let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
+    tasks.spawn(audit_refusals(state.clone(), writer));
     let connections = tls::incoming(
         listener,
         server_config,
         allow,
         &tasks,
-        move |addr, reason| {
-            if audit_tx
-                .try_send(RefusedHandshake { addr, reason })
-                .is_err()
-            {
-                tracing::error!(peer = %addr, "the audit queue is full or closed; a refused handshake was not audited");
-            }
-        },
+        move |addr, reason| refusals.record(addr, &reason),
     );
 
     let shared = Arc::new(Shared {
@@ -155,7 +158,12 @@ pub async fn serve(
         inbox,
         signer,
         streams: Arc::new(Semaphore::new(config.max_streams)),
+        limits: ProviderLimits::new(
+            config.max_streams_per_provider,
+            config.max_partial_bytes_per_provider,
+        ),
         claims: Claims::default(),
+        committing: Claims::default(),
         pushes: pushes.clone(),
         config,
     });
@@ -258,42 +266,36 @@ impl<S: Stream + Unpin> Stream for UntilClosing<S> {
     }
 }
 
-struct RefusedHandshake {
-    addr: SocketAddr,
-    reason: String,
-}
-
-async fn audit_writer(
-    state: Arc<Store>,
-    mut queue: mpsc::Receiver<RefusedHandshake>,
-    stop: Shutdown,
-) {
-    loop {
-        let next = tokio::select! {
-            next = queue.recv() => next,
-            () = stop.cancelled() => {
-                // Write what is already queued, then end.
-                queue.close();
-                queue.recv().await
+/// Writes coalesced handshake refusals to the audit log, a row per key
+/// and window ([`refusals`]).
+async fn audit_refusals(state: Arc<Store>, writer: refusals::Writer) {
+    writer
+        .run(|rows| {
+            let state = state.clone();
+            async move {
+                let written = blocking(move || {
+                    for row in rows {
+                        tracing::warn!(
+                            source = %row.key.source,
+                            reason = %row.key.reason,
+                            count = row.count,
+                            "TLS handshakes refused"
+                        );
+                        state.audit(Kind::HandshakeRefused, "unauthenticated", &row.detail())?;
+                    }
+                    Ok(())
+                })
+                .await;
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "cannot audit refused handshakes");
+                }
             }
-        };
-        let Some(refused) = next else { return };
-        let state = state.clone();
-        let written = blocking(move || {
-            let detail = json!({
-                "peer_addr": refused.addr.to_string(),
-                "reason": refused.reason,
-            });
-            Ok(state.audit(Kind::HandshakeRefused, "unauthenticated", &detail)?)
         })
         .await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, "cannot audit a refused handshake");
-        }
-    }
 }
 
-/// Removes partial transfers with no progress for `partial_ttl`.
+/// Removes partial transfers with no progress for `partial_ttl`, and
+/// received files past `[retention] inbox_days`.
 async fn sweeper(shared: Arc<Shared>, stop: Shutdown) {
     let every =
         (shared.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -304,6 +306,23 @@ async fn sweeper(shared: Arc<Shared>, stop: Shutdown) {
         }
         if let Err(e) = sweep(&shared).await {
             tracing::error!(error = %e, "cannot remove idle partial transfers");
+        }
+        if let Some(days) = shared.config.inbox_days {
+            let (state, inbox) = (shared.state.clone(), shared.config.inbox.clone());
+            let purged = crate::common::blocking::blocking(move || {
+                let why = format!("retention: inbox_days = {days}");
+                retention::purge(&state, &inbox, days, &why, "endpoint", now_ms())
+            })
+            .await;
+            match purged {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot delete received files past retention");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot delete received files past retention");
+                }
+            }
         }
     }
 }
@@ -363,7 +382,19 @@ fn reconcile(state: &Store, inbox: &Inbox, signer: &ReceiptSigner) -> Result<(),
             let (len, digest) = hash_file(&target)?;
             if len == t.size && digest.as_slice() == t.sha256.as_slice() {
                 let receipt = signer
-                    .sign(&t.transfer_id, &digest, t.size, &stored_as, now_ms())
+                    .sign(Receipt {
+                        transfer_id: t.transfer_id.clone(),
+                        sha256: digest.to_vec(),
+                        size: t.size,
+                        stored_as: stored_as.clone(),
+                        received_unix_ms: now_ms(),
+                        provider: t.provider.clone(),
+                        la_code: state.code().to_string(),
+                        report: t.report.clone(),
+                        period: t.period.clone(),
+                        classification: store::wire_classification(&t.classification) as i32,
+                        ..Receipt::default()
+                    })
                     .map_err(InternalError::from)?;
                 let detail = json!({
                     "transfer_id": t.transfer_id,

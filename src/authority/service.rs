@@ -5,7 +5,6 @@
 //! the bytes it did send are still fsynced and recorded for a resume.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -22,6 +21,7 @@ use crate::wire::v1::{Chunk, PushRequest, QueryTransferRequest, Receipt, Transfe
 use super::claims::Claims;
 use super::error::{ExchangeError, InternalError, blocking};
 use super::inbox::{Inbox, PartialFile};
+use super::limits::{self, Holding, Progress, ProviderLimits};
 use super::manifest::{self, AGE_MAGIC, Manifest, shown};
 use super::store::{self, Store};
 use crate::common::shutdown::Shutdown;
@@ -36,7 +36,12 @@ pub(crate) struct Shared {
     pub signer: ReceiptSigner,
     /// One permit per push in progress.
     pub streams: Arc<Semaphore>,
+    /// What each provider holds: streams, bytes in partial files.
+    pub limits: Arc<ProviderLimits>,
     pub claims: Claims,
+    /// Transfers being committed now (a subset of those claimed), so
+    /// `QueryTransfer` can wait for a commit to end.
+    pub committing: Claims,
     /// Pushes in progress, each a task of its own; cancelled when the
     /// shutdown grace has expired, and then pushes stop at once.
     pub pushes: Shutdown,
@@ -65,7 +70,18 @@ impl Exchange for ExchangeService {
                 return Err(e.into());
             }
         };
-        // Taken here so that a push over the limit never starts a task.
+        // Taken here so that a push over a limit never starts a task: the
+        // provider's own limit first, so one provider never takes a place
+        // it may not use.
+        let slot = match shared.limits.stream(&provider) {
+            Ok(slot) => slot,
+            Err(e) => {
+                shared
+                    .audit_refusal(&provider, addr.as_deref(), None, &e)
+                    .await;
+                return Err(e.into());
+            }
+        };
         let permit = match shared.streams.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -83,6 +99,7 @@ impl Exchange for ExchangeService {
         let pushes = shared.pushes.clone();
         let task = pushes.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let result = shared.push(&provider, stream).await;
             match result {
                 Ok(receipt) => Ok(receipt),
@@ -114,9 +131,27 @@ impl Exchange for ExchangeService {
             ))
             .into());
         }
+        // A push of this transfer may be committing right now: answer once
+        // that commit has ended, so the answer is never "incomplete" for a
+        // file about to appear in the inbox. (A push that is only sending
+        // chunks is not waited for: its progress is what a resume needs.)
+        let Some(committing) = self
+            .shared
+            .committing
+            .claim(&provider, &transfer_id, self.shared.config.stream_idle)
+            .await
+        else {
+            return Err(ExchangeError::WrongOffset(format!(
+                "transfer {} is being committed; ask again later",
+                shown(&transfer_id)
+            ))
+            .into());
+        };
         let state = self.shared.state.clone();
         let id = transfer_id.clone();
-        let found = blocking(move || Ok(state.get(&provider, &id)?)).await?;
+        let found = blocking(move || Ok(state.get(&provider, &id)?)).await;
+        drop(committing);
+        let found = found?;
         let status = match found {
             None => TransferStatus {
                 transfer_id,
@@ -152,12 +187,15 @@ struct Session {
     manifest: Manifest,
     /// `None` while it is with a blocking task, and after commit or discard.
     file: Option<PartialFile>,
+    /// Its size, held against the provider's limit while the push runs.
+    _holding: Holding,
 }
 
-/// The messages of one push, each within the idle limit.
+/// The messages of one push, each within the idle limit, which only
+/// progress (bytes written) restarts.
 struct Messages {
     stream: Streaming<PushRequest>,
-    idle: Duration,
+    progress: Progress,
     abort: Shutdown,
 }
 
@@ -166,12 +204,16 @@ impl Messages {
         if self.abort.is_cancelled() {
             return Err(ExchangeError::ShuttingDown);
         }
-        let idle = self.idle;
+        let (deadline, idle, need) = (
+            self.progress.deadline(),
+            self.progress.idle(),
+            self.progress.need(),
+        );
         tokio::select! {
-            received = tokio::time::timeout(idle, self.stream.message()) => match received {
+            received = tokio::time::timeout_at(deadline, self.stream.message()) => match received {
                 Err(_) => Err(ExchangeError::Idle(format!(
-                    "nothing received for {} s; the push was cancelled: resume it from its \
-                     committed offset",
+                    "no progress for {} s (fewer than {need} bytes arrived); the push was \
+                     cancelled: resume it from its committed offset",
                     idle.as_secs()
                 ))),
                 Ok(Err(status)) => Err(match status.code() {
@@ -199,8 +241,8 @@ impl Messages {
 enum Begin {
     /// Complete already: the original receipt.
     Done(Receipt),
-    /// Write from here.
-    Write(PartialFile),
+    /// Write from here, the file's size held against the provider's limit.
+    Write(PartialFile, Holding),
 }
 
 impl Shared {
@@ -226,7 +268,7 @@ impl Shared {
     ) -> Result<Receipt, Refused> {
         let mut messages = Messages {
             stream,
-            idle: self.config.stream_idle,
+            progress: Progress::new(self.config.stream_idle, self.config.max_chunk_bytes),
             abort: self.pushes.clone(),
         };
         let wire = match messages.next().await.map_err(|e| (e, None))? {
@@ -264,23 +306,27 @@ impl Shared {
             })?;
 
         let begin = {
-            let (state, inbox) = (self.state.clone(), self.inbox.clone());
+            let (state, inbox, limits) =
+                (self.state.clone(), self.inbox.clone(), self.limits.clone());
             let (provider, m) = (provider.to_string(), m.clone());
-            blocking(move || begin(&state, &inbox, &provider, &m))
+            let floor = self.config.min_free_bytes;
+            blocking(move || begin(&state, &inbox, &limits, floor, &provider, &m))
                 .await
                 .map_err(with_m)?
         };
-        let file = match begin {
+        let (file, holding) = match begin {
             Begin::Done(receipt) => {
                 self.audit_repeat(provider, &m, &receipt).await;
                 return Ok(receipt);
             }
-            Begin::Write(file) => file,
+            Begin::Write(file, holding) => (file, holding),
         };
+        messages.progress.restart(m.size - file.len());
         let mut session = Session {
             provider: provider.to_string(),
             manifest: m.clone(),
             file: Some(file),
+            _holding: holding,
         };
         let result = self.receive(&mut session, &mut messages).await;
         if result.is_err() {
@@ -315,14 +361,34 @@ impl Shared {
                         "a second Manifest in one stream".into(),
                     ));
                 }
-                Some(Body::Chunk(chunk)) => self.chunk(session, chunk).await?,
-                Some(Body::Commit(_)) => return self.commit(session).await,
+                Some(Body::Chunk(chunk)) => {
+                    let len = chunk.data.len() as u64;
+                    self.chunk(session, chunk).await?;
+                    let written = session.file.as_ref().map_or(0, PartialFile::len);
+                    messages
+                        .progress
+                        .advanced(len, session.manifest.size.saturating_sub(written));
+                }
+                Some(Body::Commit(_)) => {
+                    // Never contended: this stream holds the transfer's claim.
+                    let _committing = self
+                        .committing
+                        .try_claim(&session.provider, &session.manifest.transfer_id);
+                    return self.commit(session).await;
+                }
             }
         }
     }
 
     async fn chunk(&self, session: &mut Session, chunk: Chunk) -> Result<(), ExchangeError> {
         let m = &session.manifest;
+        if chunk.data.is_empty() {
+            // It makes no progress; a stream of them would only keep the
+            // push open.
+            return Err(ExchangeError::Invalid(
+                "an empty chunk: every chunk must carry at least one byte".into(),
+            ));
+        }
         let have = session.file.as_ref().map_or(0, PartialFile::len);
         if chunk.offset != have {
             return Err(ExchangeError::WrongOffset(format!(
@@ -418,6 +484,9 @@ impl Shared {
             }
             drop(file);
             let stored_as = m.stored_as();
+            crate::common::fault::dangerous_pause_point(
+                crate::common::fault::CrashPoint::EndpointBeforePublish,
+            );
             crate::common::fault::dangerous_crash_point(
                 crate::common::fault::CrashPoint::EndpointBeforePublish,
             );
@@ -426,7 +495,19 @@ impl Shared {
                 crate::common::fault::CrashPoint::EndpointAfterPublish,
             );
             let receipt = signer
-                .sign(&m.transfer_id, &m.sha256, m.size, &stored_as, now_ms())
+                .sign(Receipt {
+                    transfer_id: m.transfer_id.clone(),
+                    sha256: m.sha256.to_vec(),
+                    size: m.size,
+                    stored_as: stored_as.clone(),
+                    received_unix_ms: now_ms(),
+                    provider: provider.clone(),
+                    la_code: state.code().to_string(),
+                    report: m.report.clone(),
+                    period: m.period.clone(),
+                    classification: store::wire_classification(m.classification) as i32,
+                    ..Receipt::default()
+                })
                 .map_err(InternalError::from)?;
             state.complete(
                 &provider,
@@ -515,10 +596,14 @@ impl Shared {
     }
 }
 
-/// Looks the transfer up and opens its partial file at the durable offset.
+/// Looks the transfer up, checks the provider's room and the disk's, and
+/// opens its partial file at the durable offset (nothing is written before
+/// both checks pass).
 fn begin(
     state: &Store,
     inbox: &Inbox,
+    limits: &Arc<ProviderLimits>,
+    min_free_bytes: u64,
     provider: &str,
     m: &Manifest,
 ) -> Result<Begin, ExchangeError> {
@@ -545,6 +630,15 @@ fn begin(
         Some(t) => committed = t.committed,
         None => {}
     }
+    let holding = limits.hold(provider, &m.transfer_id, m.size, || {
+        Ok(state.unfinished_of(provider)?)
+    })?;
+    let free = limits::free_bytes(inbox.partial_dir()).map_err(|source| InternalError::Io {
+        what: "cannot tell the free space of",
+        path: inbox.partial_dir().to_path_buf(),
+        source,
+    })?;
+    limits::check_free_space(free, m.size - committed, min_free_bytes)?;
     let file = match inbox.open_partial(provider, &m.transfer_id, committed)? {
         Some(file) => file,
         None => {
@@ -574,7 +668,7 @@ fn begin(
             m.offset, m.transfer_id
         )));
     }
-    Ok(Begin::Write(file))
+    Ok(Begin::Write(file, holding))
 }
 
 fn accepted_detail(m: &Manifest, receipt: &Receipt) -> serde_json::Value {

@@ -363,8 +363,13 @@ fn suspend(args: &SuspendArgs, global: &Global) -> Done {
     let (config, mut store) = open(global)?;
     let scope = match &args.la {
         None => Scope::All,
-        Some(la) => {
-            if !is_la_code(la) || config.reference.get(la).is_none() {
+        Some(la) => match config
+            .reference
+            .resolve(la)
+            .filter(|_| is_la_code(la.trim()))
+        {
+            Some(found) => Scope::La(found.code.clone()),
+            None => {
                 return Err(anyhow!(
                     "{la:?} is not an LA in the reference data {}; check the code \
                      (`mishare status` lists the configured LAs)",
@@ -372,8 +377,7 @@ fn suspend(args: &SuspendArgs, global: &Global) -> Done {
                 )
                 .into());
             }
-            Scope::La(la.clone())
-        }
+        },
     };
     let s = store.suspend(
         scope,
@@ -422,14 +426,39 @@ fn show_status(args: &StatusArgs, global: &Global) -> Done {
 
 fn verify(global: &Global) -> Done {
     let (_config, store) = open(global)?;
-    match store.verify_audit()? {
+    let head = match store.verify_audit()? {
         Verification::Intact { entries, head } => {
             println!("audit chain intact: {entries} entries");
-            println!("last entry hash: {head}");
-            Ok(0)
+            head
         }
-        Verification::Broken(broken) => Err(anyhow::Error::new(broken).into()),
+        Verification::Broken(broken) => return Err(anyhow::Error::new(broken).into()),
+    };
+    // The release ledger and known figures, each row against the entry
+    // that recorded it.
+    let ledger = store.verify_ledger()?;
+    if let Some(first) = ledger.problems.first() {
+        let more = match ledger.problems.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Err(anyhow!(
+            "the release ledger does not verify against the audit chain: {}{more}; nothing is \
+             spooled for {} until this is resolved",
+            first.message,
+            if first.las.is_empty() {
+                "the LAs concerned".to_string()
+            } else {
+                first.las.join(", ")
+            }
+        )
+        .into());
     }
+    println!(
+        "release ledger intact: {} releases, {} known figures",
+        ledger.releases, ledger.known
+    );
+    println!("last entry hash: {head}");
+    Ok(0)
 }
 
 fn export(args: &ExportArgs, global: &Global) -> Done {

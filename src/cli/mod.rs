@@ -15,6 +15,7 @@ mod authority;
 mod certs;
 mod demo;
 mod keys;
+mod ledger;
 mod provider;
 mod sanitise;
 
@@ -124,6 +125,15 @@ enum Command {
     /// Queue a dead delivery again (after asking the gate; a refusal says
     /// why). A running daemon sends it at once.
     Retry(provider::RetryArgs),
+
+    /// The release ledger: what each LA has received, and what it could
+    /// work out from it together with the figures it knows (R11).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+
+    /// Figures an LA knows from elsewhere, which the ledger audit counts.
+    #[command(subcommand)]
+    Known(ledger::KnownCommand),
 }
 
 /// Options every command can see.
@@ -152,6 +162,8 @@ pub(crate) fn main() -> ExitCode {
         Command::SendNow(args) => provider::send_now(&args, &global),
         Command::Plan(args) => provider::plan(&args, &global),
         Command::Retry(args) => provider::retry(&args, &global),
+        Command::Ledger(cmd) => ledger::ledger(cmd, &global),
+        Command::Known(cmd) => ledger::known(cmd, &global),
     };
     ExitCode::from(match result {
         Ok(code) => code,
@@ -207,6 +219,12 @@ pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
 
 /// Who is acting: `provider:<login name>`.
 pub(crate) fn actor() -> String {
+    format!("provider:{}", login())
+}
+
+/// The login name (`$USER`), without control characters, at most 64
+/// characters; `operator` when there is none.
+pub(crate) fn login() -> String {
     let user: String = std::env::var("USER")
         .unwrap_or_default()
         .chars()
@@ -214,10 +232,11 @@ pub(crate) fn actor() -> String {
         .take(64)
         .collect();
     let user = user.trim();
-    format!(
-        "provider:{}",
-        if user.is_empty() { "operator" } else { user }
-    )
+    if user.is_empty() {
+        "operator".to_string()
+    } else {
+        user.to_string()
+    }
 }
 
 /// `mishare status | head` must not end in a panic. Rust ignores SIGPIPE, so

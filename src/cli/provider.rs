@@ -32,16 +32,19 @@ pub(crate) enum ProviderCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReportCommand {
     /// Print exactly the CSV each LA would receive from a report now (or
-    /// only --la's), with the sanitiser's findings and what the gate would
-    /// say on standard error. Sends nothing and writes nothing.
+    /// only --la's), with the sanitiser's findings, what the gate would say
+    /// and what the ledger audit would say (against everything the LA has
+    /// received and knows) on standard error. Sends nothing and writes
+    /// nothing.
     Preview(PreviewArgs),
 }
 
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit status: 0 when every table can be made, 65 when the sanitiser \
-                        blocks one (its reasons are on standard error). What the gate would \
-                        say does not change the status: a preview sends nothing."
+                        blocks one (its reasons are on standard error). What the gate or the \
+                        ledger audit would say does not change the status: a preview sends \
+                        nothing."
 )]
 pub(crate) struct PreviewArgs {
     /// The [[report]]'s name.
@@ -56,11 +59,14 @@ pub(crate) struct PreviewArgs {
 #[command(after_help = "Prints one line per LA on standard output:\n  \
     CODE delivered STORED_AS sha256 HEX receipt verified\n  \
     CODE refused REASON_CODE: why\n  \
+    CODE refused E_UNPICKABLE: withheld by the ledger audit: why\n  \
     CODE failed: why\n\
+    The ledger audit's warnings on files it let go are on standard error, one line \
+    each; the audit log has every finding.\n\
     Progress is drawn on standard error when it is a terminal.\n\n\
     Exit status: 0 when every LA the gate permitted got its file; 1 when any permitted \
-    delivery failed (including a table the sanitiser blocked). Refusals alone are not \
-    failures: the gate did its job, and each is in the audit log with its reason code.")]
+    delivery failed (including a table the sanitiser blocked). Refusals alone (the gate's, \
+    or the ledger audit's) are not failures: the gate did its job, and each is in the audit log with its reason code.")]
 pub(crate) struct SendNowArgs {
     /// The [[report]]'s name.
     #[arg(value_name = "NAME")]
@@ -180,6 +186,7 @@ pub(crate) fn preview(command: &ReportCommand, global: &Global) -> Outcome {
     };
     let several = run.files.len() > 1;
     let mut code = 0;
+    let check = pipeline::check_of(store.as_ref());
     for file in &run.files {
         let name = config
             .reference
@@ -209,6 +216,15 @@ pub(crate) fn preview(command: &ReportCommand, global: &Global) -> Outcome {
                     eprintln!("{finding}");
                 }
                 eprintln!("{gate}");
+                let verdict = pipeline::audit_preview(
+                    &config,
+                    store.as_ref(),
+                    &check,
+                    &file.la,
+                    &rendered.release,
+                    false,
+                );
+                eprintln!("{}", verdict.text());
                 super::write_stdout(&rendered.csv)?;
                 if several {
                     super::write_stdout(b"\n")?;
@@ -286,6 +302,9 @@ pub(crate) fn send_now(args: &SendNowArgs, global: &Global) -> Outcome {
     for r in &results {
         out.push_str(&r.line());
         out.push('\n');
+        for note in &r.notes {
+            eprintln!("{}: ledger audit: {note}", r.la);
+        }
     }
     super::write_stdout(out.as_bytes())?;
     if stopped {

@@ -57,6 +57,8 @@ pub enum Kind {
     TransferRecovered,
     /// An authority endpoint removed a partial transfer left idle too long.
     PartialRemoved,
+    /// A received file was deleted from the inbox (retention, or by hand).
+    InboxFileDeleted,
     /// An authority endpoint, or a provider's `Directive` service, refused a
     /// TLS handshake.
     HandshakeRefused,
@@ -78,6 +80,22 @@ pub enum Kind {
     /// A dead delivery was queued again by `mishare retry`, the gate
     /// permitting.
     DeliveryRequeued,
+    /// A delivery's Commit was on the wire before a suspension or another
+    /// refusal came; the endpoint committed the file, so the LA has it.
+    DeliveryCommittedBeforeRefusal,
+    /// A release was recorded in the ledger as its file was spooled (the
+    /// detail holds the SHA-256 of the ledger row).
+    LedgerRelease,
+    /// A release's delivery time was recorded (the SHA-256 of the row's id
+    /// and delivery time).
+    LedgerReleaseDelivered,
+    /// The ledger audit withheld an LA's file (the finding codes).
+    LedgerAuditBlocked,
+    /// A figure an LA knows from elsewhere was registered (the SHA-256 of
+    /// the row).
+    KnownAdded,
+    /// A known figure was removed (the SHA-256 of the removal).
+    KnownRemoved,
 }
 
 impl Kind {
@@ -96,6 +114,7 @@ impl Kind {
             Kind::TransferRefused => "transfer_refused",
             Kind::TransferRecovered => "transfer_recovered",
             Kind::PartialRemoved => "partial_removed",
+            Kind::InboxFileDeleted => "inbox_file_deleted",
             Kind::HandshakeRefused => "handshake_refused",
             Kind::DeliverySpooled => "delivery_spooled",
             Kind::DeliveryDelivered => "delivery_delivered",
@@ -104,6 +123,12 @@ impl Kind {
             Kind::DirectiveCall => "directive_call",
             Kind::RunSkipped => "run_skipped",
             Kind::DeliveryRequeued => "delivery_requeued",
+            Kind::DeliveryCommittedBeforeRefusal => "delivery_committed_before_refusal",
+            Kind::LedgerRelease => "ledger_release",
+            Kind::LedgerReleaseDelivered => "ledger_release_delivered",
+            Kind::LedgerAuditBlocked => "ledger_audit_blocked",
+            Kind::KnownAdded => "known_added",
+            Kind::KnownRemoved => "known_removed",
         }
     }
 }

@@ -15,6 +15,9 @@ pub const DANGEROUS_CRASH_AT_VAR: &str = "MISHARE_DANGEROUS_CRASH_AT";
 /// The stages a test can abort the provider at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
+    /// A delivery's ciphertext is spooled and its row written, inside the
+    /// transaction that is about to write its release to the ledger.
+    BeforeLedger,
     /// A delivery's ciphertext is spooled and recorded; nothing sent.
     AfterSpool,
     /// The first chunk is on the stream; no `Commit` yet.
@@ -35,6 +38,7 @@ pub enum CrashPoint {
 impl CrashPoint {
     fn name(self) -> &'static str {
         match self {
+            CrashPoint::BeforeLedger => "before_ledger",
             CrashPoint::AfterSpool => "after_spool",
             CrashPoint::MidStream => "mid_stream",
             CrashPoint::AfterCommitSent => "after_commit_sent",
@@ -42,6 +46,24 @@ impl CrashPoint {
             CrashPoint::EndpointBeforePublish => "endpoint_before_publish",
             CrashPoint::EndpointAfterPublish => "endpoint_after_publish",
         }
+    }
+}
+
+/// The environment variable naming a stage to pause at. Test-only.
+pub const DANGEROUS_PAUSE_AT_VAR: &str = "MISHARE_DANGEROUS_PAUSE_AT";
+
+/// How long a paused stage waits.
+pub const DANGEROUS_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Blocks the calling thread for [`DANGEROUS_PAUSE`] if the test-only hook
+/// `MISHARE_DANGEROUS_PAUSE_AT` names `point` (a slowed endpoint, so a test
+/// can act while, say, a commit is in progress). Does nothing otherwise.
+/// Call it only on a blocking thread.
+pub fn dangerous_pause_point(point: CrashPoint) {
+    static CHOSEN: OnceLock<Option<String>> = OnceLock::new();
+    let chosen = CHOSEN.get_or_init(|| std::env::var(DANGEROUS_PAUSE_AT_VAR).ok());
+    if chosen.as_deref() == Some(point.name()) {
+        std::thread::sleep(DANGEROUS_PAUSE);
     }
 }
 

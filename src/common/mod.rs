@@ -1,6 +1,7 @@
 //! What both programs use: the database (open, WAL, migrations), the audit
 //! chain, encodings, times, durable files, names, blocking work, shutdown,
-//! and the test-only fault hook. Nothing here knows the provider or the
+//! refused handshakes coalesced for the audit, and the test-only fault
+//! hook. Nothing here knows the provider or the
 //! authority endpoint; both build on it.
 
 pub mod audit;
@@ -10,6 +11,7 @@ pub mod encoding;
 pub mod fault;
 pub mod files;
 pub mod names;
+pub mod refusals;
 pub mod shutdown;
 pub mod time;
 

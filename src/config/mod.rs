@@ -116,6 +116,8 @@ pub struct TlsPaths {
     pub key: PathBuf,
     /// Trust anchors for the peers (PEM).
     pub ca: PathBuf,
+    /// Revocation lists for the peers' certificates (PEM), if any.
+    pub crls: Vec<PathBuf>,
 }
 
 /// What every check of one file shares: the file's path, for messages and
@@ -163,19 +165,47 @@ impl Checker<'_> {
             cert: self.resolve(&raw.cert),
             key: self.resolve(&raw.key),
             ca: self.resolve(&raw.ca),
+            crls: raw.crls.iter().map(|p| self.resolve(p)).collect(),
         }
     }
 
-    /// Loads `[tls]`: the identity (chain and key, matched) and the trust
-    /// anchors for peers.
+    /// Loads the trust anchors in `ca` with the revocation lists in `crls`
+    /// (a mistake in `ca` is reported under `ca_key`, one in a list under
+    /// `crls_key`, naming the file).
+    fn load_anchors(
+        &self,
+        ca: &Path,
+        crls: &[PathBuf],
+        ca_key: &str,
+        crls_key: &str,
+    ) -> Result<crate::tls::TrustAnchors, ConfigError> {
+        let anchors =
+            crate::tls::TrustAnchors::load(ca).map_err(|e| self.invalid(ca_key, e.to_string()))?;
+        let now = rustls_pki_types::UnixTime::now();
+        let mut lists = Vec::new();
+        for path in crls {
+            lists.extend(
+                crate::tls::load_crls(path, now)
+                    .map_err(|e| self.invalid(crls_key, e.to_string()))?,
+            );
+        }
+        Ok(anchors.with_crls(lists))
+    }
+
+    /// Loads `[tls]`: the identity (chain and key, matched, the key
+    /// owner-only) and the trust anchors for peers, with their revocation
+    /// lists.
     fn load_tls(
         &self,
         paths: &TlsPaths,
     ) -> Result<(crate::tls::Identity, crate::tls::TrustAnchors), ConfigError> {
+        // Before the key is read: a key others can read is refused as ssh
+        // refuses one, even if nothing else is wrong.
+        crate::tls::check_key_permissions(&paths.key)
+            .map_err(|e| self.invalid("tls.key", e.to_string()))?;
         let identity = crate::tls::Identity::load(&paths.cert, &paths.key)
             .map_err(|e| self.invalid("tls.cert", e.to_string()))?;
-        let anchors = crate::tls::TrustAnchors::load(&paths.ca)
-            .map_err(|e| self.invalid("tls.ca", e.to_string()))?;
+        let anchors = self.load_anchors(&paths.ca, &paths.crls, "tls.ca", "tls.crls")?;
         Ok((identity, anchors))
     }
 }
@@ -186,6 +216,8 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
     ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -52,7 +52,36 @@ pub struct ProviderConfig {
     pub reports: Vec<ReportConfig>,
     /// How the daemon's outbox retries deliveries.
     pub delivery: DeliveryPolicy,
+    /// `[disclosure]`: what the release ledger's audit flags and blocks
+    /// (R11).
+    pub disclosure: DisclosurePolicy,
 }
+
+/// `[disclosure]`: what the release ledger's audit (R11) flags and blocks.
+/// The provider's ledger turns it into its own policy; configuration
+/// depends on no provider module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisclosurePolicy {
+    /// An interval of true values this wide or narrower (`hi - lo`) is
+    /// `W_NARROWED`.
+    pub min_interval_width: u64,
+    /// Warnings block too (R13).
+    pub strict: bool,
+}
+
+impl Default for DisclosurePolicy {
+    fn default() -> Self {
+        Self {
+            min_interval_width: 4,
+            strict: false,
+        }
+    }
+}
+
+/// The widest `[disclosure] min_interval_width`: a released figure alone
+/// is known to within 19 (r − 10 to r + 9), so 19 or more would flag every
+/// figure ever sent.
+pub const MAX_MIN_INTERVAL_WIDTH: u64 = 18;
 
 /// `[tls]`, loaded.
 #[derive(Debug, Clone)]
@@ -101,6 +130,8 @@ pub struct DirectiveConfig {
     pub listen: SocketAddr,
     /// Where the trust anchors for DWP client certificates are.
     pub ca: PathBuf,
+    /// Revocation lists for DWP client certificates.
+    pub crls: Vec<PathBuf>,
     /// Those anchors.
     pub anchors: TrustAnchors,
     /// DNS names in DWP client certificates that may direct suspensions.
@@ -263,6 +294,14 @@ struct RawConfig {
     #[serde(default)]
     report: Vec<RawReport>,
     delivery: Option<RawDelivery>,
+    disclosure: Option<RawDisclosure>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisclosure {
+    min_interval_width: Option<u64>,
+    strict: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +319,8 @@ struct RawDelivery {
 struct RawDirective {
     listen: String,
     ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
     regulators: Vec<String>,
 }
 
@@ -359,6 +400,7 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
     let authorities = authorities(check, raw.authority)?;
     let reports = reports(check, raw.report, &authorities, &catalogue)?;
     let delivery = delivery(check, raw.delivery)?;
+    let disclosure = disclosure(check, raw.disclosure)?;
     let directive_raw = raw
         .directive
         .map(|d| -> Result<_, ConfigError> {
@@ -372,7 +414,8 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
             for name in &d.regulators {
                 check.non_empty("directive.regulators", name)?;
             }
-            Ok((listen, check.resolve(&d.ca), d.regulators))
+            let crls: Vec<PathBuf> = d.crls.iter().map(|p| check.resolve(p)).collect();
+            Ok((listen, check.resolve(&d.ca), crls, d.regulators))
         })
         .transpose()?;
 
@@ -381,12 +424,12 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
     let paths = check.tls_paths(&raw.tls);
     let (identity, anchors) = check.load_tls(&paths)?;
     let directive = directive_raw
-        .map(|(listen, ca, regulators)| -> Result<_, ConfigError> {
-            let anchors = TrustAnchors::load(&ca)
-                .map_err(|e| check.invalid("directive.ca", e.to_string()))?;
+        .map(|(listen, ca, crls, regulators)| -> Result<_, ConfigError> {
+            let anchors = check.load_anchors(&ca, &crls, "directive.ca", "directive.crls")?;
             Ok(DirectiveConfig {
                 listen,
                 ca,
+                crls,
                 anchors,
                 regulators,
             })
@@ -410,6 +453,33 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
         authorities,
         reports,
         delivery,
+        disclosure,
+    })
+}
+
+fn disclosure(
+    check: &Checker<'_>,
+    raw: Option<RawDisclosure>,
+) -> Result<DisclosurePolicy, ConfigError> {
+    let defaults = DisclosurePolicy::default();
+    let Some(d) = raw else {
+        return Ok(defaults);
+    };
+    let min_interval_width = d.min_interval_width.unwrap_or(defaults.min_interval_width);
+    if min_interval_width > MAX_MIN_INTERVAL_WIDTH {
+        return Err(check.invalid(
+            "disclosure.min_interval_width",
+            format!(
+                "{min_interval_width} is too wide: at most {MAX_MIN_INTERVAL_WIDTH}, since every \
+                 released figure alone is known to within 19 (r-10 to r+9) and a wider width \
+                 would flag them all (the default is {})",
+                defaults.min_interval_width
+            ),
+        ));
+    }
+    Ok(DisclosurePolicy {
+        min_interval_width,
+        strict: d.strict.unwrap_or(defaults.strict),
     })
 }
 

@@ -221,11 +221,12 @@ impl NewAgreement {
         }
         let entry = config
             .reference
-            .get(la)
+            .resolve(la)
             .ok_or_else(|| AgreementError::UnknownLa {
                 la: la.to_string(),
                 reference: config.reference_path.clone(),
             })?;
+        let la = entry.code.as_str();
         if !config.contract_areas.contains(&entry.cpa) {
             return Err(AgreementError::OutsideContractArea {
                 la: la.to_string(),

@@ -15,7 +15,7 @@
 //! drains everything else.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +25,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::blocking::TaskFailed;
-use crate::common::files;
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::directive::{self, ServeError};
 use crate::provider::gate::{Gate, Stage};
+use crate::provider::lock::{self, DataDirLock, Holder, LockError};
 use crate::provider::outbox::{self, OutboxError};
 use crate::provider::pipeline::{Pipeline, PipelineError, RunRecord};
 use crate::provider::push::{self, Courier, Delivered, PushOptions};
@@ -38,9 +38,6 @@ use crate::provider::scheduler;
 use crate::provider::store::{SharedStore, StoreError};
 use crate::provider::watch::{StateWatch, WatchError};
 use crate::tls::TlsError;
-
-/// The file under `data_dir` a running daemon holds an exclusive lock on.
-pub const LOCK_FILE: &str = "daemon.lock";
 
 /// How long in-flight pushes may run on after a shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -85,13 +82,17 @@ pub enum DaemonError {
         lock.display()
     )]
     AlreadyRunning { lock: PathBuf },
+    /// `mishare send-now` holds the lock: it is pushing because no daemon
+    /// ran when it started.
+    #[error(
+        "mishare send-now is pushing from this data_dir ({} is locked by it); start the \
+         daemon when it has finished",
+        lock.display()
+    )]
+    SendNowRunning { lock: PathBuf },
     /// The lock file cannot be made or locked.
-    #[error("cannot lock {}: {source}", lock.display())]
-    Lock {
-        lock: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lock(LockError),
 }
 
 /// How the daemon behaves beyond `provider.toml`. The defaults suit
@@ -158,7 +159,7 @@ pub struct Daemon {
     limit: Arc<Semaphore>,
     inflight: HashSet<i64>,
     pushes: JoinSet<(i64, Delivered)>,
-    _lock: std::fs::File,
+    _lock: DataDirLock,
 }
 
 impl Daemon {
@@ -170,7 +171,14 @@ impl Daemon {
         options: DaemonOptions,
         shutdown: &Shutdown,
     ) -> Result<Self, DaemonError> {
-        let lock = lock_data_dir(&config.data_dir)?;
+        let lock = lock::lock(&config.data_dir, Holder::Daemon).map_err(|e| match e {
+            LockError::Held {
+                lock,
+                holder: Some(Holder::SendNow),
+            } => DaemonError::SendNowRunning { lock },
+            LockError::Held { lock, .. } => DaemonError::AlreadyRunning { lock },
+            other => DaemonError::Lock(other),
+        })?;
         let store = SharedStore::open(&config.data_dir)?;
         let recovered = store
             .run(|store| store.requeue_interrupted(Utc::now()))
@@ -314,9 +322,18 @@ impl Daemon {
             .await;
         if let Ok(pass) = &made {
             for (la, step) in &pass.las {
-                if let crate::provider::pipeline::LaStep::Blocked(blocked) = step {
-                    tracing::error!(report = %report.name, %la,
-                        error = %crate::provider::send::blocked_text(blocked), "no file for this LA");
+                match step {
+                    crate::provider::pipeline::LaStep::Blocked(blocked) => {
+                        tracing::error!(report = %report.name, %la,
+                            error = %crate::provider::send::blocked_text(blocked),
+                            "no file for this LA");
+                    }
+                    crate::provider::pipeline::LaStep::Withheld(findings) => {
+                        tracing::warn!(report = %report.name, %la,
+                            reason = %crate::provider::send::withheld_text(findings),
+                            "no file for this LA");
+                    }
+                    _ => {}
                 }
             }
         }
@@ -601,30 +618,5 @@ impl Daemon {
         self.shutdown.cancel();
         self.shutdown.drain(WIND_DOWN, "provider daemon").await;
         tracing::info!("provider daemon stopped");
-    }
-}
-
-/// Takes the exclusive lock on `data_dir/daemon.lock`, creating `data_dir`
-/// (owner-only) and the file if needed. The lock lasts as long as the
-/// returned file is open, and the system drops it if the process dies.
-pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, DaemonError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let lock = data_dir.join(LOCK_FILE);
-    let io = |source| DaemonError::Lock {
-        lock: lock.clone(),
-        source,
-    };
-    files::create_private_dir(data_dir).map_err(io)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(files::PRIVATE_FILE)
-        .open(&lock)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning { lock }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }

@@ -5,8 +5,10 @@
 //! `[directive] ca` and naming one of `regulators` (checked during the
 //! handshake, so anyone else never gets as far as a request). The DWP
 //! identity comes from the certificate and is the actor of every audit
-//! entry; a refused handshake is audited too. `Suspend` and `Lift` are the only way a DWP suspension is made or
-//! lifted; a provider suspension cannot be lifted here.
+//! entry; refused handshakes are audited too, coalesced per source and
+//! reason ([`refusals`]). `Suspend` and `Lift` are the only way a DWP
+//! suspension is made or lifted; a provider suspension cannot be lifted
+//! here.
 //!
 //! Every request field is validated before it reaches the store. Errors
 //! become a [`Status`] in one place ([`DirectiveError::status`]); internal
@@ -18,11 +20,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::common::audit::Kind;
 use crate::common::names::is_la_code;
+use crate::common::refusals;
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::ProviderConfig;
 use crate::provider::store::{Scope, SharedStore, Store, StoreError, Suspension};
@@ -204,13 +206,38 @@ pub fn to_wire(s: &Suspension) -> v1::Suspension {
 /// The `Directive` service over the provider's state.
 #[derive(Debug, Clone)]
 pub struct DirectiveService {
+    config: Arc<ProviderConfig>,
     store: SharedStore,
 }
 
 impl DirectiveService {
-    /// A service acting on the daemon's store.
-    pub fn new(store: SharedStore) -> Self {
-        Self { store }
+    /// A service acting on the daemon's store, with its configuration's
+    /// reference data to check LA codes against.
+    pub fn new(config: Arc<ProviderConfig>, store: SharedStore) -> Self {
+        Self { config, store }
+    }
+
+    /// The suspension's scope as the gate will match it: an LA code is
+    /// the reference data's own (case is normalised), and one the
+    /// reference data does not list is refused, so DWP is never told it
+    /// suspended what the gate would not match.
+    fn resolve(&self, d: SuspendDirective) -> Result<SuspendDirective, DirectiveError> {
+        let Scope::La(code) = &d.scope else {
+            return Ok(d);
+        };
+        match self.config.reference.resolve(code) {
+            Some(la) => Ok(SuspendDirective {
+                scope: Scope::La(la.code.clone()),
+                ..d
+            }),
+            None => Err(DirectiveError::Invalid {
+                field: "la_code",
+                problem: format!(
+                    "{code} is not an LA in the provider's reference data, so nothing would \
+                     be suspended; check the code"
+                ),
+            }),
+        }
     }
 
     /// Runs `f` on the store, off the reactor, and records the call in the
@@ -267,7 +294,7 @@ impl Directive for DirectiveService {
             "la_code": raw.la_code.chars().take(32).collect::<String>(),
             "all": raw.all,
         });
-        let parsed = SuspendDirective::parse(&raw);
+        let parsed = SuspendDirective::parse(&raw).and_then(|d| self.resolve(d));
         self.call(who, "Suspend", logged, move |store, identity| {
             let d = parsed?;
             store
@@ -335,35 +362,44 @@ impl Directive for DirectiveService {
     }
 }
 
-/// How many refused handshakes may wait to be audited.
-const REFUSAL_QUEUE: usize = 256;
-
-/// Records each refused handshake in the audit log; ends when the listener
-/// is gone.
-async fn audit_refusals(store: SharedStore, mut queue: mpsc::Receiver<(SocketAddr, String)>) {
-    while let Some((addr, why)) = queue.recv().await {
-        let written = store
-            .run(move |store| {
-                let detail = json!({
-                    "service": "Directive",
-                    "peer_addr": addr.to_string(),
-                    "reason": why,
-                });
-                store.audit(
-                    Kind::HandshakeRefused,
-                    "unauthenticated",
-                    None,
-                    &detail,
-                    Utc::now(),
-                )
-            })
-            .await;
-        match written {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot audit a refused handshake"),
-            Err(e) => tracing::error!(error = %e, "cannot audit a refused handshake"),
-        }
-    }
+/// Writes coalesced handshake refusals to the audit log, a row per key and
+/// window ([`refusals`]); ends, writing what is left, once the listener is
+/// gone.
+async fn audit_refusals(store: SharedStore, writer: refusals::Writer) {
+    writer
+        .run(|rows| {
+            let store = store.clone();
+            async move {
+                let written = store
+                    .run(move |store| {
+                        for row in rows {
+                            tracing::warn!(
+                                source = %row.key.source,
+                                reason = %row.key.reason,
+                                count = row.count,
+                                "Directive connections refused"
+                            );
+                            let mut detail = row.detail();
+                            detail["service"] = json!("Directive");
+                            store.audit(
+                                Kind::HandshakeRefused,
+                                "unauthenticated",
+                                None,
+                                &detail,
+                                Utc::now(),
+                            )?;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot audit refused handshakes"),
+                    Err(e) => tracing::error!(error = %e, "cannot audit refused handshakes"),
+                }
+            }
+        })
+        .await;
 }
 
 /// Why the `Directive` service could not start.
@@ -401,18 +437,21 @@ pub async fn serve(
     let allow = AllowList::new(directive.regulators.iter().cloned());
     let server = tls::server_config(&config.tls.identity, &directive.anchors, allow.clone())?;
     let local = listener.local_addr().ok();
-    // Refused handshakes are audited by one task; a flood beyond the queue
-    // is logged only, so it cannot hold up the listener.
-    let (refusals, queue) = mpsc::channel::<(SocketAddr, String)>(REFUSAL_QUEUE);
+    // Refused handshakes are counted as the TLS layer reports them and
+    // audited by one task, coalesced per (source, reason), so a flood of
+    // them can neither hold up the listener nor grow the disk without bound.
+    let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
     let incoming = tls::incoming(listener, server, allow, shutdown, move |addr, why| {
-        tracing::warn!(peer = %addr, reason = %why, "refused a Directive connection");
-        let _ = refusals.try_send((addr, why));
+        refusals.record(addr, &why);
     });
-    shutdown.spawn(audit_refusals(store.clone(), queue));
+    shutdown.spawn(audit_refusals(store.clone(), writer));
     tracing::info!(listen = ?local, regulators = ?directive.regulators, "serving Directive to DWP");
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
-        .add_service(DirectiveServer::new(DirectiveService::new(store)))
+        .add_service(DirectiveServer::new(DirectiveService::new(
+            config.clone(),
+            store,
+        )))
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
         .await?;
     Ok(())

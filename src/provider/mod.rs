@@ -11,12 +11,15 @@
 //!   - [`report`]: a report run, its source read once, one sanitised file
 //!     per LA, in memory;
 //!   - [`spool`]: each file sealed with age and written durably;
+//!   - [`ledger`]: what each LA has received and knows, audited together
+//!     before a file is spooled (R11);
 //! - [`outbox`]: the deliveries' state machine, backoff and retry;
 //! - [`push`]: a spooled file streamed to its LA's endpoint, the gate asked
 //!   at the start and before the commit, cut off in flight by a suspension
 //!   ([`watch`]);
 //! - [`daemon`]: `provider run`, the loop that ties them together;
-//!   [`send`]: `send-now`;
+//!   [`send`]: `send-now`, which hands its deliveries to a running daemon
+//!   rather than race it ([`lock`]);
 //! - [`directive`]: DWP's `Directive` service;
 //! - [`status`]: what `status` and `plan` show;
 //! - [`agreement`]: what an operator asks to put on file, checked;
@@ -27,6 +30,8 @@ pub mod agreement;
 pub mod daemon;
 pub mod directive;
 pub mod gate;
+pub mod ledger;
+pub mod lock;
 pub mod outbox;
 pub mod pipeline;
 pub mod push;

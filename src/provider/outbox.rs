@@ -28,10 +28,12 @@ use serde_json::json;
 use crate::common::fault::{CrashPoint, dangerous_crash_point};
 use crate::config::provider::DeliveryPolicy;
 use crate::provider::gate::Reason;
+use crate::provider::ledger::ReleaseTable;
 use crate::provider::spool::{self, SpoolError};
 pub use crate::provider::store::deliveries::Addressed;
 use crate::provider::store::deliveries::{NewDelivery, Unsent};
-use crate::provider::store::{Delivery, DeliveryState, SharedStore, Store, StoreError};
+use crate::provider::store::{Delivery, DeliveryState, NewRelease, SharedStore, Store, StoreError};
+use crate::sanitiser::Finding;
 use crate::seal::Recipients;
 use crate::wire::v1;
 
@@ -47,15 +49,26 @@ pub enum OutboxError {
     Spool(#[from] SpoolError),
 }
 
+/// What the release ledger records of a file as it is spooled: the table
+/// the LA is sent, rounded, and the ledger audit's findings that did not
+/// block it.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    pub table: &'a ReleaseTable,
+    pub findings: &'a [Finding],
+}
+
 /// Seals `plaintext` to `recipients` into the spool (no lock held), then
-/// records the delivery as queued with the ciphertext's size and digest.
-/// If it cannot be recorded, the spooled file is removed: a file is never
-/// spooled without its row. Blocking.
+/// records the delivery as queued with the ciphertext's size and digest,
+/// and `release` in the ledger with the plaintext's digest, in one
+/// transaction. If they cannot be recorded, the spooled file is removed: a
+/// file is never spooled without its row and its release. Blocking.
 pub fn spool(
     store: &SharedStore,
     to: Addressed<'_>,
     plaintext: impl Read,
     recipients: &Recipients,
+    release: Release<'_>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Delivery, OutboxError> {
@@ -67,7 +80,12 @@ pub fn spool(
         size: spooled.size,
         sha256: &spooled.sha256,
     };
-    match store.lock().record_spooled(&new, actor, now) {
+    let release = NewRelease {
+        table: release.table,
+        plaintext_sha256: &spooled.plaintext_sha256,
+        findings: release.findings,
+    };
+    match store.lock().record_spooled(&new, &release, actor, now) {
         Ok(delivery) => {
             dangerous_crash_point(CrashPoint::AfterSpool);
             Ok(delivery)

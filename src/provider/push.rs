@@ -33,6 +33,7 @@
 //! a digest mismatch) makes the delivery dead.
 
 use std::io::SeekFrom;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -43,14 +44,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use crate::common::audit::Kind;
 use crate::common::blocking::TaskFailed;
 use crate::common::encoding::hex;
 use crate::common::fault::{CrashPoint, dangerous_crash_point};
+use crate::common::time::timestamp;
 use crate::config::provider::{LaEndpoint, ProviderConfig};
 use crate::provider::gate::{Decision, Gate, Permit, Reason, Refusal, Stage};
 use crate::provider::outbox::{self, OutboxError};
 use crate::provider::spool::{self, SpoolError};
-use crate::provider::store::{Delivery, SharedStore};
+use crate::provider::store::{Delivery, SharedStore, Suspension};
 use crate::provider::watch::StateWatch;
 use crate::receipt::{self, ReceiptError};
 use crate::sanitiser::Classification;
@@ -121,16 +124,25 @@ pub enum PushFailure {
     /// The spooled ciphertext could not be read part way.
     #[error("cannot read the spooled ciphertext: {0}")]
     SpoolRead(std::io::Error),
-    /// The receipt names another transfer, size or digest.
+    /// The receipt names another transfer, file, provider, LA, report,
+    /// period or classification than the delivery sent.
     #[error(
-        "the endpoint's receipt does not match the file sent (transfer {transfer_id}, {size} \
-         bytes, sha256 {sha256})"
+        "the endpoint's receipt is not for the delivery sent: its {field} is {receipt}, the \
+         delivery's {sent}"
     )]
     ReceiptMismatch {
-        transfer_id: String,
-        size: u64,
-        sha256: String,
+        field: &'static str,
+        receipt: String,
+        sent: String,
     },
+    /// The receipt is of a version that does not bind who sent what to
+    /// whom.
+    #[error(
+        "the endpoint's receipt is version 1, which does not name the provider, LA, report, \
+         period or classification it is for; upgrade the endpoint to one that signs version \
+         2 receipts"
+    )]
+    ReceiptVersion,
     /// There is no endpoint certificate to check the receipt against.
     #[error("no endpoint certificate to check the receipt against")]
     NoServerCertificate,
@@ -155,6 +167,36 @@ pub enum PushFailure {
     /// The process is shutting down and the push's grace period is over.
     #[error("interrupted: the push was stopped by a shutdown; it resumes later")]
     Interrupted,
+    /// A suspension covered the LA at some time after the delivery was
+    /// queued (it may have been made and lifted while no daemon ran). It is
+    /// never sent by itself.
+    #[error(
+        "withheld: {} covered {la} after this delivery was queued ({queued}); nothing withheld \
+         is sent by itself: check, then `mishare retry {delivery}` sends it after asking the gate",
+        describe_suspensions(suspensions)
+    )]
+    SuspendedSinceQueued {
+        delivery: i64,
+        la: String,
+        queued: String,
+        suspensions: Vec<Suspension>,
+    },
+}
+
+fn describe_suspensions(suspensions: &[Suspension]) -> String {
+    suspensions
+        .iter()
+        .map(|s| {
+            format!(
+                "suspension {} by {} (made {}, lifted {})",
+                s.id,
+                s.made_by,
+                timestamp(s.made_at),
+                s.lifted_at.map(timestamp).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PushFailure {
@@ -164,7 +206,9 @@ impl PushFailure {
             PushFailure::NoEndpoint { .. }
             | PushFailure::BeyondSize { .. }
             | PushFailure::ReceiptMismatch { .. }
-            | PushFailure::ReceiptSignature(_) => true,
+            | PushFailure::ReceiptVersion
+            | PushFailure::ReceiptSignature(_)
+            | PushFailure::SuspendedSinceQueued { .. } => true,
             PushFailure::Endpoint(status) => !retryable(status.code()),
             _ => false,
         }
@@ -213,6 +257,9 @@ pub struct Courier {
     actor: String,
     options: PushOptions,
     abort: CancellationToken,
+    /// The DNS names in the provider's certificate: a receipt must name
+    /// one as the provider that sent the file.
+    identities: Arc<[String]>,
 }
 
 impl Courier {
@@ -228,6 +275,7 @@ impl Courier {
         abort: CancellationToken,
     ) -> Result<Self, TlsError> {
         let tls = tls::client_config(&config.tls.identity, &config.tls.anchors)?;
+        let identities = config.tls.identity.names()?.into();
         options.chunk_bytes = options.chunk_bytes.clamp(1, MAX_CHUNK_BYTES);
         options.attempts = options.attempts.max(1);
         Ok(Self {
@@ -238,6 +286,7 @@ impl Courier {
             actor: actor.into(),
             options,
             abort,
+            identities,
         })
     }
 }
@@ -296,6 +345,9 @@ async fn attempts(courier: &Courier, delivery: &Delivery) -> Delivered {
         if courier.abort.is_cancelled() {
             return Delivered::Failed(PushFailure::Interrupted);
         }
+        if let Some(withheld) = suspended_since_queued(courier, delivery).await {
+            return Delivered::Failed(withheld);
+        }
         let id = delivery.id;
         let marked = courier
             .store
@@ -332,16 +384,35 @@ async fn attempts(courier: &Courier, delivery: &Delivery) -> Delivered {
     })
 }
 
+/// A suspension that covered the delivery's LA at some time since it was
+/// queued (or requeued by `mishare retry`) and has since been lifted: the
+/// delivery is withheld (the gate sees suspensions still in force).
+async fn suspended_since_queued(courier: &Courier, delivery: &Delivery) -> Option<PushFailure> {
+    let (la, since) = (delivery.la.clone(), delivery.age_from);
+    let lifted = courier
+        .store
+        .run(move |store| store.lifted_suspensions_since(&la, since))
+        .await;
+    let suspensions = match lifted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Some(OutboxError::from(e).into()),
+        Err(e) => return Some(e.into()),
+    };
+    (!suspensions.is_empty()).then(|| PushFailure::SuspendedSinceQueued {
+        delivery: delivery.id,
+        la: delivery.la.clone(),
+        queued: timestamp(delivery.age_from),
+        suspensions,
+    })
+}
+
 /// The manifest opening a stream of `delivery` that starts at `offset`.
 pub fn manifest(delivery: &Delivery, offset: u64) -> v1::Manifest {
     v1::Manifest {
         transfer_id: delivery.transfer_id.clone(),
         report: delivery.report.clone(),
         period: delivery.period.clone(),
-        classification: match delivery.classification {
-            Classification::Internal => v1::Classification::Internal,
-            Classification::Published => v1::Classification::Published,
-        } as i32,
+        classification: wire_classification(delivery.classification) as i32,
         la_code: delivery.la.clone(),
         size: delivery.size,
         sha256: delivery.sha256.to_vec(),
@@ -349,14 +420,24 @@ pub fn manifest(delivery: &Delivery, offset: u64) -> v1::Manifest {
     }
 }
 
+/// A delivery's classification as the wire says it.
+fn wire_classification(classification: Classification) -> v1::Classification {
+    match classification {
+        Classification::Internal => v1::Classification::Internal,
+        Classification::Published => v1::Classification::Published,
+    }
+}
+
 /// The gate at `stage` for `delivery`; on a permit, its message goes on the
-/// stream under it.
+/// stream under it. `sent`, if given, is set just before the message goes
+/// on the stream: a Commit on the stream is the point of no return.
 async fn ask_gate(
     courier: &Courier,
     delivery: &Delivery,
     stage: Stage,
     slot: mpsc::OwnedPermit<PushRequest>,
     body: Body,
+    sent: Option<Arc<AtomicBool>>,
 ) -> Result<(), Refusal> {
     let (config, la, report, actor) = (
         courier.config.clone(),
@@ -368,6 +449,9 @@ async fn ask_gate(
         .store
         .run(move |store| {
             Gate::new(&config, store, actor).authorise(&la, &report, Utc::now(), stage, |permit| {
+                if let Some(sent) = &sent {
+                    sent.store(true, Ordering::SeqCst);
+                }
                 send_under(permit, slot, body);
             })
         })
@@ -399,6 +483,9 @@ fn refused(refusal: &Refusal) -> Delivered {
 }
 
 /// Whether another attempt could succeed after the endpoint answered `code`.
+/// `RESOURCE_EXHAUSTED` is one: an endpoint over its stream limit, or short
+/// of space, takes the file later; a delivery becomes dead only at
+/// `[delivery]`'s limits.
 fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -409,6 +496,7 @@ fn retryable(code: Code) -> bool {
             | Code::Aborted
             | Code::Internal
             | Code::FailedPrecondition
+            | Code::ResourceExhausted
     )
 }
 
@@ -467,15 +555,27 @@ async fn attempt_once(
         .reserve_owned()
         .await
         .map_err(|_| PushFailure::StreamClosed)?;
+    // Watching starts before the gate is asked at the transfer's start, so
+    // a change committed while it decides is never missed.
+    let mut changes = courier.watch.subscribe();
     let manifest = Body::Manifest(manifest(delivery, offset));
-    if let Err(refusal) = ask_gate(courier, delivery, Stage::TransferStart, slot, manifest).await {
+    if let Err(refusal) = ask_gate(
+        courier,
+        delivery,
+        Stage::TransferStart,
+        slot,
+        manifest,
+        None,
+    )
+    .await
+    {
         return Ok(refused(&refusal));
     }
 
-    let mut changes = courier.watch.subscribe();
     let call = client.push(ReceiverStream::new(rx));
     tokio::pin!(call);
-    let feed = feed(courier, delivery, offset, tx);
+    let committed = Arc::new(AtomicBool::new(false));
+    let feed = feed(courier, delivery, offset, tx, committed.clone());
     tokio::pin!(feed);
     let mut fed = false;
     let mut watching = true;
@@ -487,9 +587,17 @@ async fn attempt_once(
                     watching = false;
                     continue;
                 }
+                if committed.load(Ordering::SeqCst) {
+                    // The Commit is on the stream: what happens now is the
+                    // endpoint's to say (its answer, or QueryTransfer on
+                    // the next attempt), never a guess that nothing was
+                    // committed.
+                    watching = false;
+                    continue;
+                }
                 if let Some(cut_off) = still_allowed(courier, delivery).await {
-                    // Returning drops the call and the stream: no Commit
-                    // is ever sent, so the endpoint keeps nothing.
+                    // No Commit was put on the stream; returning drops the
+                    // call and the stream, so the endpoint keeps nothing.
                     return Ok(cut_off);
                 }
             }
@@ -506,6 +614,56 @@ async fn attempt_once(
                 Err(s) => Err(PushFailure::Endpoint(s)),
             },
         }
+    }
+}
+
+/// A delivered file whose LA the gate refuses now was committed before the
+/// refusal came (its Commit needs a permit): the LA has it, and the audit
+/// log says so, so nobody reads the suspension as having stopped it.
+async fn note_a_later_refusal(courier: &Courier, delivery: &Delivery, stored_as: &str) {
+    let (config, la, actor) = (
+        courier.config.clone(),
+        delivery.la.clone(),
+        courier.actor.clone(),
+    );
+    let detail = serde_json::json!({
+        "delivery": delivery.id,
+        "transfer_id": delivery.transfer_id,
+        "stored_as": stored_as,
+    });
+    let noted = courier
+        .store
+        .run(move |store| {
+            let now = Utc::now();
+            let decision = Gate::new(&config, store, "").evaluate(&la, now);
+            if decision.is_permit() {
+                return Ok(None);
+            }
+            let mut detail = detail;
+            detail["gate_now"] = decision.to_json();
+            detail["why"] = serde_json::json!(
+                "the Commit was on the wire before the refusal; the endpoint committed the \
+                 file, so the LA has it"
+            );
+            store
+                .audit(
+                    Kind::DeliveryCommittedBeforeRefusal,
+                    &actor,
+                    Some(&la),
+                    &detail,
+                    now,
+                )
+                .map(|_| decision.reason())
+        })
+        .await;
+    match noted {
+        Ok(Ok(Some(reason))) => tracing::warn!(
+            la = %delivery.la, %reason,
+            "delivered: the refusal came after the Commit was on the wire"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(la = %delivery.la, error = %e, "cannot audit a delivery"),
+        Err(e) => tracing::error!(la = %delivery.la, error = %e, "cannot audit a delivery"),
     }
 }
 
@@ -543,6 +701,7 @@ async fn feed(
     delivery: &Delivery,
     offset: u64,
     tx: mpsc::Sender<PushRequest>,
+    committed: Arc<AtomicBool>,
 ) -> Result<Option<Refusal>, PushFailure> {
     let file = spool::open(delivery.spool_path.as_deref())?;
     let mut file = tokio::fs::File::from_std(file);
@@ -580,9 +739,63 @@ async fn feed(
         Stage::BeforeCommit,
         slot,
         Body::Commit(Commit {}),
+        Some(committed),
     )
     .await
     .err())
+}
+
+/// Whether `receipt` is the endpoint's (`cert`), in version 2, and for what
+/// `delivery` sent: its transfer and file, from one of `identities` (the
+/// provider's certificate's names), to its LA, of its report, period and
+/// classification. A receipt for anything else proves nothing about this
+/// delivery.
+fn check_receipt(
+    delivery: &Delivery,
+    identities: &[String],
+    receipt: &Receipt,
+    cert: &rustls_pki_types::CertificateDer<'_>,
+) -> Result<(), PushFailure> {
+    let mismatch = |field, receipt: &dyn std::fmt::Debug, sent: &dyn std::fmt::Debug| {
+        Err(PushFailure::ReceiptMismatch {
+            field,
+            receipt: format!("{receipt:?}"),
+            sent: format!("{sent:?}"),
+        })
+    };
+    if receipt.transfer_id != delivery.transfer_id {
+        return mismatch("transfer_id", &receipt.transfer_id, &delivery.transfer_id);
+    }
+    if receipt.sha256 != delivery.sha256 {
+        return mismatch("sha256", &hex(&receipt.sha256), &delivery.sha256_hex());
+    }
+    if receipt.size != delivery.size {
+        return mismatch("size", &receipt.size, &delivery.size);
+    }
+    if receipt::verify(receipt, cert)? != receipt::Version::V2 {
+        return Err(PushFailure::ReceiptVersion);
+    }
+    if !identities.contains(&receipt.provider) {
+        return mismatch("provider", &receipt.provider, &identities);
+    }
+    if receipt.la_code != delivery.la {
+        return mismatch("la_code", &receipt.la_code, &delivery.la);
+    }
+    if receipt.report != delivery.report {
+        return mismatch("report", &receipt.report, &delivery.report);
+    }
+    if receipt.period != delivery.period {
+        return mismatch("period", &receipt.period, &delivery.period);
+    }
+    let sent = wire_classification(delivery.classification);
+    if receipt.classification != sent as i32 {
+        let named = v1::Classification::try_from(receipt.classification).map_or_else(
+            |_| receipt.classification.to_string(),
+            |c| c.as_str_name().into(),
+        );
+        return mismatch("classification", &named, &sent.as_str_name());
+    }
+    Ok(())
 }
 
 /// Checks a receipt against the delivery and the endpoint's certificate and
@@ -593,22 +806,12 @@ async fn finish(
     receipt: Receipt,
     server_cert: &tls::ServerCertificate,
 ) -> Result<Delivered, PushFailure> {
-    if receipt.transfer_id != delivery.transfer_id
-        || receipt.sha256 != delivery.sha256
-        || receipt.size != delivery.size
-    {
-        return Err(PushFailure::ReceiptMismatch {
-            transfer_id: receipt.transfer_id,
-            size: receipt.size,
-            sha256: hex(&receipt.sha256),
-        });
-    }
     let cert = server_cert
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone()
         .ok_or(PushFailure::NoServerCertificate)?;
-    receipt::verify(&receipt, &cert)?;
+    check_receipt(delivery, &courier.identities, &receipt, &cert)?;
     let verification = format!(
         "verified ({}) against the endpoint's TLS certificate",
         receipt::scheme_name(&receipt).unwrap_or_else(|| "unknown scheme".into())
@@ -620,11 +823,14 @@ async fn finish(
         .run(move |store| outbox::delivered(store, id, &stored, &v, &actor, Utc::now()))
         .await;
     match recorded {
-        Ok(Ok(())) => Ok(Delivered::Delivered {
-            stored_as: receipt.stored_as,
-            sha256: hex(&receipt.sha256),
-            verification,
-        }),
+        Ok(Ok(())) => {
+            note_a_later_refusal(courier, delivery, &receipt.stored_as).await;
+            Ok(Delivered::Delivered {
+                stored_as: receipt.stored_as,
+                sha256: hex(&receipt.sha256),
+                verification,
+            })
+        }
         Ok(Err(e)) => Err(PushFailure::ReceiptNotStored(e)),
         Err(e) => Err(e.into()),
     }
@@ -633,17 +839,130 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs::{DevCa, Issued, Usage, Validity};
+    use crate::provider::store::DeliveryState;
+    use crate::receipt::ReceiptSigner;
+
+    fn delivery() -> Delivery {
+        let now = Utc::now();
+        Delivery {
+            id: 1,
+            run_id: 1,
+            la: "E09000002".into(),
+            transfer_id: "5f0c0000000000000000000000000001".into(),
+            report: "referrals-monthly".into(),
+            period: "2012-10".into(),
+            classification: Classification::Internal,
+            state: DeliveryState::Sending,
+            size: 1234,
+            sha256: [7; 32],
+            spool_path: None,
+            attempts: 1,
+            reason: None,
+            last_error: None,
+            created_at: now,
+            next_attempt_at: None,
+            age_from: now,
+        }
+    }
+
+    /// The receipt an honest endpoint signs for `delivery()`.
+    fn honest() -> Receipt {
+        let d = delivery();
+        Receipt {
+            transfer_id: d.transfer_id.clone(),
+            sha256: d.sha256.to_vec(),
+            size: d.size,
+            stored_as: format!("{}_{}_{}.age", d.period, d.report, d.transfer_id),
+            received_unix_ms: 1_700_000_000_000,
+            provider: "provider.test".into(),
+            la_code: d.la.clone(),
+            report: d.report.clone(),
+            period: d.period.clone(),
+            classification: v1::Classification::Internal as i32,
+            ..Receipt::default()
+        }
+    }
+
+    fn endpoint() -> Issued {
+        DevCa::new("ca")
+            .expect("ca")
+            .issue("la-e09000002.test", Usage::Server, Validity::Current)
+            .expect("la")
+    }
+
+    /// Every field a receipt binds must be what the delivery sent: a
+    /// receipt the endpoint really signed, for another provider, LA,
+    /// report, period, classification or file, is refused for good.
+    #[test]
+    fn a_receipt_for_what_was_not_sent_is_refused() {
+        let la = endpoint();
+        let signer = ReceiptSigner::new(&la.identity()).expect("signer");
+        let identities = ["provider.test".to_string()];
+        let check = |receipt: Receipt| {
+            let signed = signer.sign(receipt).expect("sign");
+            check_receipt(&delivery(), &identities, &signed, &la.cert_der)
+        };
+        check(honest()).expect("the honest receipt");
+
+        type Change = fn(&mut Receipt);
+        let changes: &[(&str, Change)] = &[
+            ("transfer_id", |r| {
+                r.transfer_id = "another-transfer-01".into()
+            }),
+            ("sha256", |r| r.sha256 = vec![8; 32]),
+            ("size", |r| r.size += 1),
+            ("provider", |r| r.provider = "other.test".into()),
+            ("la_code", |r| r.la_code = "E09000030".into()),
+            ("report", |r| r.report = "referrals-quarterly".into()),
+            ("period", |r| r.period = "2012-11".into()),
+            ("classification", |r| {
+                r.classification = v1::Classification::Published as i32;
+            }),
+        ];
+        for (field, change) in changes {
+            let mut receipt = honest();
+            change(&mut receipt);
+            let refused = check(receipt).expect_err(field);
+            assert!(
+                matches!(refused, PushFailure::ReceiptMismatch { field: f, .. } if f == *field),
+                "{field}: {refused}"
+            );
+            assert!(refused.is_dead(), "{field}");
+            assert!(refused.to_string().contains(field), "{refused}");
+        }
+    }
+
+    /// A version 1 receipt, valid as it stands, binds none of that: the
+    /// provider takes none from an endpoint.
+    #[test]
+    fn a_version_1_receipt_is_refused() {
+        let la = endpoint();
+        let old = receipt::signed_as_v1(&la.identity(), honest());
+        assert_eq!(
+            receipt::verify(&old, &la.cert_der).expect("valid as version 1"),
+            receipt::Version::V1
+        );
+        let refused = check_receipt(&delivery(), &["provider.test".into()], &old, &la.cert_der)
+            .expect_err("version 1");
+        assert!(matches!(refused, PushFailure::ReceiptVersion), "{refused}");
+        assert!(refused.is_dead());
+    }
 
     #[test]
     fn only_transient_answers_are_retried() {
-        for code in [Code::Unavailable, Code::FailedPrecondition, Code::Cancelled] {
+        for code in [
+            Code::Unavailable,
+            Code::FailedPrecondition,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+        ] {
             assert!(retryable(code), "{code:?}");
             assert!(!PushFailure::Endpoint(tonic::Status::new(code, "")).is_dead());
         }
         for code in [
             Code::InvalidArgument,
             Code::PermissionDenied,
-            Code::ResourceExhausted,
             Code::DataLoss,
             Code::Unauthenticated,
         ] {

@@ -26,6 +26,8 @@ use zeroize::Zeroizing;
 
 use crate::common::time::london_date;
 use crate::config::provider::{ProviderConfig, ReportConfig, Source};
+use crate::provider::ledger::{ReleaseError, ReleaseTable};
+use crate::reference::LA_CODE;
 use crate::sanitiser::{
     self, About, Blocked, Finding, InputError, Period, PeriodGrain, PeriodRange, Recipient,
     TableSpec, render,
@@ -92,6 +94,9 @@ pub struct Rendered {
     pub csv: Zeroizing<Vec<u8>>,
     /// Findings for the provider's operator (never part of the file).
     pub findings: Vec<Finding>,
+    /// What the release ledger records of it (rounded figures in codes),
+    /// or why it cannot: then the file is not spooled.
+    pub release: Result<ReleaseTable, ReleaseError>,
 }
 
 /// A whole run: its period, the range of periods its files cover (the
@@ -173,11 +178,22 @@ pub fn run_report(
         },
         InputError::Io { error, .. } => read_error(path, error),
     };
+    // A report split by recipient counts one LA's people: the ledger
+    // records that, so the audit never takes the table for everyone's.
+    let split = report.split_by_recipient;
     let finish = |la: &str, spec: &TableSpec, table: &sanitiser::CountTable| LaFile {
         la: la.to_string(),
-        outcome: sanitiser::sanitise(spec, table).map(|s| Rendered {
-            csv: Zeroizing::new(render::csv(&s)),
-            findings: s.findings().to_vec(),
+        outcome: sanitiser::sanitise(spec, table).map(|s| {
+            let fixed = if split {
+                vec![(LA_CODE.to_string(), la.to_string())]
+            } else {
+                Vec::new()
+            };
+            Rendered {
+                csv: Zeroizing::new(render::csv(&s)),
+                findings: s.findings().to_vec(),
+                release: ReleaseTable::from_sanitised(&s, fixed),
+            }
         }),
     };
 

@@ -63,6 +63,24 @@ pub struct Spooled {
     pub size: u64,
     /// SHA-256 of the ciphertext.
     pub sha256: [u8; 32],
+    /// SHA-256 of the plaintext sealed (what the LA decrypts), for the
+    /// release ledger.
+    pub plaintext_sha256: [u8; 32],
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Seals `plaintext` (read as a stream, so memory stays bounded whatever its
@@ -83,9 +101,13 @@ pub fn write(
         source,
     };
     files::create_private_dir(&dir).map_err(io)?;
+    let mut plaintext = Hashing {
+        inner: plaintext,
+        hash: <sha2::Sha256 as sha2::Digest>::new(),
+    };
     let written = (|| {
         let mut out = BufWriter::new(files::create_private_file(&path).map_err(io)?);
-        let sealed = seal::seal_reader(plaintext, recipients, &mut out).map_err(|source| {
+        let sealed = seal::seal_reader(&mut plaintext, recipients, &mut out).map_err(|source| {
             SpoolError::Seal {
                 la: la.to_string(),
                 source: Box::new(source),
@@ -103,6 +125,7 @@ pub fn write(
             path,
             size: sealed.size,
             sha256: sealed.sha256,
+            plaintext_sha256: sha2::Digest::finalize(plaintext.hash).into(),
         }),
         Err(e) => {
             remove(&path);

@@ -9,7 +9,8 @@ use serde_json::json;
 use crate::common::time::{london, london_date, timestamp};
 use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::gate::{self, AgreementFacts, Decision, Finding, Gate, Reason};
-use crate::provider::report::last_complete_period;
+use crate::provider::pipeline::{Verdict, audit_preview, check_of};
+use crate::provider::report::{self, last_complete_period};
 use crate::provider::store::{Agreement, Delivery, DeliveryState, Store, StoreError, Suspension};
 
 /// One report's next run, for `plan` and `status`.
@@ -340,6 +341,9 @@ pub struct PlannedReport {
     pub missed: &'static str,
     /// What the gate would decide for each recipient at the run's time.
     pub decisions: Vec<(String, Decision)>,
+    /// What the ledger audit would say of each recipient's file, made from
+    /// the source as it is now; or why the tables cannot be made now.
+    pub ledger: Result<Vec<(String, Verdict)>, String>,
 }
 
 /// `mishare plan`: each report's next run after a time, its period, its
@@ -355,6 +359,7 @@ impl Plan {
     /// The plan at `at`. With no store (no database yet) there is no
     /// agreement either, and none is created.
     pub fn read(config: &ProviderConfig, mut store: Option<&mut Store>, at: DateTime<Utc>) -> Self {
+        let check = check_of(store.as_deref());
         let mut decide = |la: &str, when: DateTime<Utc>| match store.as_deref_mut() {
             Some(store) => Gate::new(config, store, "").evaluate(la, when),
             None => Decision::Refuse(vec![Finding {
@@ -381,9 +386,42 @@ impl Plan {
                     schedule: report.schedule.to_string(),
                     missed: report.missed.as_str(),
                     decisions,
+                    ledger: Ok(Vec::new()),
                 }
             })
-            .collect();
+            .collect::<Vec<PlannedReport>>();
+        let mut reports = reports;
+        let store = store.as_deref();
+        for (r, report) in reports.iter_mut().zip(&config.reports) {
+            let when = r.next.at.unwrap_or(at);
+            // Only the LAs the gate would permit get a file to audit.
+            let las: Vec<String> = (r.decisions.iter())
+                .filter(|(_, d)| matches!(d, Decision::Permit))
+                .map(|(la, _)| la.clone())
+                .collect();
+            if las.is_empty() {
+                continue;
+            }
+            r.ledger = report::run_report(config, report, &las, when)
+                .map(|run| {
+                    // A table the sanitiser blocks is never audited.
+                    (run.files.iter())
+                        .filter_map(|f| {
+                            let rendered = f.outcome.as_ref().ok()?;
+                            let verdict = audit_preview(
+                                config,
+                                store,
+                                &check,
+                                &f.la,
+                                &rendered.release,
+                                false,
+                            );
+                            Some((f.la.clone(), verdict))
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+        }
         Self { at, reports }
     }
 
@@ -415,6 +453,16 @@ impl Plan {
             }
             for (la, d) in &r.decisions {
                 out.push(format!("  {la} {}", d.text()));
+                if let Ok(verdicts) = &r.ledger
+                    && let Some((_, v)) = verdicts.iter().find(|(l, _)| l == la)
+                {
+                    out.push(format!("    {}", v.text()));
+                }
+            }
+            if let Err(e) = &r.ledger {
+                out.push(format!(
+                    "  the ledger audit cannot be previewed: the tables cannot be made now: {e}"
+                ));
             }
         }
         lines(out)
@@ -434,7 +482,13 @@ impl Plan {
                 "recipients": r.decisions.iter().map(|(la, d)| json!({
                     "la": la,
                     "gate": d.to_json(),
+                    "ledger_audit": match &r.ledger {
+                        Ok(verdicts) => verdicts.iter().find(|(l, _)| l == la)
+                            .map(|(_, v)| v.to_json()),
+                        Err(_) => None,
+                    },
                 })).collect::<Vec<_>>(),
+                "ledger_audit_error": r.ledger.as_ref().err(),
             })).collect::<Vec<_>>(),
         })
     }

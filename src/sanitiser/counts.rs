@@ -16,7 +16,7 @@ use super::input::{self, Header, InputError};
 use super::layout::{Catalogue, Dim, Kind, Layout, Lookup, Origin, Wanted, undeclared};
 use super::period::Period;
 use super::rounding::MAX_COUNT;
-use super::spec::{ALL_COLUMN, COUNT, LA_CODE, MEASURE_COLUMN, PERIOD, TableSpec};
+use super::spec::{COUNT, LA_CODE, MEASURE_COLUMN, PERIOD, TableSpec};
 use super::table::{CountTable, Tally};
 
 /// One data row: its values (every column but `count`), count and line.
@@ -306,11 +306,9 @@ pub fn read_counts(
         tally.add(index(rows_at), c, row.count, row.line);
     }
     errors.finish()?;
-    let labels = layout.labels(layout.rows);
-    let cols = layout
-        .cols
-        .map_or_else(|| vec![ALL_COLUMN.to_string()], |c| layout.labels(c));
-    Ok(tally.into_table(labels, cols, source)?)
+    let rows = layout.axis(Some(layout.rows));
+    let cols = layout.axis(layout.cols);
+    Ok(tally.into_table(rows, cols, source)?)
 }
 
 /// R1: an ASCII decimal integer from 0 to 10^12.

@@ -65,6 +65,34 @@ pub enum Code {
     PctSum,
     /// Nobody was counted: every cell is a true zero.
     NoData,
+    /// R11: with everything the LA has received and knows, a released
+    /// figure or a finest cell has a single possible true value. Blocks
+    /// that LA's file.
+    Unpickable,
+    /// R11: a released figure's or finest cell's interval of possible true
+    /// values is at most the policy's width (default 4). Strict mode blocks.
+    Narrowed,
+    /// R11: a release covers the same measure and population as an earlier
+    /// one with a different cut (other dimensions, grain or filters).
+    Overlap,
+    /// R11: a figure already sent is sent again with another rounded value
+    /// (late records); the revised periods' cells become new unknowns.
+    Revision,
+    /// R11: a release made outside the schedule (decided by the pipeline).
+    Adhoc,
+    /// R11: no true counts fit every release and known figure of a part of
+    /// the ledger (a wrong known figure, or late records that changed a
+    /// period without any figure being sent again), so the audit cannot
+    /// vouch for it. Blocks.
+    LedgerInconsistent,
+    /// R11: a release record or known figure in the ledger is not one the
+    /// audit can read (its shape, periods or categories are wrong). Blocks.
+    LedgerInvalid,
+    /// R11: the ledger does not verify against the audit chain (a release
+    /// or known figure was changed, deleted or added outside mishare, or
+    /// the chain itself is broken), so no audit over it can be trusted.
+    /// Blocks: nothing is spooled for the LAs it concerns.
+    LedgerUnverified,
 }
 
 /// How much a finding matters.
@@ -99,6 +127,14 @@ impl Code {
             Code::SmallBase => "S_SMALL_BASE",
             Code::PctSum => "N_PCT_SUM",
             Code::NoData => "N_NO_DATA",
+            Code::Unpickable => "E_UNPICKABLE",
+            Code::Narrowed => "W_NARROWED",
+            Code::Overlap => "W_OVERLAP",
+            Code::Revision => "W_REVISION",
+            Code::Adhoc => "W_ADHOC",
+            Code::LedgerInconsistent => "E_LEDGER_INCONSISTENT",
+            Code::LedgerInvalid => "E_LEDGER_INVALID",
+            Code::LedgerUnverified => "E_LEDGER_UNVERIFIED",
         }
     }
 

@@ -20,7 +20,9 @@ use rustc_hash::FxHashMap;
 use super::findings::{Blocked, Code, Finding};
 use super::input::InputError;
 use super::period::{Period, PeriodRange};
-use super::spec::{COUNT, LA_CODE, MEASURE_COLUMN, Measure, PERIOD, PeriodGrain, TableSpec, View};
+use super::spec::{
+    ALL_COLUMN, COUNT, LA_CODE, MEASURE_COLUMN, Measure, PERIOD, PeriodGrain, TableSpec, View,
+};
 use crate::reference::{Dimension, Dimensions, LaReference};
 
 /// The declared dimensions a table may use: the characteristics and
@@ -561,6 +563,24 @@ impl<'c> Layout<'c> {
                 .map(|la| la.code.clone())
                 .collect(),
             Kind::Declared(d) => d.categories().iter().map(|c| c.label.clone()).collect(),
+        }
+    }
+
+    /// The category codes of a dimension, in the order of [`Self::labels`]:
+    /// period labels, LA codes, or the declared categories' codes.
+    pub(crate) fn codes(&self, dim: Dim<'_>) -> Vec<String> {
+        match dim.kind {
+            Kind::Period | Kind::La => self.labels(dim),
+            Kind::Declared(d) => d.categories().iter().map(|c| c.code.clone()).collect(),
+        }
+    }
+
+    /// The labels and codes of the rows (`None`: of the one column of a
+    /// table with no column dimension, `All`).
+    pub(crate) fn axis(&self, dim: Option<Dim<'_>>) -> (Vec<String>, Vec<String>) {
+        match dim {
+            Some(dim) => (self.labels(dim), self.codes(dim)),
+            None => (vec![ALL_COLUMN.to_string()], vec![ALL_COLUMN.to_string()]),
         }
     }
 

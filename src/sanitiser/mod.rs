@@ -20,9 +20,12 @@
 //!    cells (R5, R6), labels the file (R10), and in strict mode turns
 //!    warnings into blocks (R13). Its [`Sanitised`] holds only
 //!    [`Rounded`] figures or whole percentages.
-//! 4. The release ledger (R11, a later phase) slots in here: it judges a
-//!    [`Sanitised`] against what the same recipient already holds and adds
-//!    its findings with [`Sanitised::add_findings`] before anything renders.
+//! 4. The release ledger (R11, [`crate::provider::ledger`]) slots in here:
+//!    a [`Sanitised`] becomes a release record (its category codes, filters
+//!    and, for shares, the rounded counts behind them), the audit judges it
+//!    against what the same recipient already holds and knows, and its
+//!    findings join the table's with [`Sanitised::add_findings`] before
+//!    anything renders.
 //! 5. [`render`] writes the CSV an LA receives (saying what it is, who made
 //!    it, for which period, R10), or the JSON with findings.
 //!

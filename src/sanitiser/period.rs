@@ -360,6 +360,40 @@ impl FromStr for PeriodRange {
     }
 }
 
+/// As its label, `"2012-09"` or `"2012-Q3"` (the release ledger stores
+/// periods as JSON).
+impl Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// As `"FIRST..LAST"`, or one period's label when it holds one: the form
+/// `--periods` takes, so it reads back with [`FromStr`].
+impl Serialize for PeriodRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.collect_str(&self.first)
+        } else {
+            s.collect_str(&format_args!("{}..{}", self.first, self.last))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PeriodRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +493,22 @@ mod tests {
         assert_eq!(r.index_of(p("2013-01")), Some(2));
         assert_eq!(r.index_of(p("2013-03")), None);
         assert_eq!(r.index_of(p("2012-Q4")), None);
+    }
+
+    #[test]
+    fn periods_and_ranges_serialise_as_their_labels() {
+        let r: PeriodRange = "2012-07..2012-09".parse().expect("range");
+        let json = serde_json::to_string(&r).expect("json");
+        assert_eq!(json, "\"2012-07..2012-09\"");
+        assert_eq!(serde_json::from_str::<PeriodRange>(&json).expect("back"), r);
+        let one = PeriodRange::single(p("2012-Q3"));
+        assert_eq!(serde_json::to_string(&one).expect("json"), "\"2012-Q3\"");
+        assert_eq!(
+            serde_json::from_str::<Period>("\"2012-Q3\"").expect("p"),
+            p("2012-Q3")
+        );
+        assert!(serde_json::from_str::<PeriodRange>("\"2012-09..2012-07\"").is_err());
+        assert!(serde_json::from_str::<Period>("\"2012-13\"").is_err());
     }
 
     proptest! {

@@ -24,7 +24,7 @@ use super::findings::{Blocked, Code, ErrorSink};
 use super::input::{self, Header, InputError};
 use super::layout::{Catalogue, Dim, Kind, Layout, Lookup, Origin, Wanted, undeclared};
 use super::period::Period;
-use super::spec::{ALL_COLUMN, LA_CODE, PeriodGrain, TableSpec};
+use super::spec::{LA_CODE, PeriodGrain, TableSpec};
 use super::table::{CountTable, Tally};
 use crate::sanitiser::Measure;
 
@@ -148,10 +148,8 @@ pub(crate) fn read_records_with(
         );
     }
     errors.finish()?;
-    let rows = layout.labels(layout.rows);
-    let cols = layout
-        .cols
-        .map_or_else(|| vec![ALL_COLUMN.to_string()], |c| layout.labels(c));
+    let rows = layout.axis(Some(layout.rows));
+    let cols = layout.axis(layout.cols);
     let tables: Vec<CountTable> = merged
         .into_iter()
         .map(|t| t.into_table(rows.clone(), cols.clone(), source))
@@ -867,6 +865,9 @@ mod tests {
         ];
         let t = read(input.as_bytes(), &s, 1, BLOCK).expect("ok");
         assert_eq!(t.rows(), ["Disabled", "Not disabled"]);
+        assert_eq!(t.row_codes(), ["Y", "N"], "the ledger records codes");
+        assert_eq!(t.cols(), ["All"]);
+        assert_eq!(t.col_codes(), ["All"]);
         assert_eq!(t.cells(), [vec![1], vec![0]]);
     }
 

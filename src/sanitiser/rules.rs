@@ -58,7 +58,18 @@ pub struct Sanitised {
     col_dimension: Option<String>,
     rows: Vec<String>,
     cols: Vec<String>,
+    row_codes: Vec<String>,
+    col_codes: Vec<String>,
+    /// The `--where` filters the table was made with, as given.
+    filters: Vec<(String, String)>,
     body: Body,
+    /// In the shares view, the rounded counts each share was computed from
+    /// (`rounded[r][c]`). Never rendered, never in the JSON of `mishare
+    /// sanitise`: kept only for the release ledger (R11), which takes a
+    /// shares table to reveal the rounded counts behind it (conservative:
+    /// with a known base, shares give them back) and so must record them.
+    /// Rounded figures only, like everything else here.
+    shares_rounded: Option<Vec<Vec<Rounded>>>,
     findings: Vec<Finding>,
     periods: Option<PeriodRange>,
     about: About,
@@ -96,8 +107,30 @@ impl Sanitised {
     pub fn cols(&self) -> &[String] {
         &self.cols
     }
+    /// The rows' category codes (`Y`, where the file shows `Disabled`), in
+    /// the order of [`Self::rows`]. Periods and LA codes are their own codes.
+    pub fn row_codes(&self) -> &[String] {
+        &self.row_codes
+    }
+    /// The columns' category codes, in the order of [`Self::cols`] (`All`
+    /// for a table with no column dimension).
+    pub fn col_codes(&self) -> &[String] {
+        &self.col_codes
+    }
+    /// The `--where` filters (dimension, value) the table was made with.
+    /// An internal file for a recipient is restricted to that LA too (R16)
+    /// whether or not a filter says so.
+    pub fn filters(&self) -> &[(String, String)] {
+        &self.filters
+    }
     pub fn body(&self) -> &Body {
         &self.body
+    }
+    /// In the shares view, the rounded counts behind the shares
+    /// (`[row][column]`); `None` in the counts view. For the release ledger
+    /// only (R11): never rendered and never sent.
+    pub fn shares_rounded(&self) -> Option<&[Vec<Rounded>]> {
+        self.shares_rounded.as_deref()
     }
     /// The periods the table covers; `None` for every period in the input.
     pub fn periods(&self) -> Option<PeriodRange> {
@@ -144,9 +177,15 @@ pub fn sanitise(spec: &TableSpec, table: &CountTable) -> Result<Sanitised, Block
         .ok_or_else(overflow)?;
 
     let mut findings = Vec::new();
-    let body = match spec.view {
-        View::Counts => counts(table, rounded, &mut findings).ok_or_else(overflow)?,
-        View::Shares => shares(spec, table, &rounded, &mut findings),
+    let (body, shares_rounded) = match spec.view {
+        View::Counts => (
+            counts(table, rounded, &mut findings).ok_or_else(overflow)?,
+            None,
+        ),
+        View::Shares => {
+            let body = shares(spec, table, &rounded, &mut findings);
+            (body, Some(rounded))
+        }
     };
     small_cells(table, &mut findings);
     if table.cells().iter().flatten().all(|&x| x == 0) {
@@ -199,7 +238,11 @@ pub fn sanitise(spec: &TableSpec, table: &CountTable) -> Result<Sanitised, Block
         col_dimension: spec.cols.clone(),
         rows: table.rows().to_vec(),
         cols: table.cols().to_vec(),
+        row_codes: table.row_codes().to_vec(),
+        col_codes: table.col_codes().to_vec(),
+        filters: spec.filters.clone(),
         body,
+        shares_rounded,
         findings,
         periods: spec.periods,
         about: spec.about.clone(),
@@ -509,6 +552,32 @@ mod tests {
         s.classification = Some(Classification::Published);
         let out = sanitise(&s, &table(vec![vec![100]])).expect("ok");
         assert_eq!(out.label(), PUBLISHED_LABEL);
+    }
+
+    #[test]
+    fn a_shares_table_keeps_the_rounded_counts_behind_it_and_never_shows_them() {
+        let t = table(vec![vec![47], vec![133]])
+            .with_codes(vec!["Y".into(), "N".into()], vec!["All".into()]);
+        let out = sanitise(&spec(View::Shares), &t).expect("ok");
+        assert_eq!(
+            out.body(),
+            &Body::Shares {
+                cells: vec![vec![Some(22)], vec![Some(78)]]
+            }
+        );
+        let behind: Vec<Vec<u64>> = (out.shares_rounded().expect("shares").iter())
+            .map(|row| row.iter().map(|r| r.get()).collect())
+            .collect();
+        assert_eq!(behind, [vec![40], vec![140]]);
+        assert_eq!(out.row_codes(), ["Y", "N"]);
+        assert_eq!(out.rows(), ["r0", "r1"]);
+        let json = render::json(&out);
+        let csv = String::from_utf8(render::csv(&out)).expect("utf8");
+        for text in [&json, &csv] {
+            assert!(!text.contains("140") && !text.contains("40,"), "{text}");
+        }
+        let counts = sanitise(&spec(View::Counts), &t).expect("ok");
+        assert!(counts.shares_rounded().is_none());
     }
 
     #[test]

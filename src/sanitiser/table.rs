@@ -8,16 +8,24 @@ use super::findings::{Blocked, Code};
 use super::spec::ALL_COLUMN;
 
 /// True counts laid out by the row and column dimensions, in output order.
+///
+/// Each row and column has a label (what the file shows: `Disabled`) and a
+/// category code (what the input holds and the release ledger records:
+/// `Y`). For periods and LA codes the two are the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountTable {
     rows: Vec<String>,
     cols: Vec<String>,
+    row_codes: Vec<String>,
+    col_codes: Vec<String>,
     /// `cells[r][c]`.
     cells: Vec<Vec<u64>>,
 }
 
 impl CountTable {
     /// A table from labels in output order and a cell per (row, column).
+    /// Each label is taken as its category's code too; [`Self::with_codes`]
+    /// says otherwise where a label is not its code.
     ///
     /// # Panics
     /// If `cells` is not `rows.len()` by `cols.len()`: that is a bug in the
@@ -29,7 +37,31 @@ impl CountTable {
             cells.iter().all(|r| r.len() == cols.len()),
             "one cell per column label"
         );
-        Self { rows, cols, cells }
+        Self {
+            row_codes: rows.clone(),
+            col_codes: cols.clone(),
+            rows,
+            cols,
+            cells,
+        }
+    }
+
+    /// The same table with the category codes of its rows and columns, in
+    /// the order of the labels.
+    ///
+    /// # Panics
+    /// If there is not one code per label: a bug in the caller (the readers
+    /// take both from the same layout).
+    pub fn with_codes(mut self, row_codes: Vec<String>, col_codes: Vec<String>) -> Self {
+        assert_eq!(row_codes.len(), self.rows.len(), "one code per row label");
+        assert_eq!(
+            col_codes.len(),
+            self.cols.len(),
+            "one code per column label"
+        );
+        self.row_codes = row_codes;
+        self.col_codes = col_codes;
+        self
     }
 
     /// A one-column table (the column is named `All`).
@@ -44,6 +76,16 @@ impl CountTable {
 
     pub fn cols(&self) -> &[String] {
         &self.cols
+    }
+
+    /// The rows' category codes, in the order of [`Self::rows`].
+    pub fn row_codes(&self) -> &[String] {
+        &self.row_codes
+    }
+
+    /// The columns' category codes, in the order of [`Self::cols`].
+    pub fn col_codes(&self) -> &[String] {
+        &self.col_codes
     }
 
     pub(crate) fn cells(&self) -> &[Vec<u64>] {
@@ -115,12 +157,12 @@ impl Tally {
         }
     }
 
-    /// The table with these labels (the layout's, from the specification
-    /// alone). `source` names the input in error messages.
+    /// The table with these labels and codes (the layout's, from the
+    /// specification alone). `source` names the input in error messages.
     pub(crate) fn into_table(
         self,
-        rows: Vec<String>,
-        cols: Vec<String>,
+        (rows, row_codes): (Vec<String>, Vec<String>),
+        (cols, col_codes): (Vec<String>, Vec<String>),
         source: &str,
     ) -> Result<CountTable, Blocked> {
         if let Some(line) = self.overflow {
@@ -142,7 +184,7 @@ impl Tally {
         } else {
             self.cells.chunks(self.ncols).map(<[u64]>::to_vec).collect()
         };
-        Ok(CountTable::new(rows, cols, cells))
+        Ok(CountTable::new(rows, cols, cells).with_codes(row_codes, col_codes))
     }
 }
 
@@ -150,8 +192,9 @@ impl Tally {
 mod tests {
     use super::*;
 
-    fn labels(n: usize, prefix: &str) -> Vec<String> {
-        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    fn labels(n: usize, prefix: &str) -> (Vec<String>, Vec<String>) {
+        let labels: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+        (labels.clone(), labels)
     }
 
     #[test]

@@ -141,7 +141,15 @@ pub fn write_provider_certs(dir: &Path) {
         .issue("provider.test", Usage::ClientAndServer, Validity::Current)
         .expect("issue");
     std::fs::write(dir.join("provider.pem"), &issued.cert_pem).expect("cert");
-    std::fs::write(dir.join("provider.key"), &issued.key_pem).expect("key");
+    write_private_key(&dir.join("provider.key"), &issued.key_pem);
+}
+
+/// Writes a private key owner-only (0600): a configuration naming a key
+/// its group or others can read is refused.
+pub fn write_private_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).expect("key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
 }
 
 pub fn at(s: &str) -> DateTime<Utc> {

@@ -88,7 +88,11 @@ impl Net {
         let write_pair = |stem: &str, name: &str, usage: Usage| {
             let issued = ca.issue(name, usage, Validity::Current).expect("issue");
             std::fs::write(root.join(format!("certs/{stem}.pem")), &issued.cert_pem).expect("cert");
-            std::fs::write(root.join(format!("certs/{stem}.key")), &issued.key_pem).expect("key");
+            let key = root.join(format!("certs/{stem}.key"));
+            std::fs::write(&key, &issued.key_pem).expect("key");
+            // Owner-only: a configuration naming an open key is refused.
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod key");
         };
         write_pair("provider", PROVIDER_ID, Usage::ClientAndServer);
         write_pair("dwp", DWP_ID, Usage::Client);
@@ -209,6 +213,32 @@ impl Net {
             la.real
         );
         std::fs::write(self.path(&stem).join("authority.toml"), toml).expect("authority.toml");
+    }
+
+    /// Restarts `code`'s in-process endpoint on the same address with
+    /// `extra` top-level keys in its authority.toml (limits, say).
+    pub async fn restart_endpoint_with(&mut self, code: &str, extra: &str) {
+        self.stop_endpoint(code, 1 << 30).await;
+        let stem = format!("la-{}", code.to_ascii_lowercase());
+        let path = self.path(&stem).join("authority.toml");
+        let text = std::fs::read_to_string(&path).expect("authority.toml");
+        let text = text.replacen("[tls]", &format!("{extra}\n[tls]"), 1);
+        std::fs::write(&path, &text).expect("authority.toml");
+        let config = AuthorityConfig::from_toml(&path, &text).expect("authority config");
+        let listener = TcpListener::bind(self.la(code).real).await.expect("bind");
+        let stop = Shutdown::new();
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mishare::authority::serve(config, listener, &shutdown).await {
+                panic!("the authority endpoint failed: {e}");
+            }
+        });
+        let la = self
+            .las
+            .iter_mut()
+            .find(|l| l.code == code)
+            .expect("a known LA");
+        la.stop = Some(stop);
     }
 
     /// `mishare authority run` for `code` (after [`Net::stop_endpoint`]).
@@ -514,5 +544,31 @@ impl Proxy {
     /// Bytes forwarded on connection `i`.
     pub fn forwarded(&self, i: usize) -> u64 {
         self.forwarded.lock().expect("lock")[i].load(Ordering::SeqCst)
+    }
+}
+
+/// A release record for a file spooled straight through the outbox (not
+/// made by a report): one referrals figure of 2012-09 for `la`, rounded.
+/// Every spool records one; these tests are about the bytes, not the
+/// figures.
+pub fn test_release(la: &str) -> mishare::provider::ledger::ReleaseTable {
+    use mishare::provider::ledger::{Axis, Figures, ReleaseTable};
+    use mishare::sanitiser::{Measure, View};
+    ReleaseTable {
+        measure: Measure::Referrals,
+        view: View::Counts,
+        range: "2012-09".parse().expect("range"),
+        rows: Axis {
+            dimension: "period".into(),
+            codes: vec!["2012-09".into()],
+        },
+        cols: None,
+        fixed: vec![("la_code".into(), la.into())],
+        figures: Figures::Counts {
+            cells: vec![vec![200]],
+            row_totals: vec![200],
+            col_totals: vec![200],
+            total: 200,
+        },
     }
 }

@@ -11,10 +11,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 use serde_json::json;
 
-use super::{Store, StoreError};
+use super::{NewRelease, Store, StoreError};
 use crate::common::audit::{self, Kind};
 use crate::common::db::{DbError, Optional, time_column};
 use crate::common::encoding::{hex, sha256_from_hex, unhex};
+use crate::common::fault::{CrashPoint, dangerous_crash_point};
 use crate::common::names::is_transfer_id;
 use crate::common::time::timestamp;
 use crate::provider::spool::SPOOL_DIR;
@@ -208,6 +209,13 @@ fn from_row(spool: &Path, r: &Row<'_>) -> rusqlite::Result<Result<Delivery, DbEr
     Ok(build())
 }
 
+/// The counter a daemon's state watch reads to notice new or requeued
+/// deliveries at once.
+fn bump_outbox_generation(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("UPDATE outbox_generation SET n = n + 1 WHERE id = 1", [])?;
+    Ok(())
+}
+
 impl Store {
     fn spool_dir(&self) -> PathBuf {
         self.data_dir().join(SPOOL_DIR)
@@ -229,10 +237,12 @@ impl Store {
     }
 
     /// Records a delivery as queued with its spooled file, size and digest,
-    /// and audits it, in one transaction.
+    /// and its release in the ledger, and audits both, in one transaction:
+    /// a crash leaves both or neither.
     pub fn record_spooled(
         &mut self,
         new: &NewDelivery<'_>,
+        release: &NewRelease<'_>,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Delivery, StoreError> {
@@ -272,6 +282,10 @@ impl Store {
                 "sha256": hex(new.sha256),
             }),
         )?;
+        // A crash here, inside the transaction, must lose the delivery row
+        // too: the fault suite aborts at this point.
+        dangerous_crash_point(CrashPoint::BeforeLedger);
+        Store::insert_release(&tx, id, to, new.transfer_id, release, actor, now)?;
         tx.commit()?;
         self.delivery(id)
     }
@@ -337,10 +351,15 @@ impl Store {
     ) -> Result<Option<PathBuf>, StoreError> {
         let before = self.delivery(id)?;
         let tx = self.write()?;
+        // Version 1 names none of provider..classification: NULL, as for
+        // the receipts stored before migration 4.
+        let v2 = receipt.version >= 2;
+        let bound = |text: &str| v2.then(|| text.to_string());
         tx.execute(
             "INSERT INTO receipts (delivery_id, transfer_id, sha256, size, stored_as,
-                 received_unix_ms, signature, verification, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 received_unix_ms, signature, verification, stored_at, version, provider,
+                 la_code, report, period, classification)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 id,
                 receipt.transfer_id,
@@ -351,6 +370,12 @@ impl Store {
                 receipt.signature,
                 verification,
                 timestamp(now),
+                receipt.version.max(1),
+                bound(&receipt.provider),
+                bound(&receipt.la_code),
+                bound(&receipt.report),
+                bound(&receipt.period),
+                v2.then_some(receipt.classification),
             ],
         )?;
         tx.execute(
@@ -374,6 +399,7 @@ impl Store {
                 "receipt_signature": verification,
             }),
         )?;
+        Store::release_delivered(&tx, id, &before.la, actor, now)?;
         tx.commit()?;
         Ok(before.spool_path)
     }
@@ -460,7 +486,7 @@ impl Store {
              WHERE id = ?1 AND state = 'dead'",
             params![id, timestamp(now)],
         )?;
-        tx.execute("UPDATE outbox_generation SET n = n + 1 WHERE id = 1", [])?;
+        bump_outbox_generation(&tx)?;
         audit::append(
             &tx,
             now,
@@ -476,6 +502,15 @@ impl Store {
         )?;
         tx.commit()?;
         self.delivery(id)
+    }
+
+    /// Tells a running daemon, through its state watch, that deliveries
+    /// were queued for it (by `send-now`, which hands them over).
+    pub fn wake_daemon(&mut self) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        bump_outbox_generation(&tx)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The receipt kept for a delivery, if any.
@@ -505,21 +540,33 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                "SELECT sha256, size, stored_as, received_unix_ms, signature FROM receipts
-                 WHERE transfer_id = ?1",
+                "SELECT sha256, size, stored_as, received_unix_ms, signature, version, provider,
+                     la_code, report, period, classification
+                 FROM receipts WHERE transfer_id = ?1",
                 [transfer_id],
                 |r| {
-                    Ok((
+                    let signed = (
                         r.get::<_, String>(0)?,
                         r.get::<_, i64>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
                         r.get::<_, Vec<u8>>(4)?,
-                    ))
+                    );
+                    let bound = (
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<i32>>(10)?,
+                    );
+                    Ok((signed, bound))
                 },
             )
             .optional()?;
-        row.map(|(sha256, size, stored_as, received_unix_ms, signature)| {
+        row.map(|(signed, bound)| {
+            let (sha256, size, stored_as, received_unix_ms, signature) = signed;
+            let (version, provider, la_code, report, period, classification) = bound;
             Ok(v1::Receipt {
                 transfer_id: transfer_id.to_string(),
                 sha256: unhex(&sha256)
@@ -529,6 +576,13 @@ impl Store {
                 stored_as,
                 received_unix_ms,
                 signature,
+                provider: provider.unwrap_or_default(),
+                la_code: la_code.unwrap_or_default(),
+                report: report.unwrap_or_default(),
+                period: period.unwrap_or_default(),
+                classification: classification.unwrap_or_default(),
+                // On the wire, version 1 is the field unset.
+                version: if version >= 2 { version } else { 0 },
             })
         })
         .transpose()

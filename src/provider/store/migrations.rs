@@ -168,4 +168,79 @@ CREATE TABLE outbox_generation (
 );
 INSERT INTO outbox_generation (id, n) VALUES (1, 0);
 "#,
+    // 4: receipts that bind who sent what to whom (receipt version 2): the
+    // version each was signed in, and what version 2 names besides the
+    // file. Receipts stored before are version 1 and name none of it.
+    r#"
+ALTER TABLE receipts ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE receipts ADD COLUMN provider TEXT;
+ALTER TABLE receipts ADD COLUMN la_code TEXT;
+ALTER TABLE receipts ADD COLUMN report TEXT;
+ALTER TABLE receipts ADD COLUMN period TEXT;
+ALTER TABLE receipts ADD COLUMN classification INTEGER;
+"#,
+    // 5: the release ledger (R11): what each LA was sent, and the figures it
+    // knows from elsewhere. Rounded figures only. Each row is covered by an
+    // audit entry holding the SHA-256 of its canonical form, which `mishare
+    // audit verify` and every run recompute; the triggers stop this program
+    // from changing or deleting a row by mistake.
+    r#"
+CREATE TABLE releases (
+    id               INTEGER PRIMARY KEY,
+    delivery_id      INTEGER NOT NULL UNIQUE REFERENCES deliveries(id),
+    run_id           INTEGER NOT NULL REFERENCES report_runs(id),
+    report           TEXT NOT NULL,
+    transfer_id      TEXT NOT NULL UNIQUE,
+    la_code          TEXT NOT NULL,
+    measure          TEXT NOT NULL,
+    view             TEXT NOT NULL CHECK (view IN ('counts', 'shares')),
+    period_range     TEXT NOT NULL,              -- 2012-09, 2012-07..2012-09
+    dimensions       TEXT NOT NULL,              -- JSON: the dimensions laid out, rows first
+    filters          TEXT NOT NULL,              -- JSON: [[dimension, code], ...], sorted
+    classification   TEXT NOT NULL CHECK (classification IN ('internal', 'published')),
+    figures          TEXT NOT NULL,              -- JSON: the ReleaseTable, rounded figures only
+    plaintext_sha256 TEXT NOT NULL,              -- of the file the LA decrypts, lower-case hex
+    spooled_at       TEXT NOT NULL,
+    delivered_at     TEXT                        -- when the receipt was stored
+);
+CREATE INDEX releases_la ON releases(la_code, id);
+
+CREATE TABLE known_figures (
+    id            INTEGER PRIMARY KEY,
+    la_code       TEXT NOT NULL,
+    measure       TEXT NOT NULL,
+    period        TEXT NOT NULL,                 -- 2012-09, 2012-Q3 or 2012
+    categories    TEXT NOT NULL,                 -- JSON: [[dimension, code], ...], sorted, la_code included
+    value_lo      INTEGER NOT NULL CHECK (value_lo >= 0),
+    value_hi      INTEGER NOT NULL CHECK (value_hi >= value_lo),
+    exact         INTEGER NOT NULL CHECK (exact IN (0, 1)),
+    source        TEXT NOT NULL,
+    added_at      TEXT NOT NULL,
+    added_by      TEXT NOT NULL,
+    removed_at    TEXT,                          -- removed figures are kept, never deleted
+    removed_by    TEXT,
+    remove_reason TEXT,
+    CHECK ((removed_at IS NULL) = (removed_by IS NULL)),
+    CHECK ((removed_at IS NULL) = (remove_reason IS NULL))
+);
+CREATE INDEX known_figures_la ON known_figures(la_code, id);
+
+CREATE TRIGGER releases_no_delete BEFORE DELETE ON releases
+    BEGIN SELECT RAISE(ABORT, 'the release ledger is append-only'); END;
+CREATE TRIGGER releases_fixed BEFORE UPDATE OF id, delivery_id, run_id, report, transfer_id,
+    la_code, measure, view, period_range, dimensions, filters, classification, figures,
+    plaintext_sha256, spooled_at ON releases
+    BEGIN SELECT RAISE(ABORT, 'a release record never changes'); END;
+CREATE TRIGGER releases_delivered_once BEFORE UPDATE OF delivered_at ON releases
+    WHEN OLD.delivered_at IS NOT NULL
+    BEGIN SELECT RAISE(ABORT, 'a release is delivered once'); END;
+CREATE TRIGGER known_figures_no_delete BEFORE DELETE ON known_figures
+    BEGIN SELECT RAISE(ABORT, 'known figures are removed, never deleted'); END;
+CREATE TRIGGER known_figures_fixed BEFORE UPDATE OF id, la_code, measure, period, categories,
+    value_lo, value_hi, exact, source, added_at, added_by ON known_figures
+    BEGIN SELECT RAISE(ABORT, 'a known figure never changes; remove it and add another'); END;
+CREATE TRIGGER known_figures_removed_once BEFORE UPDATE OF removed_at, removed_by, remove_reason
+    ON known_figures WHEN OLD.removed_at IS NOT NULL
+    BEGIN SELECT RAISE(ABORT, 'a known figure is removed once'); END;
+"#,
 ];

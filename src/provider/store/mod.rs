@@ -9,7 +9,9 @@
 //!   a busy timeout) instead of losing a change or forking the audit chain.
 //! - [`agreements`] and [`suspensions`]: what the gate reads;
 //!   [`runs`]: report runs, schedule marks and plan-time refusals;
-//!   [`deliveries`]: the outbox's rows and the receipts.
+//!   [`deliveries`]: the outbox's rows and the receipts;
+//!   [`ledger`]: the release ledger and known figures, each row covered by
+//!   the audit chain.
 //!
 //! The API is synchronous. A process that does async work shares one
 //! [`Store`] through a [`SharedStore`], whose [`SharedStore::run`] takes it
@@ -17,6 +19,7 @@
 
 pub mod agreements;
 pub mod deliveries;
+pub mod ledger;
 mod migrations;
 pub mod runs;
 pub mod suspensions;
@@ -33,6 +36,7 @@ use crate::common::db::{self, DbError};
 
 pub use agreements::{Added, Agreement, AgreementEvent, AgreementEventKind};
 pub use deliveries::{Delivery, DeliveryState, StoredReceipt};
+pub use ledger::{KnownRow, LedgerCheck, LedgerProblem, NewRelease, ReleaseRow};
 pub use runs::UnfinishedRun;
 pub use suspensions::{Maker, Scope, Suspension};
 
@@ -96,6 +100,18 @@ pub enum StoreError {
     /// No delivery has this id.
     #[error("there is no delivery {0}; `mishare status` lists deliveries")]
     UnknownDelivery(i64),
+    /// No release has this id.
+    #[error("there is no release {0}; `mishare ledger list` lists them")]
+    UnknownRelease(i64),
+    /// No known figure has this id.
+    #[error("there is no known figure {0}; `mishare known list` lists them")]
+    UnknownKnown(i64),
+    /// The known figure was already removed.
+    #[error("known figure {id} was already removed at {at} by {by}")]
+    KnownAlreadyRemoved { id: i64, at: String, by: String },
+    /// A known figure larger than the database holds.
+    #[error("{0} is larger than any count the ledger can hold")]
+    KnownTooLarge(u64),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -253,5 +269,76 @@ mod tests {
             .suspend(Scope::All, Maker::Provider, "test", None, "t", Utc::now())
             .expect("suspend");
         assert_ne!(store.state_fingerprint().expect("fingerprint"), before);
+    }
+
+    /// A receipt stored before migration 4 (version 1, naming no provider,
+    /// LA, report, period or classification) is exported as it was signed,
+    /// and still verifies.
+    #[test]
+    fn a_receipt_stored_before_version_2_still_verifies() {
+        use crate::certs::{DevCa, Usage, Validity};
+        use crate::wire::v1::Receipt;
+
+        let la = DevCa::new("ca")
+            .expect("ca")
+            .issue("la-e09000002.test", Usage::Server, Validity::Current)
+            .expect("la");
+        let transfer_id = "5f0c0000000000000000000000000001";
+        let old = crate::receipt::signed_as_v1(
+            &la.identity(),
+            Receipt {
+                transfer_id: transfer_id.into(),
+                sha256: vec![7; 32],
+                size: 1234,
+                stored_as: format!("2012-10_referrals-monthly_{transfer_id}.age"),
+                received_unix_ms: 1_700_000_000_000,
+                ..Receipt::default()
+            },
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("state");
+        {
+            // The database as mishare left it before migration 4.
+            let before = db::Schema {
+                migrations: &migrations::MIGRATIONS[..3],
+                ..SCHEMA
+            };
+            let conn = db::open(&data, &before).expect("old schema");
+            conn.execute_batch(&format!(
+                "INSERT INTO report_runs (id, report, period, started_at, actor)
+                     VALUES (1, 'referrals-monthly', '2012-10', '2012-11-02T06:00:00Z', 't');
+                 INSERT INTO deliveries (id, run_id, la_code, transfer_id, report, period,
+                     classification, state, size, sha256, created_at, updated_at)
+                     VALUES (1, 1, 'E09000002', '{transfer_id}', 'referrals-monthly',
+                     '2012-10', 'internal', 'delivered', 1234, '{}',
+                     '2012-11-02T06:00:00Z', '2012-11-02T06:00:00Z');",
+                crate::common::encoding::hex(&old.sha256)
+            ))
+            .expect("an old delivery");
+            conn.execute(
+                "INSERT INTO receipts (delivery_id, transfer_id, sha256, size, stored_as,
+                     received_unix_ms, signature, verification, stored_at)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, 'verified', '2012-11-02T06:00:01Z')",
+                rusqlite::params![
+                    transfer_id,
+                    crate::common::encoding::hex(&old.sha256),
+                    old.size as i64,
+                    old.stored_as,
+                    old.received_unix_ms,
+                    old.signature,
+                ],
+            )
+            .expect("its receipt");
+        }
+        let store = Store::open(&data).expect("migrated");
+        let exported = store
+            .wire_receipt(transfer_id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(exported, old);
+        assert_eq!(
+            crate::receipt::verify(&exported, &la.cert_der).expect("still valid"),
+            crate::receipt::Version::V1
+        );
     }
 }

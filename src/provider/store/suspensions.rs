@@ -312,4 +312,23 @@ impl Store {
     pub fn suspensions_covering(&self, la: &str) -> Result<Vec<Suspension>, StoreError> {
         covering(self.conn(), la)
     }
+
+    /// Suspensions covering `la` that were in force at some time since
+    /// `since` and have been lifted (those still in force the gate sees for
+    /// itself), oldest first. The history is kept, so this holds whether or
+    /// not a daemon was running to see them.
+    pub fn lifted_suspensions_since(
+        &self,
+        la: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Suspension>, StoreError> {
+        collect(
+            self.conn(),
+            select_suspensions!(
+                "WHERE lifted_at IS NOT NULL AND lifted_at >= ?2
+                     AND (la_code IS NULL OR la_code = ?1) ORDER BY id"
+            ),
+            params![la, timestamp(since)],
+        )
+    }
 }

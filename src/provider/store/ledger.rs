@@ -1,0 +1,835 @@
+//! The release ledger's rows (R11): every release to an LA, written in the
+//! transaction that records its delivery as spooled, and the figures each LA
+//! knows from elsewhere. Rounded figures only: a release row holds the
+//! [`ReleaseTable`] as JSON, and nothing else this module writes holds a
+//! count.
+//!
+//! # Tamper evidence
+//!
+//! Every row is covered by the audit chain ([`crate::common::audit`]): the
+//! transaction that writes a row (or removes a known figure, or sets a
+//! release's delivery time) appends an audit entry holding the SHA-256 of the
+//! row's canonical form ([`row_digest`]: the columns, in a fixed order, as
+//! JSON, read back from the database). [`Store::verify_ledger`] recomputes
+//! the chain and then every row's digest: a row changed, deleted, added or
+//! un-removed outside mishare no longer matches its entry, or has none, or an
+//! entry has no row. The ledger is then **unverified** for the LAs concerned
+//! (for every LA if the chain itself is broken), and the pipeline spools
+//! nothing for them ([`LedgerCheck::refusal`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+use crate::common::audit::{self, Break, Kind, Verification};
+use crate::common::db::{DbError, Optional, time_column};
+use crate::common::encoding::hex;
+use crate::common::time::timestamp;
+use crate::provider::ledger::{Known, KnownPeriod, KnownValue, ReleaseTable, Released};
+use crate::reference::LA_CODE;
+use crate::sanitiser::{Classification, Finding, Measure};
+
+/// The columns of a release row its digest covers: all but `delivered_at`,
+/// which is set later and covered by its own entry.
+const RELEASE_COLUMNS: &str = "id, delivery_id, run_id, report, transfer_id, la_code, measure, \
+     view, period_range, dimensions, filters, classification, figures, plaintext_sha256, \
+     spooled_at";
+
+/// The columns of a release's delivery time.
+const DELIVERED_COLUMNS: &str = "id, delivered_at";
+
+/// The columns of a known figure its digest covers: all but the removal.
+const KNOWN_COLUMNS: &str = "id, la_code, measure, period, categories, value_lo, value_hi, \
+     exact, source, added_at, added_by";
+
+/// The columns of a known figure's removal.
+const REMOVAL_COLUMNS: &str = "id, removed_at, removed_by, remove_reason";
+
+/// The SHA-256 of row `id` of `table` over `columns`, or `None` if there is
+/// no such row. The canonical form is a JSON array of `[column, value]`
+/// pairs in the order given, each value as SQLite holds it (a number, text,
+/// null, or a blob in hex), so a value stored with another type is a
+/// different row.
+fn row_digest(
+    conn: &Connection,
+    table: &'static str,
+    columns: &'static str,
+    id: i64,
+) -> Result<Option<String>, StoreError> {
+    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let sql = format!("SELECT {columns} FROM {table} WHERE id = ?1");
+    let values: Option<Vec<Value>> = conn
+        .query_row(&sql, [id], |r| {
+            (0..names.len()).map(|i| r.get::<_, Value>(i)).collect()
+        })
+        .optional()?;
+    Ok(values.map(|values| {
+        let pairs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(values)
+            .map(|(name, value)| {
+                let v = match value {
+                    Value::Null => serde_json::Value::Null,
+                    Value::Integer(i) => json!(i),
+                    Value::Real(f) => json!({ "real": f.to_string() }),
+                    Value::Text(t) => json!(t),
+                    Value::Blob(b) => json!({ "blob": hex(&b) }),
+                };
+                json!([name, v])
+            })
+            .collect();
+        let canonical = json!({ "table": table, "row": pairs }).to_string();
+        hex(&Sha256::digest(canonical.as_bytes()))
+    }))
+}
+
+/// A release about to be recorded with its delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRelease<'a> {
+    /// What the LA is sent, rounded.
+    pub table: &'a ReleaseTable,
+    /// The SHA-256 of the plaintext the LA will decrypt.
+    pub plaintext_sha256: &'a [u8; 32],
+    /// The audit's findings that did not block (warnings and notes), for
+    /// the audit log.
+    pub findings: &'a [Finding],
+}
+
+/// A release as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRow {
+    pub id: i64,
+    pub delivery_id: i64,
+    pub run_id: i64,
+    pub report: String,
+    pub transfer_id: String,
+    pub la: String,
+    pub classification: Classification,
+    pub table: ReleaseTable,
+    /// Lower-case hex.
+    pub plaintext_sha256: String,
+    pub spooled_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl ReleaseRow {
+    /// As the audit reads it.
+    pub fn released(&self) -> Released {
+        Released {
+            id: self.id,
+            table: self.table.clone(),
+        }
+    }
+
+    /// The dimensions laid out, rows first (`payment_group × period`).
+    pub fn dimensions(&self) -> String {
+        std::iter::once(self.table.rows.dimension.as_str())
+            .chain(self.table.cols.as_ref().map(|c| c.dimension.as_str()))
+            .collect::<Vec<_>>()
+            .join(" × ")
+    }
+
+    /// As JSON, for `ledger list` and `ledger show`.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "la": self.la,
+            "report": self.report,
+            "run": self.run_id,
+            "delivery": self.delivery_id,
+            "transfer_id": self.transfer_id,
+            "measure": self.table.measure,
+            "view": self.table.view,
+            "period": self.table.range.to_string(),
+            "dimensions": std::iter::once(&self.table.rows.dimension)
+                .chain(self.table.cols.as_ref().map(|c| &c.dimension))
+                .collect::<Vec<_>>(),
+            "filters": self.table.fixed.iter()
+                .map(|(d, c)| (d.clone(), json!(c)))
+                .collect::<serde_json::Map<_, _>>(),
+            "classification": self.classification.as_str(),
+            "table": self.table,
+            "plaintext_sha256": self.plaintext_sha256,
+            "spooled_at": timestamp(self.spooled_at),
+            "delivered_at": self.delivered_at.map(timestamp),
+        })
+    }
+}
+
+/// A known figure as the ledger holds it, with its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownRow {
+    pub known: Known,
+    pub la: String,
+    pub added_at: DateTime<Utc>,
+    pub added_by: String,
+    /// When, by whom and why it was removed.
+    pub removed: Option<(DateTime<Utc>, String, String)>,
+}
+
+impl KnownRow {
+    /// As JSON, for `known list`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let k = &self.known;
+        json!({
+            "id": k.id,
+            "la": self.la,
+            "measure": k.measure,
+            "period": k.period.to_string(),
+            "categories": k.fixed.iter()
+                .filter(|(d, _)| d != LA_CODE)
+                .map(|(d, c)| (d.clone(), json!(c)))
+                .collect::<serde_json::Map<_, _>>(),
+            "value": match k.value {
+                KnownValue::Exact(v) => json!(v),
+                KnownValue::Range(lo, hi) => json!({ "lo": lo, "hi": hi }),
+            },
+            "source": k.source,
+            "added_at": timestamp(self.added_at),
+            "added_by": self.added_by,
+            "removed": self.removed.as_ref().map(|(at, by, reason)| json!({
+                "at": timestamp(*at), "by": by, "reason": reason,
+            })),
+        })
+    }
+}
+
+/// One way the ledger fails to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerProblem {
+    /// The LAs whose audit it undermines (from the audit entry, and from
+    /// the row if that names another).
+    pub las: Vec<String>,
+    pub message: String,
+}
+
+/// What [`Store::verify_ledger`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerCheck {
+    /// The audit chain's own break, if any: then nothing in the ledger can
+    /// be vouched for.
+    pub chain: Option<Break>,
+    /// Audit entries in an intact chain.
+    pub entries: i64,
+    pub releases: usize,
+    pub known: usize,
+    /// Rows that do not match their entries, in row order.
+    pub problems: Vec<LedgerProblem>,
+}
+
+impl LedgerCheck {
+    /// Whether the chain and every ledger row verify.
+    pub fn is_intact(&self) -> bool {
+        self.chain.is_none() && self.problems.is_empty()
+    }
+
+    /// Why nothing may be spooled for `la`, if the ledger cannot be
+    /// trusted for it.
+    pub fn refusal(&self, la: &str) -> Option<String> {
+        if let Some(b) = &self.chain {
+            return Some(format!(
+                "the ledger cannot be verified: {b}; nothing is spooled until `mishare audit \
+                 verify` passes"
+            ));
+        }
+        let mine: Vec<&str> = (self.problems.iter())
+            .filter(|p| p.las.iter().any(|l| l == la))
+            .map(|p| p.message.as_str())
+            .collect();
+        (!mine.is_empty()).then(|| {
+            format!(
+                "the ledger for {la} does not verify against the audit chain: {}; nothing is \
+                 spooled for {la} until `mishare audit verify` passes",
+                mine.join("; ")
+            )
+        })
+    }
+}
+
+/// Why a known figure or a ledger command was refused by the store.
+fn no_such(what: &str, id: i64) -> StoreError {
+    StoreError::Db(DbError::corrupt(
+        "ledger id",
+        format!("there is no {what} {id}"),
+    ))
+}
+
+impl Store {
+    /// Inserts the release row of delivery `delivery_id` and its audit
+    /// entry, inside the caller's transaction (the one recording the
+    /// delivery as spooled).
+    pub(super) fn insert_release(
+        tx: &rusqlite::Transaction<'_>,
+        delivery_id: i64,
+        to: &super::deliveries::Addressed<'_>,
+        transfer_id: &str,
+        release: &NewRelease<'_>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let t = release.table;
+        let dimensions: Vec<&str> = std::iter::once(t.rows.dimension.as_str())
+            .chain(t.cols.as_ref().map(|c| c.dimension.as_str()))
+            .collect();
+        let figures = serde_json::to_string(t)
+            .map_err(|e| StoreError::Db(DbError::corrupt("release record", e.to_string())))?;
+        tx.execute(
+            "INSERT INTO releases (delivery_id, run_id, report, transfer_id, la_code, measure,
+                 view, period_range, dimensions, filters, classification, figures,
+                 plaintext_sha256, spooled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                delivery_id,
+                to.run_id,
+                to.report,
+                transfer_id,
+                to.la,
+                t.measure.as_str(),
+                t.view.as_str(),
+                t.range.to_string(),
+                json!(dimensions).to_string(),
+                json!(t.fixed).to_string(),
+                to.classification.as_str(),
+                figures,
+                hex(release.plaintext_sha256),
+                timestamp(now),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let digest = row_digest(tx, "releases", RELEASE_COLUMNS, id)?
+            .ok_or_else(|| no_such("release", id))?;
+        audit::append(
+            tx,
+            now,
+            Kind::LedgerRelease,
+            actor,
+            Some(to.la),
+            &json!({
+                "release": id,
+                "delivery": delivery_id,
+                "run": to.run_id,
+                "report": to.report,
+                "row_sha256": digest,
+                "findings": release.findings,
+            }),
+        )?;
+        Ok(id)
+    }
+
+    /// Sets the delivery time of delivery `delivery_id`'s release, with its
+    /// audit entry, inside the caller's transaction (the one storing the
+    /// receipt). A delivery with no release (none made before the ledger)
+    /// is left alone.
+    pub(super) fn release_delivered(
+        tx: &rusqlite::Transaction<'_>,
+        delivery_id: i64,
+        la: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM releases WHERE delivery_id = ?1 AND delivered_at IS NULL",
+                [delivery_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(());
+        };
+        tx.execute(
+            "UPDATE releases SET delivered_at = ?2 WHERE id = ?1",
+            params![id, timestamp(now)],
+        )?;
+        let digest = row_digest(tx, "releases", DELIVERED_COLUMNS, id)?
+            .ok_or_else(|| no_such("release", id))?;
+        audit::append(
+            tx,
+            now,
+            Kind::LedgerReleaseDelivered,
+            actor,
+            Some(la),
+            &json!({ "release": id, "delivery": delivery_id, "row_sha256": digest }),
+        )?;
+        Ok(())
+    }
+
+    /// Records that the ledger audit withheld `la`'s file of run `run_id`:
+    /// the run remembers it (a run finished after a restart does not try
+    /// again) and the audit log holds the findings.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "every field is recorded; a struct would only rename them"
+    )]
+    pub fn record_audit_refusal(
+        &mut self,
+        run_id: i64,
+        report: &str,
+        la: &str,
+        blocking: &[Finding],
+        findings: &[Finding],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut codes: Vec<&str> = Vec::new();
+        for f in blocking {
+            if !codes.contains(&f.code.as_str()) {
+                codes.push(f.code.as_str());
+            }
+        }
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO run_refusals (run_id, la_code, reason) VALUES (?1, ?2, ?3)",
+            params![run_id, la, codes.join(",")],
+        )?;
+        audit::append(
+            &tx,
+            now,
+            Kind::LedgerAuditBlocked,
+            actor,
+            Some(la),
+            &json!({ "run": run_id, "report": report, "codes": codes, "findings": findings }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Registers a known figure (checked by [`Known::new`] already) and
+    /// audits it. Returns it with its id.
+    pub fn add_known(
+        &mut self,
+        known: &Known,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KnownRow, StoreError> {
+        let la = (known.fixed.iter())
+            .find(|(d, _)| d == LA_CODE)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| StoreError::Db(DbError::corrupt("known figure", "no la_code")))?;
+        let (lo, hi) = known.value.bounds();
+        let (lo, hi) = (
+            i64::try_from(lo).map_err(|_| StoreError::KnownTooLarge(lo))?,
+            i64::try_from(hi).map_err(|_| StoreError::KnownTooLarge(hi))?,
+        );
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO known_figures (la_code, measure, period, categories, value_lo, value_hi,
+                 exact, source, added_at, added_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                la,
+                known.measure.as_str(),
+                known.period.to_string(),
+                json!(known.fixed).to_string(),
+                lo,
+                hi,
+                matches!(known.value, KnownValue::Exact(_)),
+                known.source,
+                timestamp(now),
+                actor,
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let digest = row_digest(&tx, "known_figures", KNOWN_COLUMNS, id)?
+            .ok_or_else(|| no_such("known figure", id))?;
+        audit::append(
+            &tx,
+            now,
+            Kind::KnownAdded,
+            actor,
+            Some(&la),
+            &json!({ "known": id, "row_sha256": digest }),
+        )?;
+        tx.commit()?;
+        self.known(id)
+    }
+
+    /// Removes known figure `id` (it is kept, marked removed) and audits it.
+    pub fn remove_known(
+        &mut self,
+        id: i64,
+        reason: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KnownRow, StoreError> {
+        if reason.trim().is_empty() {
+            return Err(StoreError::NoReason);
+        }
+        let row = self.known(id)?;
+        if let Some((at, by, _)) = &row.removed {
+            return Err(StoreError::KnownAlreadyRemoved {
+                id,
+                at: timestamp(*at),
+                by: by.clone(),
+            });
+        }
+        let tx = self.write()?;
+        tx.execute(
+            "UPDATE known_figures SET removed_at = ?2, removed_by = ?3, remove_reason = ?4
+             WHERE id = ?1",
+            params![id, timestamp(now), actor, reason],
+        )?;
+        let digest = row_digest(&tx, "known_figures", REMOVAL_COLUMNS, id)?
+            .ok_or_else(|| no_such("known figure", id))?;
+        audit::append(
+            &tx,
+            now,
+            Kind::KnownRemoved,
+            actor,
+            Some(&row.la),
+            &json!({ "known": id, "reason": reason, "row_sha256": digest }),
+        )?;
+        tx.commit()?;
+        self.known(id)
+    }
+
+    /// Known figure `id`.
+    pub fn known(&self, id: i64) -> Result<KnownRow, StoreError> {
+        self.known_where("WHERE id = ?1", [id])?
+            .pop()
+            .ok_or(StoreError::UnknownKnown(id))
+    }
+
+    /// Known figures, of `la` only if given, removed ones too if `removed`,
+    /// in id order.
+    pub fn known_figures(
+        &self,
+        la: Option<&str>,
+        removed: bool,
+    ) -> Result<Vec<KnownRow>, StoreError> {
+        self.known_where(
+            "WHERE (?1 IS NULL OR la_code = ?1) AND (?2 OR removed_at IS NULL) ORDER BY id",
+            params![la, removed],
+        )
+    }
+
+    fn known_where(
+        &self,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<KnownRow>, StoreError> {
+        let sql = format!(
+            "SELECT id, la_code, measure, period, categories, value_lo, value_hi, exact, source,
+                 added_at, added_by, removed_at, removed_by, remove_reason
+             FROM known_figures {clause}"
+        );
+        let mut stmt = self.conn().prepare(&sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, bool>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, String>(10)?,
+                (
+                    r.get::<_, Option<String>>(11)?,
+                    r.get::<_, Option<String>>(12)?,
+                    r.get::<_, Option<String>>(13)?,
+                ),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, la, measure, period, categories, lo, hi, exact, source, at, by, removal) =
+                row?;
+            let corrupt = |what: &'static str, v: &str| {
+                StoreError::Db(DbError::corrupt(what, format!("known figure {id}: {v}")))
+            };
+            let measure: Measure =
+                serde_json::from_value(json!(measure)).map_err(|_| corrupt("measure", &measure))?;
+            let period: KnownPeriod = period.parse().map_err(|_| corrupt("period", &period))?;
+            let fixed: Vec<(String, String)> = serde_json::from_str(&categories)
+                .map_err(|_| corrupt("categories", &categories))?;
+            let (lo, hi) = (
+                u64::try_from(lo).map_err(|_| corrupt("value", "negative"))?,
+                u64::try_from(hi).map_err(|_| corrupt("value", "negative"))?,
+            );
+            let value = if exact {
+                KnownValue::Exact(lo)
+            } else {
+                KnownValue::Range(lo, hi)
+            };
+            let removed = match removal {
+                (Some(at), Some(by), Some(reason)) => Some((time_column(&at)?, by, reason)),
+                _ => None,
+            };
+            out.push(KnownRow {
+                known: Known {
+                    id,
+                    measure,
+                    period,
+                    fixed,
+                    value,
+                    source,
+                },
+                la,
+                added_at: time_column(&at)?,
+                added_by: by,
+                removed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Release `id`.
+    pub fn release(&self, id: i64) -> Result<ReleaseRow, StoreError> {
+        self.releases_where("WHERE id = ?1", [id])?
+            .pop()
+            .ok_or(StoreError::UnknownRelease(id))
+    }
+
+    /// Releases, to `la` only if given, in id order.
+    pub fn releases(&self, la: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError> {
+        self.releases_where("WHERE (?1 IS NULL OR la_code = ?1) ORDER BY id", [la])
+    }
+
+    fn releases_where(
+        &self,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ReleaseRow>, StoreError> {
+        let sql = format!(
+            "SELECT id, delivery_id, run_id, report, transfer_id, la_code, classification,
+                 figures, plaintext_sha256, spooled_at, delivered_at
+             FROM releases {clause}"
+        );
+        let mut stmt = self.conn().prepare(&sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ),
+                (
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                ),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let ((id, delivery_id, run_id, report, transfer_id, la), rest) = row?;
+            let (classification, figures, plaintext_sha256, spooled_at, delivered_at) = rest;
+            let table: ReleaseTable = serde_json::from_str(&figures).map_err(|e| {
+                StoreError::Db(DbError::corrupt(
+                    "release record",
+                    format!("release {id}: {e}"),
+                ))
+            })?;
+            out.push(ReleaseRow {
+                id,
+                delivery_id,
+                run_id,
+                report,
+                transfer_id,
+                la,
+                classification: match classification.as_str() {
+                    "internal" => Classification::Internal,
+                    "published" => Classification::Published,
+                    other => return Err(DbError::corrupt("classification", other).into()),
+                },
+                table,
+                plaintext_sha256,
+                spooled_at: time_column(&spooled_at)?,
+                delivered_at: delivered_at.as_deref().map(time_column).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the audit chain, then every ledger row's digest against
+    /// the entry that recorded it ([module documentation](self)).
+    pub fn verify_ledger(&self) -> Result<LedgerCheck, StoreError> {
+        let conn = self.conn();
+        let mut check = LedgerCheck {
+            chain: None,
+            entries: 0,
+            releases: 0,
+            known: 0,
+            problems: Vec::new(),
+        };
+        match audit::verify(conn)? {
+            Verification::Broken(b) => {
+                check.chain = Some(b);
+                return Ok(check);
+            }
+            Verification::Intact { entries, .. } => check.entries = entries,
+        }
+        // What the chain vouches for: per kind, the row id → (LA, digest).
+        type Vouched = BTreeMap<i64, (Option<String>, String)>;
+        let mut vouched: BTreeMap<&'static str, Vouched> = BTreeMap::new();
+        let kinds = [
+            (Kind::LedgerRelease, "release"),
+            (Kind::LedgerReleaseDelivered, "release"),
+            (Kind::KnownAdded, "known"),
+            (Kind::KnownRemoved, "known"),
+        ];
+        let mut stmt = conn.prepare(
+            "SELECT seq, kind, la, detail FROM audit_log WHERE kind IN (?1, ?2, ?3, ?4)
+             ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![
+            kinds[0].0.as_str(),
+            kinds[1].0.as_str(),
+            kinds[2].0.as_str(),
+            kinds[3].0.as_str()
+        ])?;
+        while let Some(row) = rows.next()? {
+            let (seq, kind, la, detail): (i64, String, Option<String>, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let Some(&(k, key)) = kinds.iter().find(|(k, _)| k.as_str() == kind) else {
+                continue;
+            };
+            let detail: serde_json::Value = serde_json::from_str(&detail).unwrap_or_default();
+            let (Some(id), Some(digest)) = (detail[key].as_i64(), detail["row_sha256"].as_str())
+            else {
+                check.problems.push(LedgerProblem {
+                    las: la.into_iter().collect(),
+                    message: format!("audit entry {seq} ({kind}) does not name its row"),
+                });
+                continue;
+            };
+            let entry = vouched.entry(k.as_str()).or_default();
+            if entry.insert(id, (la.clone(), digest.to_string())).is_some() {
+                check.problems.push(LedgerProblem {
+                    las: la.into_iter().collect(),
+                    message: format!("audit entry {seq} records {key} {id} a second time"),
+                });
+            }
+        }
+        drop(rows);
+        drop(stmt);
+
+        let mut take =
+            |kind: Kind, id: i64| vouched.get_mut(kind.as_str()).and_then(|m| m.remove(&id));
+        let mut ids =
+            conn.prepare("SELECT id, la_code, delivered_at IS NOT NULL FROM releases ORDER BY id")?;
+        let releases: Vec<(i64, Value, bool)> = ids
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(ids);
+        check.releases = releases.len();
+        for (id, row_la, delivered) in releases {
+            let row_la = match row_la {
+                Value::Text(t) => Some(t),
+                _ => None,
+            };
+            let mut problem = |entry_la: Option<String>, message: String| {
+                let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
+                las.dedup();
+                check.problems.push(LedgerProblem { las, message });
+            };
+            let digest = row_digest(conn, "releases", RELEASE_COLUMNS, id)?;
+            match take(Kind::LedgerRelease, id) {
+                None => problem(
+                    None,
+                    format!("release {id} has no audit entry (it was added outside mishare)"),
+                ),
+                Some((la, want)) if Some(&want) != digest.as_ref() => problem(
+                    la,
+                    format!("release {id} no longer matches its audit entry (it was changed)"),
+                ),
+                Some(_) => {}
+            }
+            let delivered_digest = row_digest(conn, "releases", DELIVERED_COLUMNS, id)?;
+            match (take(Kind::LedgerReleaseDelivered, id), delivered) {
+                (None, false) => {}
+                (None, true) => problem(
+                    None,
+                    format!("release {id}'s delivery time has no audit entry"),
+                ),
+                (Some((la, _)), false) => problem(
+                    la,
+                    format!("release {id}'s delivery time was cleared outside mishare"),
+                ),
+                (Some((la, want)), true) if Some(&want) != delivered_digest.as_ref() => problem(
+                    la,
+                    format!("release {id}'s delivery time no longer matches its audit entry"),
+                ),
+                (Some(_), true) => {}
+            }
+        }
+        let mut ids = conn
+            .prepare("SELECT id, la_code, removed_at IS NOT NULL FROM known_figures ORDER BY id")?;
+        let known: Vec<(i64, Value, bool)> = ids
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(ids);
+        check.known = known.len();
+        for (id, row_la, removed) in known {
+            let row_la = match row_la {
+                Value::Text(t) => Some(t),
+                _ => None,
+            };
+            let mut problem = |entry_la: Option<String>, message: String| {
+                let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
+                las.dedup();
+                check.problems.push(LedgerProblem { las, message });
+            };
+            let digest = row_digest(conn, "known_figures", KNOWN_COLUMNS, id)?;
+            match take(Kind::KnownAdded, id) {
+                None => problem(
+                    None,
+                    format!("known figure {id} has no audit entry (it was added outside mishare)"),
+                ),
+                Some((la, want)) if Some(&want) != digest.as_ref() => problem(
+                    la,
+                    format!("known figure {id} no longer matches its audit entry (it was changed)"),
+                ),
+                Some(_) => {}
+            }
+            let removal = row_digest(conn, "known_figures", REMOVAL_COLUMNS, id)?;
+            match (take(Kind::KnownRemoved, id), removed) {
+                (None, false) => {}
+                (None, true) => problem(
+                    None,
+                    format!("known figure {id} was marked removed outside mishare"),
+                ),
+                (Some((la, _)), false) => problem(
+                    la,
+                    format!("known figure {id} was removed, and restored outside mishare"),
+                ),
+                (Some((la, want)), true) if Some(&want) != removal.as_ref() => problem(
+                    la,
+                    format!("known figure {id}'s removal no longer matches its audit entry"),
+                ),
+                (Some(_), true) => {}
+            }
+        }
+        for (kind, left) in vouched {
+            for (id, (la, _)) in left {
+                let what = if kind.starts_with("known") {
+                    "known figure"
+                } else {
+                    "release"
+                };
+                check.problems.push(LedgerProblem {
+                    las: la.into_iter().collect(),
+                    message: format!(
+                        "{what} {id} is in the audit log ({kind}) but gone from the ledger \
+                         (it was deleted)"
+                    ),
+                });
+            }
+        }
+        Ok(check)
+    }
+}
