@@ -146,10 +146,12 @@ fn field(text: &str, lo: u32, hi: u32, names: &[&str], what: &str) -> Result<u64
             let a = value(range)?;
             (a, if step > 1 { hi } else { a })
         };
+        // A step past the field's end leaves one value: `n` stops at
+        // u32::MAX instead of wrapping round to the small values again.
         let mut n = from;
         while n <= to {
             bits |= 1 << n;
-            n += step;
+            n = n.saturating_add(step);
         }
     }
     Ok(bits)
@@ -328,6 +330,20 @@ mod tests {
         assert_eq!(s.weekdays, 1, "7 is Sunday");
         assert_eq!(schedule("0 0 * * sun").weekdays, 1);
         assert_eq!(schedule("0 0 * dec *").months, 1 << 12);
+    }
+
+    #[test]
+    fn a_step_near_u32_max_is_one_value_not_a_wrap() {
+        // Found reviewing the provider_toml fuzz target: `n += step`
+        // overflowed, a panic with overflow checks and, without them, a
+        // wrap that added minutes the schedule never named (0, 6, …, 24).
+        let s = schedule("30/4294967290 6 * * *");
+        assert_eq!(s.minutes, 1 << 30);
+        let s = schedule("1/4294967295 0-23/4294967295 1/4294967295 1/4294967295 0/4294967295");
+        assert_eq!(
+            (s.minutes, s.hours, s.days, s.months, s.weekdays),
+            (1 << 1, 1, 1 << 1, 1 << 1, 1)
+        );
     }
 
     #[test]
