@@ -55,6 +55,109 @@ const REMOVAL_COLUMNS: &str = "id, removed_at, removed_by, remove_reason";
 /// pairs in the order given, each value as SQLite holds it (a number, text,
 /// null, or a blob in hex), so a value stored with another type is a
 /// different row.
+/// What the chain vouches for, of one kind: row id → (LA, digest).
+type Vouched = BTreeMap<i64, (Option<String>, String)>;
+
+/// One ledger table as [`Store::verify_ledger`] checks it: each row is
+/// vouched for by an entry of `added` (its fixed columns), and once its
+/// `later_set` column is set (delivered, removed) by an entry of `later`.
+struct LedgerRows {
+    table: &'static str,
+    /// In messages: "release", "known figure".
+    noun: &'static str,
+    later_set: &'static str,
+    added: Kind,
+    added_columns: &'static str,
+    later: Kind,
+    later_columns: &'static str,
+    /// What is wrong, after "{noun} {id}": the later step set with no
+    /// entry, cleared after its entry, and changed since its entry.
+    later_unvouched: &'static str,
+    later_undone: &'static str,
+    later_changed: &'static str,
+}
+
+const RELEASE_ROWS: LedgerRows = LedgerRows {
+    table: "releases",
+    noun: "release",
+    later_set: "delivered_at",
+    added: Kind::LedgerRelease,
+    added_columns: RELEASE_COLUMNS,
+    later: Kind::LedgerReleaseDelivered,
+    later_columns: DELIVERED_COLUMNS,
+    later_unvouched: "'s delivery time has no audit entry",
+    later_undone: "'s delivery time was cleared outside mishare",
+    later_changed: "'s delivery time no longer matches its audit entry",
+};
+
+const KNOWN_ROWS: LedgerRows = LedgerRows {
+    table: "known_figures",
+    noun: "known figure",
+    later_set: "removed_at",
+    added: Kind::KnownAdded,
+    added_columns: KNOWN_COLUMNS,
+    later: Kind::KnownRemoved,
+    later_columns: REMOVAL_COLUMNS,
+    later_unvouched: " was marked removed outside mishare",
+    later_undone: " was removed, and restored outside mishare",
+    later_changed: "'s removal no longer matches its audit entry",
+};
+
+/// Checks every row of `rows.table` against the entries in `vouched`,
+/// taking the entries it matches (what is left was deleted from the
+/// ledger); returns how many rows there are.
+fn check_rows(
+    conn: &Connection,
+    rows: &LedgerRows,
+    vouched: &mut BTreeMap<&'static str, Vouched>,
+    problems: &mut Vec<LedgerProblem>,
+) -> Result<usize, StoreError> {
+    let (noun, table) = (rows.noun, rows.table);
+    let mut ids = conn.prepare(&format!(
+        "SELECT id, la_code, {} IS NOT NULL FROM {table} ORDER BY id",
+        rows.later_set
+    ))?;
+    let all: Vec<(i64, Value, bool)> = ids
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(ids);
+    let mut take = |kind: Kind, id: i64| vouched.get_mut(kind.as_str()).and_then(|m| m.remove(&id));
+    for &(id, ref row_la, later_done) in &all {
+        let row_la = match row_la {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        };
+        let mut problem = |entry_la: Option<String>, message: String| {
+            let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
+            las.dedup();
+            problems.push(LedgerProblem { las, message });
+        };
+        let digest = row_digest(conn, table, rows.added_columns, id)?;
+        match take(rows.added, id) {
+            None => problem(
+                None,
+                format!("{noun} {id} has no audit entry (it was added outside mishare)"),
+            ),
+            Some((la, want)) if Some(&want) != digest.as_ref() => problem(
+                la,
+                format!("{noun} {id} no longer matches its audit entry (it was changed)"),
+            ),
+            Some(_) => {}
+        }
+        let later_digest = row_digest(conn, table, rows.later_columns, id)?;
+        match (take(rows.later, id), later_done) {
+            (None, false) => {}
+            (None, true) => problem(None, format!("{noun} {id}{}", rows.later_unvouched)),
+            (Some((la, _)), false) => problem(la, format!("{noun} {id}{}", rows.later_undone)),
+            (Some((la, want)), true) if Some(&want) != later_digest.as_ref() => {
+                problem(la, format!("{noun} {id}{}", rows.later_changed));
+            }
+            (Some(_), true) => {}
+        }
+    }
+    Ok(all.len())
+}
+
 fn row_digest(
     conn: &Connection,
     table: &'static str,
@@ -673,8 +776,6 @@ impl Store {
             }
             Verification::Intact { entries, .. } => check.entries = entries,
         }
-        // What the chain vouches for: per kind, the row id → (LA, digest).
-        type Vouched = BTreeMap<i64, (Option<String>, String)>;
         let mut vouched: BTreeMap<&'static str, Vouched> = BTreeMap::new();
         let kinds = [
             (Kind::LedgerRelease, "release"),
@@ -718,100 +819,11 @@ impl Store {
         drop(rows);
         drop(stmt);
 
-        let mut take =
-            |kind: Kind, id: i64| vouched.get_mut(kind.as_str()).and_then(|m| m.remove(&id));
-        let mut ids =
-            conn.prepare("SELECT id, la_code, delivered_at IS NOT NULL FROM releases ORDER BY id")?;
-        let releases: Vec<(i64, Value, bool)> = ids
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        drop(ids);
-        check.releases = releases.len();
-        for (id, row_la, delivered) in releases {
-            let row_la = match row_la {
-                Value::Text(t) => Some(t),
-                _ => None,
-            };
-            let mut problem = |entry_la: Option<String>, message: String| {
-                let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
-                las.dedup();
-                check.problems.push(LedgerProblem { las, message });
-            };
-            let digest = row_digest(conn, "releases", RELEASE_COLUMNS, id)?;
-            match take(Kind::LedgerRelease, id) {
-                None => problem(
-                    None,
-                    format!("release {id} has no audit entry (it was added outside mishare)"),
-                ),
-                Some((la, want)) if Some(&want) != digest.as_ref() => problem(
-                    la,
-                    format!("release {id} no longer matches its audit entry (it was changed)"),
-                ),
-                Some(_) => {}
-            }
-            let delivered_digest = row_digest(conn, "releases", DELIVERED_COLUMNS, id)?;
-            match (take(Kind::LedgerReleaseDelivered, id), delivered) {
-                (None, false) => {}
-                (None, true) => problem(
-                    None,
-                    format!("release {id}'s delivery time has no audit entry"),
-                ),
-                (Some((la, _)), false) => problem(
-                    la,
-                    format!("release {id}'s delivery time was cleared outside mishare"),
-                ),
-                (Some((la, want)), true) if Some(&want) != delivered_digest.as_ref() => problem(
-                    la,
-                    format!("release {id}'s delivery time no longer matches its audit entry"),
-                ),
-                (Some(_), true) => {}
-            }
-        }
-        let mut ids = conn
-            .prepare("SELECT id, la_code, removed_at IS NOT NULL FROM known_figures ORDER BY id")?;
-        let known: Vec<(i64, Value, bool)> = ids
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        drop(ids);
-        check.known = known.len();
-        for (id, row_la, removed) in known {
-            let row_la = match row_la {
-                Value::Text(t) => Some(t),
-                _ => None,
-            };
-            let mut problem = |entry_la: Option<String>, message: String| {
-                let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
-                las.dedup();
-                check.problems.push(LedgerProblem { las, message });
-            };
-            let digest = row_digest(conn, "known_figures", KNOWN_COLUMNS, id)?;
-            match take(Kind::KnownAdded, id) {
-                None => problem(
-                    None,
-                    format!("known figure {id} has no audit entry (it was added outside mishare)"),
-                ),
-                Some((la, want)) if Some(&want) != digest.as_ref() => problem(
-                    la,
-                    format!("known figure {id} no longer matches its audit entry (it was changed)"),
-                ),
-                Some(_) => {}
-            }
-            let removal = row_digest(conn, "known_figures", REMOVAL_COLUMNS, id)?;
-            match (take(Kind::KnownRemoved, id), removed) {
-                (None, false) => {}
-                (None, true) => problem(
-                    None,
-                    format!("known figure {id} was marked removed outside mishare"),
-                ),
-                (Some((la, _)), false) => problem(
-                    la,
-                    format!("known figure {id} was removed, and restored outside mishare"),
-                ),
-                (Some((la, want)), true) if Some(&want) != removal.as_ref() => problem(
-                    la,
-                    format!("known figure {id}'s removal no longer matches its audit entry"),
-                ),
-                (Some(_), true) => {}
+        for rows in [RELEASE_ROWS, KNOWN_ROWS] {
+            let n = check_rows(conn, &rows, &mut vouched, &mut check.problems)?;
+            match rows.table {
+                "releases" => check.releases = n,
+                _ => check.known = n,
             }
         }
         for (kind, left) in vouched {
