@@ -335,6 +335,31 @@ async fn run_now(net: &Net, d: &Daemon) {
     );
 }
 
+/// Delivers what is due, waiting out each backoff, until nothing is
+/// pending: every delivery is delivered, refused or dead.
+async fn deliver_until_none_pending(net: &Net, d: &mut Daemon) {
+    let mut attempts = 0;
+    loop {
+        let next = d.deliver_due(Utc::now()).await.expect("deliver");
+        d.settle().await.expect("settle");
+        let Some(next) = next.or_else(|| {
+            net.store()
+                .pending_deliveries()
+                .expect("pending")
+                .first()
+                .and_then(|p| p.next_attempt_at)
+        }) else {
+            return;
+        };
+        attempts += 1;
+        assert!(attempts < 10, "never dead");
+        // Due later, with backoff: not before now.
+        assert!(next > Utc::now() - chrono::Duration::seconds(1));
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() {
     let mut net = Net::start(&["E09000002", "E09000009"]).await;
@@ -353,26 +378,7 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
     run_now(&net, &d).await;
 
     // Tried until max_attempts; the other LA is not held up.
-    let mut attempts = 0;
-    loop {
-        let next = d.deliver_due(Utc::now()).await.expect("deliver");
-        d.settle().await.expect("settle");
-        let Some(next) = next.or_else(|| {
-            net.store()
-                .pending_deliveries()
-                .expect("pending")
-                .first()
-                .and_then(|p| p.next_attempt_at)
-        }) else {
-            break;
-        };
-        attempts += 1;
-        assert!(attempts < 10, "never dead");
-        // Due later, with backoff: not before now.
-        assert!(next > Utc::now() - chrono::Duration::seconds(1));
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::time::sleep(wait).await;
-    }
+    deliver_until_none_pending(&net, &mut d).await;
     assert_eq!(net.inbox("E09000002").len(), 1);
     let dead = net
         .store()
@@ -936,4 +942,155 @@ async fn a_daemon_started_while_send_now_pushes_says_so() {
          locked by it); start the daemon when it has finished\n"
     );
     proxy.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandon_ends_a_dead_delivery_deletes_its_ciphertext_and_audits_it() {
+    let mut net = Net::start(&["E09000002", "E09000009"]).await;
+    net.add_agreement("E09000002");
+    net.add_agreement("E09000009");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    net.las[1].endpoint = closed.local_addr().expect("addr");
+    drop(closed);
+    net.write_config();
+    net.append_config(FAST);
+    let mut d = daemon(&net).await;
+    run_now(&net, &d).await;
+    deliver_until_none_pending(&net, &mut d).await;
+    let dead = net
+        .store()
+        .deliveries_in(DeliveryState::Dead)
+        .expect("dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let spooled = dead[0].spool_path.clone().expect("spooled");
+    assert!(spooled.exists());
+    let id = dead[0].id.to_string();
+    let delivered = net
+        .store()
+        .deliveries_in(DeliveryState::Delivered)
+        .expect("delivered");
+    assert_eq!(delivered.len(), 1);
+
+    // Refusals: no reason, no such delivery, one that is not dead.
+    let out = net.run(&["abandon", &id, "--reason", "  "]).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a reason"));
+    let out = net.run(&["abandon", "9999", "--reason", "gone"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: there is no delivery 9999; `mishare status` lists deliveries\n"
+    );
+    let other = delivered[0].id.to_string();
+    let out = net.run(&["abandon", &other, "--reason", "gone"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: delivery {other} is delivered, not dead; only a dead delivery can be \
+             abandoned\n"
+        )
+    );
+    assert!(spooled.exists(), "a refusal deletes nothing");
+
+    let out = net
+        .run(&[
+            "abandon",
+            &id,
+            "--reason",
+            "the council closed its endpoint",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "delivery {id} to E09000009 (referrals-monthly {}) abandoned; it will not be sent; \
+             its ciphertext {} is deleted\n",
+            dead[0].period,
+            // As the configuration names it: data_dir is relative here.
+            spooled
+                .strip_prefix(net.dir.path())
+                .expect("under the test's directory")
+                .display()
+        )
+    );
+    assert!(!spooled.exists());
+    assert!(net.spool().is_empty(), "{:?}", net.spool());
+    assert!(
+        net.store()
+            .deliveries_in(DeliveryState::Dead)
+            .expect("dead")
+            .is_empty()
+    );
+    let abandoned = net
+        .store()
+        .deliveries_in(DeliveryState::Abandoned)
+        .expect("abandoned");
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(abandoned[0].spool_path, None);
+    assert_eq!(
+        count(
+            &net,
+            "SELECT count(*) FROM deliveries WHERE abandon_reason = \
+             'the council closed its endpoint' AND abandoned_by IS NOT NULL"
+        ),
+        1
+    );
+    // Nothing of its history is deleted: its release stays in the ledger.
+    assert_eq!(
+        count(
+            &net,
+            &format!("SELECT count(*) FROM releases WHERE delivery_id = {id}")
+        ),
+        1
+    );
+
+    // The step is audited with the file's digest and the reason, and the
+    // chain verifies.
+    let detail: String = {
+        let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+        conn.query_row(
+            "SELECT detail FROM audit_log WHERE kind = 'delivery_abandoned'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("one audit entry")
+    };
+    let detail: serde_json::Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(detail["sha256"], dead[0].sha256_hex());
+    assert_eq!(detail["reason"], "the council closed its endpoint");
+    assert_eq!(detail["ciphertext_removed"], true);
+    let out = net.run(&["audit", "verify"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // It is never sent again: retry and a second abandon refuse, the status
+    // no longer lists it as dead, and the daemon has nothing to send.
+    let out = net.run(&["retry", &id]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("delivery {id} is abandoned, not dead")),
+        "{out:?}"
+    );
+    let out = net.run(&["abandon", &id, "--reason", "again"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let status = net.run(&["status"]).await;
+    assert!(String::from_utf8_lossy(&status.stdout).contains("dead: 0\n"));
+    assert!(
+        net.store()
+            .pending_deliveries()
+            .expect("pending")
+            .is_empty()
+    );
+    drop(d);
+    // The database itself refuses to send it, whatever asks.
+    let conn = rusqlite::Connection::open(net.config().database_path()).expect("db");
+    let err = conn
+        .execute(
+            &format!("UPDATE deliveries SET state = 'queued' WHERE id = {id}"),
+            [],
+        )
+        .expect_err("the trigger refuses");
+    assert!(err.to_string().contains("never sent"), "{err}");
 }

@@ -126,6 +126,11 @@ enum Command {
     /// why). A running daemon sends it at once.
     Retry(provider::RetryArgs),
 
+    /// End a dead delivery for good: it is never sent, its spooled
+    /// ciphertext is deleted, and the step is audited with the reason. Its
+    /// row, receipts, audit entries and ledger release are kept.
+    Abandon(provider::AbandonArgs),
+
     /// The release ledger: what each LA has received, and what it could
     /// work out from it together with the figures it knows (R11).
     #[command(subcommand)]
@@ -162,6 +167,7 @@ pub(crate) fn main() -> ExitCode {
         Command::SendNow(args) => provider::send_now(&args, &global),
         Command::Plan(args) => provider::plan(&args, &global),
         Command::Retry(args) => provider::retry(&args, &global),
+        Command::Abandon(args) => provider::abandon(&args, &global),
         Command::Ledger(cmd) => ledger::ledger(cmd, &global),
         Command::Known(cmd) => ledger::known(cmd, &global),
     };

@@ -14,10 +14,11 @@ use mishare::common::shutdown::{Shutdown, cancel_on_signals};
 use mishare::common::time::parse_operator_time;
 use mishare::config::ProviderConfig;
 use mishare::provider::gate::{Decision, Gate};
+use mishare::provider::outbox;
 use mishare::provider::pipeline::{self, RetryError};
 use mishare::provider::report::{self, ReportError};
 use mishare::provider::status::Plan;
-use mishare::provider::store::Store;
+use mishare::provider::store::{Store, StoreError};
 use mishare::provider::{self, Progress, SendError, SendOptions};
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +105,21 @@ pub(crate) struct RetryArgs {
     /// The delivery's id, as `mishare status` lists it.
     #[arg(value_name = "ID")]
     id: i64,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when the delivery is abandoned; 1 when it is not dead \
+    (only a dead delivery can be abandoned) or its ciphertext could not be removed (the \
+    delivery is abandoned all the same, and the file named)."
+)]
+pub(crate) struct AbandonArgs {
+    /// The dead delivery's id, as `mishare status` lists it.
+    #[arg(value_name = "DELIVERY_ID")]
+    id: i64,
+    /// Why it is abandoned; it goes in the audit log.
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
 }
 
 fn load(global: &Global) -> Result<ProviderConfig, u8> {
@@ -356,6 +372,49 @@ pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
         PlanFormat::Json => serde_json::to_string_pretty(&plan.to_json()).context("JSON")? + "\n",
     };
     super::write_stdout(out.as_bytes())
+}
+
+pub(crate) fn abandon(args: &AbandonArgs, global: &Global) -> Outcome {
+    let config = match load(global) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let mut store = Store::open(&config.data_dir)?;
+    match outbox::abandon(&mut store, args.id, &args.reason, &actor(), Utc::now()) {
+        Ok(done) => {
+            let d = &done.delivery;
+            let mut out = format!(
+                "delivery {} to {} ({} {}) abandoned; it will not be sent",
+                d.id, d.la, d.report, d.period
+            );
+            match &done.ciphertext {
+                Some((path, None)) => {
+                    out.push_str(&format!("; its ciphertext {} is deleted", path.display()));
+                }
+                Some((_, Some(_))) => {}
+                None => out.push_str("; it had no spooled ciphertext left"),
+            }
+            out.push('\n');
+            super::write_stdout(out.as_bytes())?;
+            if let Some((path, Some(e))) = &done.ciphertext {
+                eprintln!(
+                    "error: cannot delete its ciphertext {}: {e}; delete it by hand",
+                    path.display()
+                );
+                return Ok(status::FAILURE);
+            }
+            Ok(0)
+        }
+        Err(e @ (StoreError::NotDead { .. } | StoreError::UnknownDelivery(_))) => {
+            eprintln!("error: {e}");
+            Ok(status::FAILURE)
+        }
+        Err(e @ StoreError::NoReason) => {
+            eprintln!("error: {e}");
+            Ok(status::USAGE)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(crate) fn retry(args: &RetryArgs, global: &Global) -> Outcome {

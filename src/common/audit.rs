@@ -80,6 +80,10 @@ pub enum Kind {
     /// A dead delivery was queued again by `mishare retry`, the gate
     /// permitting.
     DeliveryRequeued,
+    /// A dead delivery was ended by `mishare abandon`: its ciphertext
+    /// removed, never to be sent (the detail holds its digest and the
+    /// reason).
+    DeliveryAbandoned,
     /// A delivery's Commit was on the wire before a suspension or another
     /// refusal came; the endpoint committed the file, so the LA has it.
     DeliveryCommittedBeforeRefusal,
@@ -123,6 +127,7 @@ impl Kind {
             Kind::DirectiveCall => "directive_call",
             Kind::RunSkipped => "run_skipped",
             Kind::DeliveryRequeued => "delivery_requeued",
+            Kind::DeliveryAbandoned => "delivery_abandoned",
             Kind::DeliveryCommittedBeforeRefusal => "delivery_committed_before_refusal",
             Kind::LedgerRelease => "ledger_release",
             Kind::LedgerReleaseDelivered => "ledger_release_delivered",

@@ -7,6 +7,10 @@
 //!    │         └─────► dead                 (the endpoint refused it for good,
 //!    │                   │                   or attempts or age ran out; spool kept)
 //!    └── mishare retry ──┘                  (the gate asked again)
+//!                        │
+//!                        └─► abandoned       (mishare abandon: spool removed,
+//!                                             never sent; the row and its
+//!                                             release stay)
 //! ```
 //!
 //! A delivery is born **spooled** ([`spool`]): its file sealed and written
@@ -275,6 +279,47 @@ pub fn can_requeue(delivery: &Delivery) -> Result<(), RequeueError> {
         return Err(RequeueError::NoCiphertext { id: delivery.id });
     }
     Ok(())
+}
+
+/// What `mishare abandon` did.
+#[derive(Debug)]
+pub struct Abandoned {
+    /// The delivery, now abandoned.
+    pub delivery: Delivery,
+    /// Its spooled ciphertext, if it still had one, and whether removing it
+    /// failed (the delivery is abandoned either way; the file is only disk
+    /// space, and the operator is told where it is).
+    pub ciphertext: Option<(std::path::PathBuf, Option<std::io::Error>)>,
+}
+
+/// Ends dead delivery `id` for good: it is never sent, its spooled
+/// ciphertext is deleted, and the step is audited with `reason`. Its row,
+/// its audit entries and its release in the ledger stay (the ledger audit
+/// keeps counting the release: the LA may not have it, but nothing the
+/// audit assumes is weakened by assuming it does).
+pub fn abandon(
+    store: &mut Store,
+    id: i64,
+    reason: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Abandoned, StoreError> {
+    let before = store.delivery(id)?;
+    if before.state != DeliveryState::Dead {
+        return Err(StoreError::NotDead {
+            id,
+            state: before.state,
+        });
+    }
+    let spooled = store.abandon_dead(id, reason, actor, now)?;
+    let ciphertext = spooled.map(|path| {
+        let failed = crate::common::files::remove_durably(&path).err();
+        (path, failed)
+    });
+    Ok(Abandoned {
+        delivery: store.delivery(id)?,
+        ciphertext,
+    })
 }
 
 #[cfg(test)]

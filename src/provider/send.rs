@@ -177,7 +177,10 @@ fn by_daemon_line(la: &str, d: &Delivery, receipt: &Option<StoredReceipt>) -> St
 /// another attempt.
 fn settled(d: &Delivery) -> bool {
     match d.state {
-        DeliveryState::Delivered | DeliveryState::Refused | DeliveryState::Dead => true,
+        DeliveryState::Delivered
+        | DeliveryState::Refused
+        | DeliveryState::Dead
+        | DeliveryState::Abandoned => true,
         DeliveryState::Failed => d.next_attempt_at.is_some(),
         DeliveryState::Queued | DeliveryState::Sending => false,
     }

@@ -37,6 +37,10 @@ pub enum DeliveryState {
     Dead,
     /// It could not be completed; it may be resumed with the same ciphertext.
     Failed,
+    /// It was dead and an operator ended it (`mishare abandon`): its
+    /// ciphertext is removed and it is never sent. Stored as `dead` with
+    /// `abandoned_at` set.
+    Abandoned,
 }
 
 impl DeliveryState {
@@ -49,6 +53,7 @@ impl DeliveryState {
             DeliveryState::Refused => "refused",
             DeliveryState::Dead => "dead",
             DeliveryState::Failed => "failed",
+            DeliveryState::Abandoned => "abandoned",
         }
     }
 
@@ -60,6 +65,7 @@ impl DeliveryState {
             "refused" => DeliveryState::Refused,
             "dead" => DeliveryState::Dead,
             "failed" => DeliveryState::Failed,
+            "abandoned" => DeliveryState::Abandoned,
             _ => return Err(DbError::corrupt("delivery state", s)),
         })
     }
@@ -152,8 +158,8 @@ pub enum Unsent {
 macro_rules! select_deliveries {
     ($rest:literal) => {
         concat!(
-            "SELECT id, run_id, la_code, transfer_id, report, period, classification, state, \
-             size, sha256, spool_file, attempts, reason, last_error, created_at, \
+            "SELECT id, run_id, la_code, transfer_id, report, period, classification, \
+             CASE WHEN abandoned_at IS NULL THEN state ELSE 'abandoned' END, size, sha256, spool_file, attempts, reason, last_error, created_at, \
              next_attempt_at, coalesce(age_from, created_at) \
              FROM deliveries ",
             $rest
@@ -320,10 +326,20 @@ impl Store {
 
     /// Deliveries in `state`, in id order.
     pub fn deliveries_in(&self, state: DeliveryState) -> Result<Vec<Delivery>, StoreError> {
-        self.deliveries_where(
-            select_deliveries!("WHERE state = ?1 ORDER BY id"),
-            [state.as_str()],
-        )
+        match state {
+            DeliveryState::Dead => self.deliveries_where(
+                select_deliveries!("WHERE state = 'dead' AND abandoned_at IS NULL ORDER BY id"),
+                [],
+            ),
+            DeliveryState::Abandoned => self.deliveries_where(
+                select_deliveries!("WHERE state = 'dead' AND abandoned_at IS NOT NULL ORDER BY id"),
+                [],
+            ),
+            _ => self.deliveries_where(
+                select_deliveries!("WHERE state = ?1 ORDER BY id"),
+                [state.as_str()],
+            ),
+        }
     }
 
     /// Marks a push attempt as begun.
@@ -502,6 +518,60 @@ impl Store {
         )?;
         tx.commit()?;
         self.delivery(id)
+    }
+
+    /// Ends dead delivery `id` for good (`mishare abandon`): records who,
+    /// when and why, forgets its spooled file and audits the step, in one
+    /// transaction. Returns the spooled file, which the caller now removes.
+    /// The caller has checked that it is dead; a delivery that stopped being
+    /// dead meanwhile (requeued by `mishare retry`) is not touched and
+    /// [`StoreError::NotDead`] says so.
+    pub fn abandon_dead(
+        &mut self,
+        id: i64,
+        reason: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        if reason.trim().is_empty() {
+            return Err(StoreError::NoReason);
+        }
+        let d = self.delivery(id)?;
+        let tx = self.write()?;
+        let changed = tx.execute(
+            "UPDATE deliveries SET abandoned_at = ?2, abandoned_by = ?3, abandon_reason = ?4,
+                 spool_file = NULL, updated_at = ?2
+             WHERE id = ?1 AND state = 'dead' AND abandoned_at IS NULL",
+            params![id, timestamp(now), actor, reason],
+        )?;
+        if changed == 0 {
+            drop(tx);
+            return Err(StoreError::NotDead {
+                id,
+                state: self.delivery(id)?.state,
+            });
+        }
+        audit::append(
+            &tx,
+            now,
+            Kind::DeliveryAbandoned,
+            actor,
+            Some(&d.la),
+            &json!({
+                "delivery": id,
+                "transfer_id": d.transfer_id,
+                "report": d.report,
+                "period": d.period,
+                "size": d.size,
+                "sha256": d.sha256_hex(),
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "reason": reason,
+                "ciphertext_removed": d.spool_path.is_some(),
+            }),
+        )?;
+        tx.commit()?;
+        Ok(d.spool_path)
     }
 
     /// Tells a running daemon, through its state watch, that deliveries

@@ -243,4 +243,20 @@ CREATE TRIGGER known_figures_removed_once BEFORE UPDATE OF removed_at, removed_b
     ON known_figures WHEN OLD.removed_at IS NOT NULL
     BEGIN SELECT RAISE(ABORT, 'a known figure is removed once'); END;
 "#,
+    // 6: `mishare abandon`: a dead delivery ended by hand. The row stays
+    // (state 'dead', its release in the ledger, its audit entries); who ended
+    // it, when and why are kept beside it, and its ciphertext is removed.
+    // The triggers keep an abandoned delivery from ever being sent again.
+    r#"
+ALTER TABLE deliveries ADD COLUMN abandoned_at TEXT;
+ALTER TABLE deliveries ADD COLUMN abandoned_by TEXT;
+ALTER TABLE deliveries ADD COLUMN abandon_reason TEXT;
+CREATE TRIGGER deliveries_abandoned_when_dead BEFORE UPDATE OF abandoned_at ON deliveries
+    WHEN NEW.abandoned_at IS NOT NULL AND (OLD.state <> 'dead' OR OLD.abandoned_at IS NOT NULL)
+    BEGIN SELECT RAISE(ABORT, 'only a dead delivery is abandoned, and only once'); END;
+CREATE TRIGGER deliveries_abandoned_stay BEFORE UPDATE OF state, abandoned_at ON deliveries
+    WHEN OLD.abandoned_at IS NOT NULL
+        AND (NEW.state IS NOT OLD.state OR NEW.abandoned_at IS NOT OLD.abandoned_at)
+    BEGIN SELECT RAISE(ABORT, 'an abandoned delivery is never sent'); END;
+"#,
 ];

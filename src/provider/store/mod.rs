@@ -79,6 +79,9 @@ pub enum StoreError {
     /// The LA's agreement is already revoked.
     #[error("the agreement for {la} was already revoked at {at}")]
     AlreadyRevoked { la: String, at: String },
+    /// Only a dead delivery can be abandoned.
+    #[error("delivery {id} is {state}, not dead; only a dead delivery can be abandoned")]
+    NotDead { id: i64, state: DeliveryState },
     /// The same maker already suspended the same scope.
     #[error(
         "{scope} is already suspended by {maker} (suspension {id}); \
