@@ -253,8 +253,8 @@ impl TrustAnchors {
 /// Loads the certificate revocation lists in a PEM file (`-----BEGIN X509
 /// CRL-----`, as `openssl ca -gencrl` writes them), checking that each is
 /// one rustls can use and that it is not out of date at `now` (its
-/// nextUpdate has not passed). The file is read once, at start: replace it
-/// and restart before its nextUpdate.
+/// nextUpdate has not passed). The file is read at start and on each reload
+/// (SIGHUP): replace it and reload before its nextUpdate.
 pub fn load_crls(
     path: &Path,
     now: UnixTime,
