@@ -4,7 +4,19 @@
 //! cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS]   one report to LAS endpoints (default 150, 5 runs, 1,000,000 records)
 //! cargo bench --bench delivery -- large [MIB] [RUNS]           one MIB-MiB sealed file through one push, against scp (default 1024, 3 runs)
 //! cargo bench --bench delivery -- scheduled [LAS] [ROWS] [IDLE_SECS]  the daemon: a scheduled run of four reports, then idle (default 150, 5,000,000, 60)
+//! cargo bench --bench delivery -- reload [LAS] [RUNS] [ROWS] [RELOADS]  reload time, and fanout while every endpoint reloads every 100 ms (default 150, 5, 1,000,000, 100)
 //! ```
+//!
+//! **reload** starts LAS endpoints as fanout does, each with a reload
+//! handle. First it times RELOADS reloads of one endpoint, its certificate
+//! replaced by another before each (so every reload swaps real material;
+//! the reload reads authority.toml and every file, builds the TLS
+//! configuration and signer, swaps them and writes the audit entry), and
+//! prints the median, 99th percentile and maximum. Then it times RUNS
+//! fanout runs (`mishare send-now`, as fanout) with no reloads, and RUNS
+//! with every endpoint reloaded every 100 ms throughout (one after another,
+//! then a 100 ms pause), and prints both medians, their ratio and how many
+//! reloads ran.
 //!
 //! **scheduled** starts LAS endpoints as fanout does, configures four
 //! reports over ROWS records, sets their schedule marks 40 days back so the
@@ -66,10 +78,17 @@ fn main() {
         Some("scheduled") => scheduled(num(1, 150) as usize, num(2, 5_000_000), num(3, 60)),
         Some("large-provider") => large_provider(Path::new(&args[1]), num(2, 1024)),
         Some("cutoff") => cutoff(num(1, 100) as usize),
+        Some("reload") => reload(
+            num(1, 150) as usize,
+            num(2, 5) as usize,
+            num(3, 1_000_000),
+            num(4, 100) as usize,
+        ),
         _ => {
             eprintln!(
                 "usage: cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS] | large [MIB] \
-                 [RUNS] | scheduled [LAS] [ROWS] [IDLE_SECS] | cutoff [TRIALS]"
+                 [RUNS] | scheduled [LAS] [ROWS] [IDLE_SECS] | cutoff [TRIALS] | reload [LAS] \
+                 [RUNS] [ROWS] [RELOADS]"
             );
             std::process::exit(2);
         }
@@ -210,6 +229,141 @@ fn endpoints(runtime: &tokio::runtime::Runtime, setup: &Setup, n: usize) -> Endp
         las.push((code.clone(), addr, recipient));
     }
     (codes, las, stops)
+}
+
+/// [`endpoints`], each served with a reload handle.
+fn reloadable_endpoints(
+    runtime: &tokio::runtime::Runtime,
+    setup: &Setup,
+    n: usize,
+) -> (Endpoints, Vec<mishare::common::reload::ReloadHandle>) {
+    let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
+    let mut las = Vec::new();
+    let mut handles = Vec::new();
+    let stops = Shutdown::new();
+    for code in &codes {
+        let (path, recipient) = setup.authority(code, "127.0.0.1:0");
+        let config = AuthorityConfig::load(&path).expect("authority config");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (handle, reloads) = mishare::common::reload::channel();
+        let stop = stops.clone();
+        runtime.spawn(async move {
+            let options = mishare::authority::ServeOptions {
+                reloads: Some(reloads),
+                ..Default::default()
+            };
+            mishare::authority::serve_with(config, listener, &stop, options)
+                .await
+                .expect("endpoint");
+        });
+        las.push((code.clone(), addr, recipient));
+        handles.push(handle);
+    }
+    ((codes, las, stops), handles)
+}
+
+/// `mishare send-now fanout` once; its wall time, checking every LA's file
+/// was delivered.
+fn send_fanout(config_path: &Path, n: usize) -> f64 {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_mishare"))
+        .args(["send-now", "fanout", "--config"])
+        .arg(config_path)
+        .env("USER", "bench")
+        .output()
+        .expect("send-now");
+    let elapsed = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let delivered = stdout.lines().filter(|l| l.contains(" delivered ")).count();
+    assert!(
+        output.status.success() && delivered == n,
+        "{delivered} of {n} delivered\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    elapsed
+}
+
+fn reload(n: usize, runs: usize, rows: u64, reloads: usize) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let setup = Setup::new();
+    let ((codes, las, stops), handles) = reloadable_endpoints(&runtime, &setup, n);
+    write_records(&setup.path("data/participants.csv"), rows, &codes);
+    let config_path = setup.provider_config(&las);
+    let config = ProviderConfig::load(&config_path).expect("provider config");
+    setup.add_agreements(&config, &codes);
+
+    // Reload time: one endpoint, its certificate alternating between two.
+    let stem = format!("la-{}", codes[0].to_ascii_lowercase());
+    let cert = setup.path(&format!("certs/{stem}.pem"));
+    let key = setup.path(&format!("certs/{stem}.key"));
+    let first = (
+        std::fs::read(&cert).expect("cert"),
+        std::fs::read(&key).expect("key"),
+    );
+    let second = setup
+        .ca
+        .issue(&la_server_name(&codes[0]), Usage::Server, Validity::Current)
+        .expect("issue");
+    let second = (second.cert_pem.into_bytes(), second.key_pem.into_bytes());
+    let mut times = Vec::new();
+    for i in 0..reloads {
+        let (c, k) = if i % 2 == 0 { &second } else { &first };
+        std::fs::write(&cert, c).expect("cert");
+        std::fs::write(&key, k).expect("key");
+        let started = Instant::now();
+        let done = runtime.block_on(handles[0].reload()).expect("reloads");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(done.changed, ["tls.cert"]);
+    }
+    let worst = max(&times);
+    let median_ms = median(&mut times);
+    let p99 = times[(times.len() * 99).div_ceil(100).saturating_sub(1)];
+    println!(
+        "reload: {reloads} reloads of one endpoint (certificate swapped each time): median \
+         {median_ms:.2} ms, p99 {p99:.2} ms, max {worst:.2} ms"
+    );
+
+    println!("fanout: {n} LAs, {rows} records, {runs} runs without reloads, then {runs} with");
+    let mut quiet = Vec::new();
+    for run in 1..=runs {
+        let t = send_fanout(&config_path, n);
+        println!("  without reloads, run {run}: {t:.3} s");
+        quiet.push(t);
+    }
+    let reloading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reloader = {
+        let (reloading, count, handles) = (reloading.clone(), count.clone(), handles.clone());
+        runtime.spawn(async move {
+            while reloading.load(std::sync::atomic::Ordering::Relaxed) {
+                for h in &handles {
+                    h.reload().await.expect("reloads");
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut busy = Vec::new();
+    for run in 1..=runs {
+        let t = send_fanout(&config_path, n);
+        println!("  with reloads, run {run}: {t:.3} s");
+        busy.push(t);
+    }
+    reloading.store(false, std::sync::atomic::Ordering::Relaxed);
+    runtime.block_on(reloader).expect("reloader");
+    let total: f64 = busy.iter().sum();
+    let (quiet, busy) = (median(&mut quiet), median(&mut busy));
+    println!(
+        "fanout median without reloads {quiet:.3} s, with every endpoint reloaded every 100 ms \
+         {busy:.3} s: ratio {:.2} ({} reloads during {total:.1} s of pushing)",
+        busy / quiet,
+        count.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    stops.cancel();
 }
 
 /// A TCP proxy that forwards to `target` until a connection has sent

@@ -28,8 +28,9 @@
 //!   (every file read, every key, certificate, recipient, schedule and table
 //!   spec checked) before anything runs.
 //! - [`common`]: the database, the audit chain, encodings, times, durable
-//!   files, names, blocking work, the shutdown tree, refused handshakes
-//!   coalesced for the audit, the test-only fault hook.
+//!   files, names, blocking work, the shutdown tree, reloads on SIGHUP,
+//!   systemd notifications, refused handshakes coalesced for the audit,
+//!   the test-only fault hook.
 //! - [`sanitiser`]: the disclosure-control engine, pure library code.
 //! - [`reference`](mod@reference): payment groups, LAs and contract package
 //!   areas, from versioned files.

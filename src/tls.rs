@@ -123,6 +123,16 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// Two identities are the same if their chains are: a chain's leaf was
+/// matched to its key when it was loaded.
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.chain == other.chain
+    }
+}
+
+impl Eq for Identity {}
+
 impl Identity {
     /// Loads a PEM certificate chain (leaf first) and its PEM private key.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
@@ -243,8 +253,8 @@ impl TrustAnchors {
 /// Loads the certificate revocation lists in a PEM file (`-----BEGIN X509
 /// CRL-----`, as `openssl ca -gencrl` writes them), checking that each is
 /// one rustls can use and that it is not out of date at `now` (its
-/// nextUpdate has not passed). The file is read once, at start: replace it
-/// and restart before its nextUpdate.
+/// nextUpdate has not passed). The file is read at start and on each reload
+/// (SIGHUP): replace it and reload before its nextUpdate.
 pub fn load_crls(
     path: &Path,
     now: UnixTime,
@@ -344,6 +354,16 @@ impl AllowList {
         ))
     }
 
+    /// Whether it allows nobody.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The identities it allows, as given.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
     /// The one allowed identity a certificate names, if exactly one.
     pub fn identify(&self, cert: &CertificateDer<'_>) -> Option<String> {
         let names = dns_names(cert).ok()?;
@@ -363,6 +383,88 @@ pub struct Peer {
     pub identity: String,
     /// Where it connected from (for logs only).
     pub addr: Option<SocketAddr>,
+    /// The SHA-256 of the peer's leaf certificate (DER), lower-case hex:
+    /// which of the peer's certificates it used, across its renewals.
+    pub certificate_sha256: String,
+    /// The identity this side presented on the connection, when the
+    /// listener knows it ([`ServerTls::new`]): what this side signs for the
+    /// peer must match the certificate the peer verified, even after a
+    /// reload has replaced it for new connections.
+    pub presented: Option<Arc<Identity>>,
+}
+
+/// What a TLS listener uses for each handshake: its configuration (our
+/// certificate and key, the trust anchors and revocation lists for clients)
+/// and the allow-list of identities. Built whole, checked whole, and
+/// replaced whole on a reload ([`SharedServerTls`]); a connection keeps the
+/// one it was accepted with.
+#[derive(Debug)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    allow: AllowList,
+    identity: Option<Arc<Identity>>,
+}
+
+impl ServerTls {
+    /// A listener's TLS from its identity, the anchors for clients and the
+    /// allow-list. An empty allow-list is refused: it would make a listener
+    /// that can serve nobody, and is always a mistake in a file.
+    pub fn new(
+        identity: &Identity,
+        clients: &TrustAnchors,
+        allow: AllowList,
+    ) -> Result<Self, TlsError> {
+        if allow.is_empty() {
+            return Err(TlsError::Config(rustls::Error::General(
+                "the allow-list of client identities is empty".into(),
+            )));
+        }
+        let config = server_config(identity, clients, allow.clone())?;
+        Ok(Self {
+            config,
+            allow,
+            identity: Some(Arc::new(identity.clone())),
+        })
+    }
+
+    /// The identity this listener presents.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// The allow-list this listener serves.
+    pub fn allow(&self) -> &AllowList {
+        &self.allow
+    }
+}
+
+/// The [`ServerTls`] a listener uses now, read once per connection and
+/// replaced atomically by [`SharedServerTls::replace`]: connections
+/// accepted before keep the one they were accepted with, and there is no
+/// moment at which a listener has none (or half of one).
+#[derive(Debug, Clone)]
+pub struct SharedServerTls(Arc<arc_swap::ArcSwap<ServerTls>>);
+
+impl SharedServerTls {
+    pub fn new(tls: ServerTls) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::from_pointee(tls)))
+    }
+
+    /// The one in use now.
+    pub fn current(&self) -> Arc<ServerTls> {
+        self.0.load_full()
+    }
+
+    /// Uses `tls` for every connection from now on.
+    pub fn replace(&self, tls: ServerTls) {
+        self.0.store(Arc::new(tls));
+    }
+}
+
+/// The SHA-256 of a certificate's DER, lower-case hex.
+pub fn certificate_sha256(cert: &CertificateDer<'_>) -> String {
+    use sha2::Digest;
+    crate::common::encoding::hex(&sha2::Sha256::digest(cert.as_ref()))
 }
 
 /// A client certificate that chains to the CA but names no allowed identity
@@ -678,8 +780,25 @@ pub fn incoming(
     tasks: &Shutdown,
     on_refused: impl Fn(SocketAddr, String) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+    let tls = SharedServerTls::new(ServerTls {
+        config,
+        allow,
+        identity: None,
+    });
+    incoming_reloadable(listener, tls, tasks, on_refused)
+}
+
+/// [`incoming`], taking each connection's configuration and allow-list
+/// from `tls` as the connection is accepted: after a reload, new
+/// connections get the new ones, and connections already accepted (and the
+/// pushes on them) go on with what they were accepted with.
+pub fn incoming_reloadable(
+    listener: TcpListener,
+    tls: SharedServerTls,
+    tasks: &Shutdown,
+    on_refused: impl Fn(SocketAddr, String) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(16);
-    let acceptor = TlsAcceptor::from(config);
     let pending = PendingHandshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
     let on_refused = Arc::new(on_refused);
     let spawner = tasks.clone();
@@ -709,13 +828,15 @@ pub fn incoming(
                     continue;
                 }
             };
-            let (acceptor, allow, tx, on_refused, stop) = (
-                acceptor.clone(),
-                allow.clone(),
-                tx.clone(),
-                on_refused.clone(),
-                spawner.clone(),
+            // Read once per connection: a reload from here on does not
+            // change what this connection is accepted with.
+            let current = tls.current();
+            let (acceptor, allow, presented) = (
+                TlsAcceptor::from(current.config.clone()),
+                current.allow.clone(),
+                current.identity.clone(),
             );
+            let (tx, on_refused, stop) = (tx.clone(), on_refused.clone(), spawner.clone());
             spawner.spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let handshake = tokio::select! {
@@ -744,21 +865,23 @@ pub fn incoming(
                         return;
                     }
                 };
-                let identity = stream
+                let leaf = stream
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|certs| certs.first())
-                    .and_then(|leaf| allow.identify(leaf));
+                    .and_then(|certs| certs.first());
+                let identity = leaf.and_then(|leaf| Some((allow.identify(leaf)?, leaf)));
                 // The verifier already required this; checked again so a
                 // connection without an identity can never be served.
-                let Some(identity) = identity else {
+                let Some((identity, leaf)) = identity else {
                     on_refused(addr, "no allowed identity after handshake".into());
                     return;
                 };
                 let peer = Peer {
                     identity,
                     addr: Some(addr),
+                    certificate_sha256: certificate_sha256(leaf),
+                    presented,
                 };
                 let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
             });

@@ -569,16 +569,47 @@ async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no
 #[test]
 fn the_documented_systemd_unit_is_the_one_in_the_repository() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let unit = std::fs::read_to_string(root.join("tests/data/mishare-provider.service"))
-        .expect("the unit file");
-    let block = format!("```ini\n{unit}```");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    assert!(
-        readme.contains(&block),
-        "the README's systemd unit differs from tests/data/mishare-provider.service"
-    );
-    assert!(unit.contains("ExecStart=/usr/local/bin/mishare provider run --config "));
-    assert!(unit.contains("UnsetEnvironment=MISHARE_DANGEROUS_CRASH_AT"));
+    for (file, run) in [
+        (
+            "mishare-provider.service",
+            "ExecStart=/usr/local/bin/mishare provider run --config ",
+        ),
+        (
+            "mishare-authority.service",
+            "ExecStart=/usr/local/bin/mishare authority run --config ",
+        ),
+    ] {
+        let unit =
+            std::fs::read_to_string(root.join("tests/data").join(file)).expect("the unit file");
+        let block = format!("```ini\n{unit}```");
+        assert!(
+            readme.contains(&block),
+            "the README's systemd unit differs from tests/data/{file}"
+        );
+        assert!(unit.contains(run), "{file}");
+        assert!(
+            unit.contains("UnsetEnvironment=MISHARE_DANGEROUS_CRASH_AT"),
+            "{file}"
+        );
+        // Ready only once serving, watched, and reloadable in place.
+        for line in [
+            "Type=notify\n",
+            "NotifyAccess=main\n",
+            "WatchdogSec=30s\n",
+            "ExecReload=/bin/kill -HUP $MAINPID\n",
+            "NoNewPrivileges=yes\n",
+            "ProtectSystem=strict\n",
+            "CapabilityBoundingSet=\n",
+        ] {
+            assert!(unit.contains(line), "{file} lacks {line:?}");
+        }
+        // sd_notify needs a Unix socket.
+        assert!(
+            unit.contains("RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n"),
+            "{file}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

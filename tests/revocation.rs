@@ -468,3 +468,70 @@ fn a_bad_crl_file_is_a_configuration_error_naming_the_file() {
         check(err, file, want, "directive.crls");
     }
 }
+
+/// A revocation list published while the endpoint runs takes effect on a
+/// reload, from the revoked provider's next connection; a broken list on a
+/// later reload is refused and the list in use stays, still refusing it.
+#[tokio::test]
+async fn a_revocation_list_reloaded_refuses_the_revoked_provider_from_its_next_connection() {
+    let pki = OpensslPki::new();
+    let anchors = pki.anchors();
+    let path = authority_toml(&pki, "reloaded", "la", "crls = [\"empty.crl\"]");
+    let config = AuthorityConfig::load(&path).expect("config");
+    let data_dir = config.data_dir.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (reload, reloads) = mishare::common::reload::channel();
+    let stop = Shutdown::new();
+    let serving = stop.clone();
+    let task = tokio::spawn(async move {
+        let options = mishare::authority::ServeOptions {
+            reloads: Some(reloads),
+            ..Default::default()
+        };
+        mishare::authority::serve_with(config, listener, &serving, options)
+            .await
+            .expect("the endpoint serves");
+    });
+    let endpoint = Endpoint {
+        addr,
+        stop,
+        task,
+        data_dir,
+    };
+    query_as(addr, &pki.identity("provider-revoked"), &anchors)
+        .await
+        .expect("served while the list in use revokes nothing");
+
+    authority_toml(&pki, "reloaded", "la", "crls = [\"ca.crl\"]");
+    let done = reload.reload().await.expect("reloads");
+    let ca_crl = format!("tls.crls[{}]", pki.path("ca.crl").display());
+    let empty_crl = format!("tls.crls[{}]", pki.path("empty.crl").display());
+    assert_eq!(done.changed, [ca_crl, empty_crl]);
+    let refused = query_as(addr, &pki.identity("provider-revoked"), &anchors).await;
+    assert!(refused.is_err(), "refused after the reload");
+    query_as(addr, &pki.identity("provider"), &anchors)
+        .await
+        .expect("a certificate not revoked is served");
+
+    pki.write(
+        "broken.crl",
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    );
+    authority_toml(&pki, "reloaded", "la", "crls = [\"broken.crl\"]");
+    let err = reload.reload().await.expect_err("a broken list is refused");
+    assert!(err.to_string().contains("broken.crl"), "{err}");
+    assert!(
+        query_as(addr, &pki.identity("provider-revoked"), &anchors)
+            .await
+            .is_err(),
+        "the list in use still refuses it"
+    );
+    let audit = endpoint.stop().await;
+    assert!(
+        refusals(&audit).iter().any(|r| r.contains("Revoked")),
+        "{audit:?}"
+    );
+}

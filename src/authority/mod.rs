@@ -15,7 +15,10 @@
 //! - [`open`]: for LA staff, a received file decrypted as a CSV Excel reads
 //!   as UTF-8, or as an XLSX workbook with the label on every page;
 //! - [`retention`]: received files past `[retention] inbox_days` deleted,
-//!   each deletion audited with the file's digest.
+//!   each deletion audited with the file's digest;
+//! - `reload`: certificates, key, revocation lists and the allow-list
+//!   read again on SIGHUP, all or nothing; connections keep what they
+//!   were accepted with.
 //!
 //! [`serve`] takes its listener and its shutdown as parameters, so tests run
 //! the real endpoint on `127.0.0.1:0` and stop it when they choose, and the
@@ -27,6 +30,7 @@ pub mod inbox;
 mod limits;
 pub mod manifest;
 pub mod open;
+mod reload;
 pub mod retention;
 pub mod service;
 pub mod store;
@@ -45,12 +49,14 @@ use tokio_stream::Stream;
 
 use crate::common::audit::Kind;
 use crate::common::db::DbError;
+use crate::common::notify::{Notifier, WatchdogTicks};
 use crate::common::refusals;
+use crate::common::reload::ReloadRequests;
 use crate::common::shutdown::Shutdown;
 use crate::common::time::now_ms;
 use crate::config::AuthorityConfig;
 use crate::receipt::{ReceiptError, ReceiptSigner};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, ServerTls, SharedServerTls, TlsError};
 use crate::wire::v1::Receipt;
 use crate::wire::v1::exchange_server::ExchangeServer;
 
@@ -87,6 +93,22 @@ pub enum AuthorityError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The configuration's key cannot sign receipts.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// What [`serve_with`] does beyond serving: reloads asked for through
+/// [`crate::common::reload::channel`] (SIGHUP in the binary), and systemd
+/// notifications. The default: neither.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// Reload requests; `None`: the configuration is the one given, until
+    /// a restart.
+    pub reloads: Option<ReloadRequests>,
+    /// `READY=1` once the listener serves, `RELOADING=1`/`READY=1` around a
+    /// reload, `STOPPING=1`, and the watchdog fed by the serve loop.
+    pub notify: Notifier,
 }
 
 impl From<ExchangeError> for AuthorityError {
@@ -112,6 +134,21 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: &Shutdown,
 ) -> Result<(), AuthorityError> {
+    serve_with(config, listener, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`], reloading on the requests in `options` and notifying systemd
+/// through it.
+pub async fn serve_with(
+    config: AuthorityConfig,
+    listener: TcpListener,
+    shutdown: &Shutdown,
+    options: ServeOptions,
+) -> Result<(), AuthorityError> {
+    let ServeOptions {
+        mut reloads,
+        notify,
+    } = options;
     let signer = ReceiptSigner::new(&config.identity)?;
     let (state, inbox) = {
         let (data_dir, inbox_dir, code) = (
@@ -129,9 +166,19 @@ pub async fn serve(
         .await?
     };
 
-    let allow = config.allow_list();
-    let server_config =
-        tls::server_config(&config.identity, &config.provider_anchors, allow.clone())?;
+    let server_tls = ServerTls::new(
+        &config.identity,
+        &config.provider_anchors,
+        config.allow_list(),
+    )?;
+    let live = reload::Live::new(
+        &config,
+        server_tls
+            .identity()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(config.identity.clone())),
+    )?;
+    let server_tls = SharedServerTls::new(server_tls);
 
     // The endpoint's own tasks (the accept loop, the audit writer, the
     // sweep) stop with the shutdown; pushes in flight are tracked apart and
@@ -145,18 +192,16 @@ pub async fn serve(
     // writing what is left, once the accept loop and handshakes are gone.
     let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
     tasks.spawn(audit_refusals(state.clone(), writer));
-    let connections = tls::incoming(
-        listener,
-        server_config,
-        allow,
-        &tasks,
-        move |addr, reason| refusals.record(addr, &reason),
-    );
+    let connections =
+        tls::incoming_reloadable(listener, server_tls.clone(), &tasks, move |addr, reason| {
+            refusals.record(addr, &reason)
+        });
 
+    drop(signer);
     let shared = Arc::new(Shared {
         state: state.clone(),
         inbox,
-        signer,
+        live: arc_swap::ArcSwap::from_pointee(live),
         streams: Arc::new(Semaphore::new(config.max_streams)),
         limits: ProviderLimits::new(
             config.max_streams_per_provider,
@@ -198,10 +243,33 @@ pub async fn serve(
         .serve_with_incoming_shutdown(connections, shutdown.token().clone().cancelled_owned());
     tokio::pin!(server);
     tracing::info!(code = %shared.config.code, "authority endpoint serving");
+    // The listener is bound and its accept loop running: connections made
+    // from now on are served.
+    notify.ready();
+    let mut watchdog = WatchdogTicks::new(&notify);
 
-    let served = tokio::select! {
-        served = &mut server => served.map_err(AuthorityError::from),
-        () = shutdown.cancelled() => {
+    let ended = loop {
+        tokio::select! {
+            served = &mut server => break Ended::Server(served.map_err(AuthorityError::from)),
+            () = shutdown.cancelled() => break Ended::Shutdown,
+            // Fed from this loop, so a serve task that stops being polled
+            // stops feeding it.
+            () = watchdog.tick() => notify.watchdog(),
+            request = next_reload(&mut reloads) => match request {
+                Some(request) => {
+                    notify.reloading();
+                    let outcome = reload::reload(&shared, &server_tls).await;
+                    notify.ready();
+                    request.answer(outcome);
+                }
+                None => reloads = None,
+            },
+        }
+    };
+    let served = match ended {
+        Ended::Server(served) => served,
+        Ended::Shutdown => {
+            notify.stopping();
             let grace = shared.config.shutdown_grace;
             tracing::info!(
                 grace_secs = grace.as_secs(),
@@ -242,6 +310,24 @@ pub async fn serve(
     tasks.drain(ABORT_WAIT, "authority endpoint").await;
     tracing::info!("authority endpoint stopped");
     served
+}
+
+/// Why the serve loop ended.
+enum Ended {
+    /// The server stopped by itself (with its result).
+    Server(Result<(), AuthorityError>),
+    /// Shutdown was asked for; the server is still draining.
+    Shutdown,
+}
+
+/// The next reload request, or never if there are none to wait for.
+async fn next_reload(
+    reloads: &mut Option<ReloadRequests>,
+) -> Option<crate::common::reload::ReloadRequest> {
+    match reloads.as_mut() {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The connection stream, ended (and the accept loop with it, so the

@@ -33,7 +33,9 @@ pub(crate) struct Shared {
     pub config: AuthorityConfig,
     pub state: Arc<Store>,
     pub inbox: Arc<Inbox>,
-    pub signer: ReceiptSigner,
+    /// The allow-list and the receipt signer in use now, replaced whole on
+    /// a reload ([`super::reload`]).
+    pub live: arc_swap::ArcSwap<super::reload::Live>,
     /// One permit per push in progress.
     pub streams: Arc<Semaphore>,
     /// What each provider holds: streams, bytes in partial files.
@@ -61,7 +63,7 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<Receipt>, Status> {
         let shared = self.shared.clone();
         let addr = peer_addr(&request);
-        let provider = match shared.provider(&request) {
+        let caller = match shared.caller(&request) {
             Ok(p) => p,
             Err(e) => {
                 shared
@@ -70,6 +72,7 @@ impl Exchange for ExchangeService {
                 return Err(e.into());
             }
         };
+        let provider = caller.provider.clone();
         // Taken here so that a push over a limit never starts a task: the
         // provider's own limit first, so one provider never takes a place
         // it may not use.
@@ -100,7 +103,7 @@ impl Exchange for ExchangeService {
         let task = pushes.spawn(async move {
             let _permit = permit;
             let _slot = slot;
-            let result = shared.push(&provider, stream).await;
+            let result = shared.push(&caller, stream).await;
             match result {
                 Ok(receipt) => Ok(receipt),
                 Err((e, m)) => {
@@ -122,7 +125,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<QueryTransferRequest>,
     ) -> Result<Response<TransferStatus>, Status> {
-        let provider = self.shared.provider(&request)?;
+        let provider = self.shared.caller(&request)?.provider;
         let transfer_id = request.into_inner().transfer_id;
         if !crate::common::names::is_transfer_id(&transfer_id) {
             return Err(ExchangeError::Invalid(format!(
@@ -184,6 +187,11 @@ type Refused = (ExchangeError, Option<Manifest>);
 /// One push's transfer once its manifest is accepted.
 struct Session {
     provider: String,
+    /// Signs its receipt: the key of the certificate this connection
+    /// presented, which is what the provider checks the receipt against.
+    signer: ReceiptSigner,
+    /// The SHA-256 of the provider's certificate on this connection.
+    client_certificate: String,
     manifest: Manifest,
     /// `None` while it is with a blocking task, and after commit or discard.
     file: Option<PartialFile>,
@@ -245,27 +253,44 @@ enum Begin {
     Write(PartialFile, Holding),
 }
 
+/// Who is calling, as the connection proved it, and what this side signs
+/// with for it.
+pub(crate) struct Caller {
+    provider: String,
+    signer: ReceiptSigner,
+    client_certificate: String,
+}
+
 impl Shared {
-    /// The provider identity the connection's certificate proved.
-    fn provider<T>(&self, request: &Request<T>) -> Result<String, ExchangeError> {
+    /// The provider identity the connection's certificate proved, checked
+    /// against the allow-list in use now (a provider removed by a reload is
+    /// refused here even on a connection it opened before), and the signer
+    /// for the certificate this side presented on that connection.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ExchangeError> {
         let peer = request
             .extensions()
             .get::<tls::Peer>()
             .ok_or_else(|| ExchangeError::NotPermitted("no verified client certificate".into()))?;
-        if !self.config.serves(&peer.identity) {
+        let live = self.live.load();
+        if !live.serves(&peer.identity) {
             return Err(ExchangeError::NotPermitted(format!(
                 "{} is not a provider this endpoint serves",
                 peer.identity
             )));
         }
-        Ok(peer.identity.clone())
+        Ok(Caller {
+            provider: peer.identity.clone(),
+            signer: live.signer_for(peer.presented.as_deref())?,
+            client_certificate: peer.certificate_sha256.clone(),
+        })
     }
 
     async fn push(
         self: &Arc<Self>,
-        provider: &str,
+        caller: &Caller,
         stream: Streaming<PushRequest>,
     ) -> Result<Receipt, Refused> {
+        let provider = caller.provider.as_str();
         let mut messages = Messages {
             stream,
             progress: Progress::new(self.config.stream_idle, self.config.max_chunk_bytes),
@@ -324,6 +349,8 @@ impl Shared {
         messages.progress.restart(m.size - file.len());
         let mut session = Session {
             provider: provider.to_string(),
+            signer: caller.signer.clone(),
+            client_certificate: caller.client_certificate.clone(),
             manifest: m.clone(),
             file: Some(file),
             _holding: holding,
@@ -449,8 +476,13 @@ impl Shared {
             .file
             .take()
             .ok_or_else(|| InternalError::Inconsistent("the partial file was lost".into()))?;
-        let (state, inbox, signer) = (self.state.clone(), self.inbox.clone(), self.signer.clone());
+        let (state, inbox, signer) = (
+            self.state.clone(),
+            self.inbox.clone(),
+            session.signer.clone(),
+        );
         let (provider, m) = (session.provider.clone(), session.manifest.clone());
+        let client_certificate = session.client_certificate.clone();
         blocking(move || {
             let durable = file.sync()?;
             let discard = |file: PartialFile, why: String| -> Result<Receipt, ExchangeError> {
@@ -513,7 +545,7 @@ impl Shared {
                 &provider,
                 &receipt,
                 Kind::TransferAccepted,
-                &accepted_detail(&m, &receipt),
+                &accepted_detail(&m, &receipt, &client_certificate),
             )?;
             tracing::info!(
                 provider,
@@ -671,8 +703,9 @@ fn begin(
     Ok(Begin::Write(file, holding))
 }
 
-fn accepted_detail(m: &Manifest, receipt: &Receipt) -> serde_json::Value {
+fn accepted_detail(m: &Manifest, receipt: &Receipt, client_certificate: &str) -> serde_json::Value {
     json!({
+        "client_certificate_sha256": client_certificate,
         "transfer_id": m.transfer_id,
         "report": m.report,
         "period": m.period,

@@ -210,11 +210,18 @@ fn serve(config: AuthorityConfig) -> Outcome {
         let local = listener.local_addr().unwrap_or(listen);
         let shutdown = Shutdown::new();
         cancel_on_signals(&shutdown).context("cannot listen for SIGTERM and SIGINT")?;
+        let (reload, reloads) = mishare::common::reload::channel();
+        mishare::common::reload::reload_on_sighup(reload, &shutdown)
+            .context("cannot listen for SIGHUP")?;
         eprintln!(
             "mishare authority endpoint for {} listening on {local}",
             config.code
         );
-        authority::serve(config, listener, &shutdown).await?;
+        let options = authority::ServeOptions {
+            reloads: Some(reloads),
+            notify: mishare::common::notify::Notifier::from_env(),
+        };
+        authority::serve_with(config, listener, &shutdown, options).await?;
         Ok(0)
     })
 }

@@ -146,16 +146,20 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
             let shutdown = Shutdown::new();
             cancel_on_signals(&shutdown).context("cannot listen for SIGTERM and SIGINT")?;
             let config = Arc::new(config);
-            let daemon =
-                provider::Daemon::open(config.clone(), provider::DaemonOptions::default(), &shutdown)
-                    .await?;
+            let options = provider::DaemonOptions {
+                notify: mishare::common::notify::Notifier::from_env(),
+                ..provider::DaemonOptions::default()
+            };
+            let daemon = provider::Daemon::open(config.clone(), options, &shutdown).await?;
+            mishare::common::reload::reload_on_sighup(daemon.reload_handle(), &shutdown)
+                .context("cannot listen for SIGHUP")?;
             let directive = match &config.directive {
                 Some(d) => format!("serving Directive on {} to {}", d.listen, d.regulators.join(", ")),
                 None => "no [directive] configured".into(),
             };
             eprintln!(
                 "mishare provider daemon: {} reports scheduled, {} LAs, data_dir {} locked; {directive}; \
-                 stop with SIGTERM or SIGINT",
+                 reload with SIGHUP; stop with SIGTERM or SIGINT",
                 config.reports.len(),
                 config.authorities.len(),
                 config.data_dir.display()

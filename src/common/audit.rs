@@ -100,6 +100,13 @@ pub enum Kind {
     KnownAdded,
     /// A known figure was removed (the SHA-256 of the removal).
     KnownRemoved,
+    /// A running endpoint or daemon reloaded its certificates, keys,
+    /// revocation lists, allow-list or recipients (the SHA-256 of each, and
+    /// what changed).
+    ConfigReloaded,
+    /// A reload was refused and the old material stayed (the file and the
+    /// reason).
+    ConfigReloadRefused,
 }
 
 impl Kind {
@@ -134,6 +141,8 @@ impl Kind {
             Kind::LedgerAuditBlocked => "ledger_audit_blocked",
             Kind::KnownAdded => "known_added",
             Kind::KnownRemoved => "known_removed",
+            Kind::ConfigReloaded => "config_reloaded",
+            Kind::ConfigReloadRefused => "config_reload_refused",
         }
     }
 }

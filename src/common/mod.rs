@@ -1,7 +1,7 @@
 //! What both programs use: the database (open, WAL, migrations), the audit
 //! chain, encodings, times, durable files, names, blocking work, shutdown,
-//! refused handshakes coalesced for the audit, and the test-only fault
-//! hook. Nothing here knows the provider or the
+//! reloads on SIGHUP, systemd notifications, refused handshakes coalesced
+//! for the audit, and the test-only fault hook. Nothing here knows the provider or the
 //! authority endpoint; both build on it.
 
 pub mod audit;
@@ -11,7 +11,9 @@ pub mod encoding;
 pub mod fault;
 pub mod files;
 pub mod names;
+pub mod notify;
 pub mod refusals;
+pub mod reload;
 pub mod shutdown;
 pub mod time;
 

@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::blocking::TaskFailed;
+use crate::common::notify::{Notifier, WatchdogTicks};
+use crate::common::reload::{self, ReloadError, ReloadHandle, ReloadRequests, Reloaded};
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::directive::{self, ServeError};
@@ -104,6 +106,10 @@ pub struct DaemonOptions {
     /// Per-push settings. Retries across attempts are the outbox's (from
     /// `[delivery]`), so each push makes one attempt.
     pub push: PushOptions,
+    /// systemd notifications: `READY=1` once the store is open and the
+    /// Directive listener bound, around reloads, on stopping, and the
+    /// watchdog fed by the main loop.
+    pub notify: Notifier,
 }
 
 impl Default for DaemonOptions {
@@ -114,6 +120,7 @@ impl Default for DaemonOptions {
                 attempts: 1,
                 ..PushOptions::default()
             },
+            notify: Notifier::disabled(),
         }
     }
 }
@@ -159,6 +166,9 @@ pub struct Daemon {
     limit: Arc<Semaphore>,
     inflight: HashSet<i64>,
     pushes: JoinSet<(i64, Delivered)>,
+    notify: Notifier,
+    reload: ReloadHandle,
+    reloads: ReloadRequests,
     _lock: DataDirLock,
 }
 
@@ -204,7 +214,11 @@ impl Daemon {
         let concurrency = usize::try_from(config.delivery.concurrency)
             .unwrap_or(1)
             .max(1);
+        let (reload, reloads) = reload::channel();
         Ok(Self {
+            notify: options.notify,
+            reload,
+            reloads,
             pipeline: Pipeline::new(config.clone(), store.clone(), options.actor.clone()),
             config,
             store,
@@ -218,6 +232,74 @@ impl Daemon {
             pushes: JoinSet::new(),
             _lock: lock,
         })
+    }
+
+    /// A handle that reloads this daemon while it runs (SIGHUP drives the
+    /// same one in the binary).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// Reads `provider.toml` and the files it names again and, if all of it
+    /// is usable, takes in the new `[tls]` (for pushes started from now on)
+    /// and each LA's `recipients` (for runs sealed from now on). Anything
+    /// wrong leaves the running configuration whole. Logged and audited
+    /// either way.
+    pub async fn reload(&mut self) -> Result<Reloaded, ReloadError> {
+        let path = self.config.path.clone();
+        let outcome = self.load_and_swap().await;
+        let (kind, detail) = match &outcome {
+            Ok((done, digests)) => (
+                crate::common::audit::Kind::ConfigReloaded,
+                serde_json::json!({
+                    "config": path.display().to_string(),
+                    "changed": done.changed,
+                    "needs_restart": done.needs_restart,
+                    "sha256": digests,
+                }),
+            ),
+            Err(e) => (
+                crate::common::audit::Kind::ConfigReloadRefused,
+                serde_json::json!({ "config": path.display().to_string(), "error": e.to_string() }),
+            ),
+        };
+        let actor = self.actor.clone();
+        let audited = self
+            .store
+            .run(move |store| store.audit(kind, &actor, None, &detail, Utc::now()))
+            .await;
+        match audited {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot audit a reload"),
+            Err(e) => tracing::error!(error = %e, "cannot audit a reload"),
+        }
+        let outcome = outcome.map(|(done, _)| done);
+        reload::log_outcome("provider daemon", &path, &outcome);
+        outcome
+    }
+
+    async fn load_and_swap(
+        &mut self,
+    ) -> Result<(Reloaded, std::collections::BTreeMap<String, String>), ReloadError> {
+        let path = self.config.path.clone();
+        let new = crate::common::blocking::blocking(move || ProviderConfig::load(&path))
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))??;
+        let (next, needs_restart) = super::reload::merge(&self.config, &new);
+        let next = Arc::new(next);
+        // Built before anything is replaced: a key that does not match its
+        // certificate is refused here.
+        let courier = self.courier.reconfigured(next.clone())?;
+        let digests = super::reload::digests(&next);
+        let done = Reloaded::between(
+            &super::reload::digests(&self.config),
+            &digests,
+            needs_restart,
+        );
+        self.pipeline = Pipeline::new(next.clone(), self.store.clone(), self.actor.clone());
+        self.courier = courier;
+        self.config = next;
+        Ok((done, digests))
     }
 
     /// Handles every report's due runs at `now`: finishes runs a stopped
@@ -535,6 +617,9 @@ impl Daemon {
             authorities = self.config.authorities.len(),
             "provider daemon started"
         );
+        // The store is open and the Directive listener (if any) bound.
+        self.notify.ready();
+        let mut watchdog = WatchdogTicks::new(&self.notify);
         let mut watch = self.watch.clone();
         let shutdown = self.shutdown.clone();
         loop {
@@ -554,6 +639,9 @@ impl Daemon {
                     Some(Utc::now() + chrono::Duration::seconds(5))
                 }
             };
+            // Once round the loop: a loop stuck above feeds nothing, and
+            // systemd restarts the daemon.
+            self.notify.watchdog();
             let wake = [self.next_run(now), next_retry]
                 .into_iter()
                 .flatten()
@@ -567,6 +655,13 @@ impl Daemon {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(wake) => {}
+                () = watchdog.tick() => {}
+                Some(request) = self.reloads.next() => {
+                    self.notify.reloading();
+                    let outcome = self.reload().await;
+                    self.notify.ready();
+                    request.answer(outcome);
+                }
                 Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
                     match joined {
                         Ok((id, outcome)) => {
@@ -586,6 +681,7 @@ impl Daemon {
                 }
             }
         }
+        self.notify.stopping();
         self.stop().await;
         Ok(())
     }

@@ -35,6 +35,7 @@ pub mod lock;
 pub mod outbox;
 pub mod pipeline;
 pub mod push;
+mod reload;
 pub mod report;
 pub mod scheduler;
 pub mod send;

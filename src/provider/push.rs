@@ -291,6 +291,22 @@ impl Courier {
     }
 }
 
+impl Courier {
+    /// This courier with `config`'s `[tls]` (a reload): pushes started
+    /// from it connect with the new certificate and anchors, while pushes
+    /// already running keep the courier they started with.
+    pub fn reconfigured(&self, config: Arc<ProviderConfig>) -> Result<Self, TlsError> {
+        let tls = tls::client_config(&config.tls.identity, &config.tls.anchors)?;
+        let identities = config.tls.identity.names()?.into();
+        Ok(Self {
+            config,
+            tls,
+            identities,
+            ..self.clone()
+        })
+    }
+}
+
 /// Pushes `delivery` to its LA, resuming and retrying as needed, and records
 /// the outcome in the outbox. Never panics on a peer's behaviour; every way
 /// it can end is a [`Delivered`].

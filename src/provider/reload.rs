@@ -1,0 +1,88 @@
+//! Reloading the daemon's certificate, key, trust anchors, revocation lists
+//! and the LAs' age recipients without a restart (SIGHUP, or
+//! [`Daemon::reload`](super::daemon::Daemon::reload)).
+//!
+//! `provider.toml` and every file it names are read and checked in full
+//! (as at start); only then are the reloadable parts taken into the
+//! running configuration: `[tls]` (a new client configuration for pushes)
+//! and each `[[authority]]`'s `recipients` (used by the next run that
+//! seals). Pushes in flight keep the client configuration they started
+//! with, and a file already sealed stays sealed to the recipients it was
+//! sealed to. Everything else (reports, schedules, `[delivery]`, LAs added
+//! or removed, endpoints, `[directive]`, `data_dir`) applies only after a
+//! restart: a change to it is reported and the running values stay.
+
+use std::collections::BTreeMap;
+
+use crate::common::reload::file_sha256;
+use crate::config::ProviderConfig;
+use crate::tls;
+
+/// The running configuration with the reloadable parts of `new` taken in,
+/// and the keys of `new` that differ but wait for a restart.
+pub(crate) fn merge(old: &ProviderConfig, new: &ProviderConfig) -> (ProviderConfig, Vec<String>) {
+    let mut next = old.clone();
+    next.tls = new.tls.clone();
+    for la in &mut next.authorities {
+        if let Some(fresh) = new.authority(&la.code) {
+            la.recipients = fresh.recipients.clone();
+        }
+    }
+    let mut keys = Vec::new();
+    let mut differ = |key: &str, changed: bool| {
+        if changed {
+            keys.push(key.to_string());
+        }
+    };
+    differ("provider", old.provider != new.provider);
+    differ("data_dir", old.data_dir != new.data_dir);
+    differ("contract_areas", old.contract_areas != new.contract_areas);
+    differ("reference", old.reference_path != new.reference_path);
+    differ("report", old.reports != new.reports);
+    differ("delivery", old.delivery != new.delivery);
+    differ("disclosure", old.disclosure != new.disclosure);
+    let shape = |c: &ProviderConfig| -> Vec<(String, String, String)> {
+        c.authorities
+            .iter()
+            .map(|a| (a.code.clone(), a.endpoint.clone(), a.server_name.clone()))
+            .collect()
+    };
+    differ(
+        "authority (LAs, endpoint, server_name)",
+        shape(old) != shape(new),
+    );
+    let directive = |c: &ProviderConfig| {
+        c.directive
+            .as_ref()
+            .map(|d| (d.listen, d.ca.clone(), d.crls.clone(), d.regulators.clone()))
+    };
+    differ("directive", directive(old) != directive(new));
+    // The Directive listener presents the certificate it started with.
+    differ(
+        "directive (the listener's certificate: tls.cert)",
+        old.directive.is_some() && old.tls.identity != new.tls.identity,
+    );
+    (next, keys)
+}
+
+/// What the reloadable parts of `config` are, by key: the SHA-256 of the
+/// leaf certificate and of the CA and revocation list files, and each LA's
+/// recipients (public keys).
+pub(crate) fn digests(config: &ProviderConfig) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "tls.cert".to_string(),
+        tls::certificate_sha256(config.tls.identity.leaf()),
+    );
+    out.insert("tls.ca".to_string(), file_sha256(&config.tls.paths.ca));
+    for path in &config.tls.paths.crls {
+        out.insert(format!("tls.crls[{}]", path.display()), file_sha256(path));
+    }
+    for la in &config.authorities {
+        out.insert(
+            format!("authority.{}.recipients", la.code),
+            la.recipients.to_strings().join(","),
+        );
+    }
+    out
+}

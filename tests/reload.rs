@@ -1,0 +1,949 @@
+//! Reloading without a restart: the endpoint's certificate, key, CRLs and
+//! allow-list, and the provider daemon's certificate and LAs' recipients,
+//! read again through the reload handle (in process) and on a real SIGHUP
+//! (the binary), with systemd's notifications on a socket made in the test.
+//! A broken file never replaces a working one.
+
+#[path = "common/net.rs"]
+mod net;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mishare::authority::store::Store;
+use mishare::authority::{self, AuthorityError, ServeOptions};
+use mishare::certs::{DevCa, Issued, Usage, Validity};
+use mishare::common::reload::{self, ReloadError, ReloadHandle};
+use mishare::common::shutdown::Shutdown;
+use mishare::config::AuthorityConfig;
+use mishare::provider::{Daemon, DaemonOptions, ScheduledRun};
+use mishare::receipt;
+use mishare::tls;
+use mishare::wire::v1::exchange_client::ExchangeClient;
+use mishare::wire::v1::push_request::Body;
+use mishare::wire::v1::{
+    Chunk, Classification, Commit, Manifest, PushRequest, QueryTransferRequest, Receipt,
+};
+use net::{Net, PROVIDER_ID};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+const CODE: &str = "E09000002";
+const SERVER_NAME: &str = "la-e09000002.test";
+const CHUNK: usize = 4096;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    hex(&Sha256::digest(cert.as_ref()))
+}
+
+/// Writes a private key owner-only (0600), as mishare demands.
+fn write_private_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).expect("key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// An endpoint's directory: its CA, its certificate files and its
+/// `authority.toml`.
+struct Site {
+    dir: tempfile::TempDir,
+    ca: DevCa,
+    provider: Issued,
+    other: Issued,
+}
+
+impl Site {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = DevCa::new("test CA").expect("ca");
+        std::fs::create_dir_all(dir.path().join("certs")).expect("mkdir");
+        std::fs::write(dir.path().join("certs/ca.pem"), ca.cert_pem()).expect("ca");
+        let provider = ca
+            .issue("provider.test", Usage::Client, Validity::Current)
+            .expect("issue");
+        let other = ca
+            .issue("other.test", Usage::Client, Validity::Current)
+            .expect("issue");
+        let site = Self {
+            dir,
+            ca,
+            provider,
+            other,
+        };
+        site.install(&site.issue_server());
+        site
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn issue_server(&self) -> Issued {
+        self.ca
+            .issue(SERVER_NAME, Usage::Server, Validity::Current)
+            .expect("issue")
+    }
+
+    /// Puts `server`'s certificate and key where authority.toml names them.
+    fn install(&self, server: &Issued) {
+        std::fs::write(self.path("certs/authority.pem"), &server.cert_pem).expect("cert");
+        write_private_key(&self.path("certs/authority.key"), &server.key_pem);
+    }
+
+    /// Writes authority.toml serving `providers`, with `extra` top-level
+    /// keys and `tls_extra` keys under [tls].
+    fn write_config(&self, listen: &str, providers: &[&str], extra: &str, tls_extra: &str) {
+        let mut text = format!(
+            "code = \"{CODE}\"\nlisten = \"{listen}\"\ninbox = \"var/inbox\"\n\
+             data_dir = \"var/authority\"\nmax_file_bytes = 1048576\nmax_chunk_bytes = {CHUNK}\n\
+             shutdown_grace_secs = 2\nsync_every_bytes = {CHUNK}\n{extra}\n\
+             [tls]\ncert = \"certs/authority.pem\"\nkey = \"certs/authority.key\"\n\
+             ca = \"certs/ca.pem\"\n{tls_extra}\n"
+        );
+        for p in providers {
+            text.push_str(&format!(
+                "[[provider]]\nid = \"{p}\"\nname = \"{p} Ltd\"\n\n"
+            ));
+        }
+        std::fs::write(self.path("authority.toml"), text).expect("authority.toml");
+    }
+
+    fn config(&self) -> AuthorityConfig {
+        AuthorityConfig::load(&self.path("authority.toml")).expect("config loads")
+    }
+
+    /// The endpoint's audit log, as (kind, detail) pairs.
+    fn audit(&self) -> Vec<(String, serde_json::Value)> {
+        let state = Store::open(&self.path("var/authority"), CODE).expect("state");
+        state
+            .audit_entries()
+            .expect("entries")
+            .into_iter()
+            .map(|e| (e.kind, serde_json::from_str(&e.detail).expect("json")))
+            .collect()
+    }
+
+    /// Connects as `who`; the channel and the certificate the endpoint
+    /// presented.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        who: &Issued,
+    ) -> Result<(ExchangeClient<Channel>, CertificateDer<'static>), String> {
+        let config = tls::client_config(&who.identity(), &self.ca.anchors()).expect("client");
+        let (channel, seen) =
+            tls::connect_recording(&format!("https://{addr}"), SERVER_NAME, config)
+                .await
+                .map_err(|e| e.to_string())?;
+        let cert = seen
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("a server certificate");
+        Ok((ExchangeClient::new(channel), cert))
+    }
+}
+
+/// An endpoint served in this process, with its reload handle.
+struct Endpoint {
+    addr: SocketAddr,
+    reload: ReloadHandle,
+    stop: Shutdown,
+    task: JoinHandle<Result<(), AuthorityError>>,
+}
+
+impl Endpoint {
+    async fn start(site: &Site) -> Self {
+        let config = site.config();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (reload, reloads) = reload::channel();
+        let stop = Shutdown::new();
+        let serving = stop.clone();
+        let task = tokio::spawn(async move {
+            let options = ServeOptions {
+                reloads: Some(reloads),
+                ..ServeOptions::default()
+            };
+            authority::serve_with(config, listener, &serving, options).await
+        });
+        Self {
+            addr,
+            reload,
+            stop,
+            task,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("serve task")
+            .expect("clean shutdown");
+    }
+}
+
+fn age_file(plaintext_len: usize) -> Vec<u8> {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .expect("encryptor");
+    let plaintext: Vec<u8> = (0..plaintext_len).map(|i| (i * 31 % 251) as u8).collect();
+    let mut out = Vec::new();
+    let mut writer = encryptor.wrap_output(&mut out).expect("wrap");
+    writer.write_all(&plaintext).expect("write");
+    writer.finish().expect("finish");
+    out
+}
+
+fn manifest(id: &str, file: &[u8]) -> PushRequest {
+    PushRequest {
+        body: Some(Body::Manifest(Manifest {
+            transfer_id: id.into(),
+            report: "referrals-monthly".into(),
+            period: "2012-10".into(),
+            classification: Classification::Internal as i32,
+            la_code: CODE.into(),
+            size: file.len() as u64,
+            sha256: Sha256::digest(file).to_vec(),
+            offset: 0,
+        })),
+    }
+}
+
+fn chunks(file: &[u8]) -> Vec<PushRequest> {
+    file.chunks(CHUNK)
+        .enumerate()
+        .map(|(i, data)| PushRequest {
+            body: Some(Body::Chunk(Chunk {
+                offset: (i * CHUNK) as u64,
+                data: data.to_vec().into(),
+            })),
+        })
+        .collect()
+}
+
+fn commit() -> PushRequest {
+    PushRequest {
+        body: Some(Body::Commit(Commit {})),
+    }
+}
+
+async fn push_whole(
+    client: &mut ExchangeClient<Channel>,
+    id: &str,
+    file: &[u8],
+) -> Result<Receipt, Status> {
+    let mut msgs = vec![manifest(id, file)];
+    msgs.extend(chunks(file));
+    msgs.push(commit());
+    client
+        .push(tokio_stream::iter(msgs))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn query(client: &mut ExchangeClient<Channel>, id: &str) -> Result<u64, Status> {
+    client
+        .query_transfer(QueryTransferRequest {
+            transfer_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner().committed)
+}
+
+/// The endpoint's certificate is replaced and reloaded: a new connection
+/// is shown the new certificate and its receipts verify against it, while
+/// a push that began before the reload, on a connection that was shown the
+/// old one, finishes with a receipt signed by the old key (the one its
+/// provider can check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_endpoint_certificate_serves_new_connections_and_a_push_in_flight_finishes_on_the_old()
+ {
+    let site = Site::new();
+    site.write_config("127.0.0.1:0", &["provider.test"], "", "");
+    let old_der = CertificateDer::from_pem_slice(
+        std::fs::read(site.path("certs/authority.pem"))
+            .expect("cert")
+            .as_slice(),
+    )
+    .expect("pem");
+    let endpoint = Endpoint::start(&site).await;
+
+    // A push begins on a connection shown the old certificate, and the
+    // endpoint has written part of it.
+    let (mut before, seen) = site
+        .connect(endpoint.addr, &site.provider)
+        .await
+        .expect("connects");
+    assert_eq!(seen, old_der);
+    let file = age_file(6 * CHUNK);
+    let all = chunks(&file);
+    let (tx, rx) = mpsc::channel::<PushRequest>(64);
+    tx.send(manifest("transfer-inflight", &file))
+        .await
+        .expect("send");
+    for c in &all[..2] {
+        tx.send(c.clone()).await.expect("send");
+    }
+    let mut pushing = before.clone();
+    let in_flight = tokio::spawn(async move {
+        pushing
+            .push(ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner())
+    });
+    let mut written = 0;
+    for _ in 0..400 {
+        written = query(&mut before, "transfer-inflight")
+            .await
+            .expect("query");
+        if written > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(written > 0, "the endpoint has written part of the push");
+
+    let new = site.issue_server();
+    site.install(&new);
+    let done = endpoint.reload.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["tls.cert"]);
+    assert!(done.needs_restart.is_empty(), "{done:?}");
+
+    // A new connection is shown the new certificate, and its receipts are
+    // signed by the new key.
+    let (mut after, seen) = site
+        .connect(endpoint.addr, &site.provider)
+        .await
+        .expect("connects after the reload");
+    assert_eq!(seen, new.cert_der);
+    assert_ne!(seen, old_der);
+    let fresh = push_whole(&mut after, "transfer-after", &age_file(CHUNK))
+        .await
+        .expect("a push after the reload");
+    receipt::verify(&fresh, &new.cert_der).expect("signed by the new key");
+    assert!(receipt::verify(&fresh, &old_der).is_err());
+
+    // The push in flight finishes, signed by the key its provider saw.
+    for c in &all[2..] {
+        tx.send(c.clone()).await.expect("send");
+    }
+    tx.send(commit()).await.expect("send");
+    drop(tx);
+    let receipt = in_flight
+        .await
+        .expect("join")
+        .expect("the push in flight is accepted");
+    receipt::verify(&receipt, &old_der).expect("signed by the old key");
+    assert!(receipt::verify(&receipt, &new.cert_der).is_err());
+
+    // The reload is audited with what changed and the new certificate.
+    let audit = site.audit();
+    let reloaded: Vec<_> = audit
+        .iter()
+        .filter(|(kind, _)| kind == "config_reloaded")
+        .collect();
+    assert_eq!(reloaded.len(), 1, "{audit:?}");
+    assert_eq!(reloaded[0].1["changed"], serde_json::json!(["tls.cert"]));
+    assert_eq!(
+        reloaded[0].1["sha256"]["tls.cert"],
+        serde_json::json!(fingerprint(&new.cert_der))
+    );
+    // Each accepted file records which of the provider's certificates
+    // sent it.
+    assert!(audit.iter().any(|(kind, d)| kind == "transfer_accepted"
+        && d["client_certificate_sha256"]
+            == serde_json::json!(fingerprint(&site.provider.cert_der))));
+    endpoint.shutdown().await;
+}
+
+/// A provider taken off the allow-list is refused from its next
+/// connection, and at its next request on a connection it opened before;
+/// the providers still listed are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_removed_from_the_allow_list_is_refused_from_its_next_connection() {
+    let site = Site::new();
+    site.write_config("127.0.0.1:0", &["provider.test", "other.test"], "", "");
+    let endpoint = Endpoint::start(&site).await;
+    let (mut open_before, _) = site
+        .connect(endpoint.addr, &site.other)
+        .await
+        .expect("other.test connects while listed");
+    assert_eq!(
+        query(&mut open_before, "transfer-0001")
+            .await
+            .expect("served"),
+        0
+    );
+
+    site.write_config("127.0.0.1:0", &["provider.test"], "", "");
+    let done = endpoint.reload.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["provider"]);
+
+    // Its next connection is refused at the handshake (TLS 1.3 may tell
+    // the client only at its first request).
+    let refused = match site.connect(endpoint.addr, &site.other).await {
+        Err(e) => e,
+        Ok((mut client, _)) => query(&mut client, "transfer-0001")
+            .await
+            .expect_err("refused")
+            .message()
+            .to_string(),
+    };
+    assert!(!refused.is_empty());
+    // On the connection it opened before, its next request is refused.
+    let status = query(&mut open_before, "transfer-0001")
+        .await
+        .expect_err("refused on the old connection");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = push_whole(&mut open_before, "transfer-0002", &age_file(CHUNK))
+        .await
+        .expect_err("a push on the old connection is refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // provider.test is served as before.
+    let (mut still, _) = site
+        .connect(endpoint.addr, &site.provider)
+        .await
+        .expect("provider.test connects");
+    push_whole(&mut still, "transfer-0003", &age_file(CHUNK))
+        .await
+        .expect("provider.test pushes");
+
+    // Put back: served again from its next connection.
+    site.write_config("127.0.0.1:0", &["provider.test", "other.test"], "", "");
+    assert_eq!(
+        endpoint.reload.reload().await.expect("reloads").changed,
+        ["provider"]
+    );
+    let (mut back, _) = site
+        .connect(endpoint.addr, &site.other)
+        .await
+        .expect("other.test connects once listed again");
+    assert_eq!(query(&mut back, "transfer-0001").await.expect("served"), 0);
+    endpoint.shutdown().await;
+}
+
+/// Every kind of broken file is refused as a whole: the reload fails
+/// naming the file and the reason, is audited, and the endpoint goes on
+/// serving with the old certificate and allow-list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_is_refused_and_the_old_material_stays_in_use() {
+    let site = Site::new();
+    site.write_config("127.0.0.1:0", &["provider.test"], "", "");
+    let serving = std::fs::read(site.path("certs/authority.pem")).expect("cert");
+    let serving_der = CertificateDer::from_pem_slice(&serving).expect("pem");
+    let endpoint = Endpoint::start(&site).await;
+    let good_key = std::fs::read_to_string(site.path("certs/authority.key")).expect("key");
+    let good_ca = site.ca.cert_pem();
+    let stranger = site.issue_server();
+
+    type Break = Box<dyn Fn(&Site)>;
+    let cases: Vec<(&str, Break, &str)> = vec![
+        (
+            "a certificate file that is not PEM",
+            Box::new(|s: &Site| {
+                std::fs::write(s.path("certs/authority.pem"), "not a certificate\n").expect("w")
+            }),
+            "authority.pem",
+        ),
+        (
+            "a key that does not match the certificate",
+            Box::new(move |s: &Site| {
+                write_private_key(&s.path("certs/authority.key"), &stranger.key_pem)
+            }),
+            "authority.key",
+        ),
+        (
+            "a key others can read",
+            Box::new(|s: &Site| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    s.path("certs/authority.key"),
+                    std::fs::Permissions::from_mode(0o644),
+                )
+                .expect("chmod")
+            }),
+            "chmod 600",
+        ),
+        (
+            "a CA file that is not PEM",
+            Box::new(|s: &Site| std::fs::write(s.path("certs/ca.pem"), "garbage\n").expect("w")),
+            "ca.pem",
+        ),
+        (
+            "a revocation list that is not one",
+            Box::new(|s: &Site| {
+                std::fs::write(
+                    s.path("certs/garbage.crl"),
+                    "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+                )
+                .expect("w");
+                s.write_config(
+                    "127.0.0.1:0",
+                    &["provider.test"],
+                    "",
+                    "crls = [\"certs/garbage.crl\"]",
+                );
+            }),
+            "garbage.crl",
+        ),
+        (
+            "a revocation list that is missing",
+            Box::new(|s: &Site| {
+                s.write_config(
+                    "127.0.0.1:0",
+                    &["provider.test"],
+                    "",
+                    "crls = [\"certs/missing.crl\"]",
+                )
+            }),
+            "missing.crl",
+        ),
+        (
+            "authority.toml that is not TOML",
+            Box::new(|s: &Site| {
+                std::fs::write(s.path("authority.toml"), "code = \"E09000002\n[[provider\n")
+                    .expect("w")
+            }),
+            "authority.toml: line",
+        ),
+        (
+            "an allow-list with nobody on it",
+            Box::new(|s: &Site| s.write_config("127.0.0.1:0", &[], "", "")),
+            "lists no provider",
+        ),
+        (
+            "an allow-list entry that is not a DNS name",
+            Box::new(|s: &Site| s.write_config("127.0.0.1:0", &["*.test"], "", "")),
+            "provider[1].id",
+        ),
+    ];
+    let mut refusals = 0;
+    for (what, break_it, named) in &cases {
+        break_it(&site);
+        let err = endpoint
+            .reload
+            .reload()
+            .await
+            .expect_err(&format!("{what}: refused"));
+        refusals += 1;
+        let text = err.to_string();
+        assert!(
+            matches!(err, ReloadError::Config(_) | ReloadError::Tls(_)),
+            "{what}: {err:?}"
+        );
+        assert!(text.contains(named), "{what}: names {named}: {text}");
+        assert!(
+            text.contains("stays in use"),
+            "{what}: says the old configuration stays: {text}"
+        );
+
+        // Still serving, with the old certificate, to the old list.
+        let (mut client, seen) = site
+            .connect(endpoint.addr, &site.provider)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: still serving: {e}"));
+        assert_eq!(seen, serving_der, "{what}");
+        assert_eq!(
+            query(&mut client, "transfer-0001").await.expect("served"),
+            0,
+            "{what}"
+        );
+
+        // Put right again.
+        std::fs::write(site.path("certs/authority.pem"), &serving).expect("cert");
+        write_private_key(&site.path("certs/authority.key"), &good_key);
+        std::fs::write(site.path("certs/ca.pem"), good_ca).expect("ca");
+        site.write_config("127.0.0.1:0", &["provider.test"], "", "");
+    }
+    // Each refusal is audited, naming the reason.
+    let audit = site.audit();
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|(kind, _)| kind == "config_reload_refused")
+        .collect();
+    assert_eq!(refused.len(), refusals, "{audit:?}");
+    assert!(
+        refused[0].1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("authority.pem")),
+        "{refused:?}"
+    );
+    // With the files put right, a reload finds nothing changed.
+    let done = endpoint.reload.reload().await.expect("reloads");
+    assert!(done.changed.is_empty(), "{done:?}");
+    endpoint.shutdown().await;
+}
+
+/// A change to a key that needs a restart is reported, and the running
+/// value stays; the reloadable parts are still taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_needs_a_restart_is_reported_and_the_running_value_stays() {
+    let site = Site::new();
+    site.write_config("127.0.0.1:0", &["provider.test"], "", "");
+    let endpoint = Endpoint::start(&site).await;
+    site.write_config(
+        "127.0.0.1:1",
+        &["provider.test", "other.test"],
+        "partial_ttl_secs = 60\n",
+        "",
+    );
+    let done = endpoint.reload.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["provider"]);
+    assert_eq!(done.needs_restart, ["listen", "partial_ttl_secs"]);
+    // Still on the address it was bound to, and other.test is served.
+    let (mut client, _) = site
+        .connect(endpoint.addr, &site.other)
+        .await
+        .expect("other.test connects");
+    assert_eq!(
+        query(&mut client, "transfer-0001").await.expect("served"),
+        0
+    );
+    endpoint.shutdown().await;
+}
+
+/// What a notify socket received, one datagram at a time.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        Self { socket, path }
+    }
+
+    fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// The next notification other than a watchdog ping.
+    fn next_not_watchdog(&self) -> String {
+        loop {
+            let got = self.next();
+            if got != "WATCHDOG=1\n" {
+                return got;
+            }
+        }
+    }
+}
+
+/// A child process killed if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &KillOnDrop, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{name}");
+}
+
+/// `mishare authority run` under a notify socket: READY=1 only once the
+/// listener accepts connections, the watchdog fed, a real SIGHUP answered
+/// with RELOADING=1 and READY=1 and the new certificate served from then
+/// on, and SIGTERM with STOPPING=1 and a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_binary_reloads_on_sighup_and_tells_systemd() {
+    let site = Site::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    site.write_config(&port.to_string(), &["provider.test"], "", "");
+    let old_der = CertificateDer::from_pem_slice(
+        std::fs::read(site.path("certs/authority.pem"))
+            .expect("cert")
+            .as_slice(),
+    )
+    .expect("pem");
+    let notify = NotifySocket::bind(site.dir.path());
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["authority", "run", "--config", "authority.toml"])
+            .current_dir(site.dir.path())
+            .env_remove("MISHARE_LOG")
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "200000")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mishare starts"),
+    );
+    assert_eq!(notify.next(), "READY=1\n");
+    // Ready means serving: a connection made at once is served.
+    let (mut client, seen) = site
+        .connect(port, &site.provider)
+        .await
+        .expect("connects right after READY=1");
+    assert_eq!(seen, old_der);
+    assert_eq!(
+        query(&mut client, "transfer-0001").await.expect("served"),
+        0
+    );
+    assert_eq!(notify.next(), "WATCHDOG=1\n");
+
+    let new = site.issue_server();
+    site.install(&new);
+    signal(&child, "HUP");
+    let reloading = notify.next_not_watchdog();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(notify.next_not_watchdog(), "READY=1\n");
+    let (_, seen) = site
+        .connect(port, &site.provider)
+        .await
+        .expect("connects after the reload");
+    assert_eq!(seen, new.cert_der, "the new certificate from READY=1 on");
+
+    // A broken file on SIGHUP: refused, and the new certificate stays.
+    std::fs::write(site.path("certs/authority.pem"), "broken\n").expect("w");
+    signal(&child, "HUP");
+    assert!(notify.next_not_watchdog().starts_with("RELOADING=1\n"));
+    assert_eq!(notify.next_not_watchdog(), "READY=1\n");
+    let (_, seen) = site
+        .connect(port, &site.provider)
+        .await
+        .expect("still serving after a broken reload");
+    assert_eq!(seen, new.cert_der);
+
+    signal(&child, "TERM");
+    assert_eq!(notify.next_not_watchdog(), "STOPPING=1\n");
+    let mut child = child;
+    let status = child.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let audit = site.audit();
+    assert!(
+        audit.iter().any(|(kind, d)| kind == "config_reloaded"
+            && d["changed"] == serde_json::json!(["tls.cert"])),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(kind, d)| kind == "config_reload_refused"
+            && d["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("authority.pem"))),
+        "{audit:?}"
+    );
+}
+
+async fn daemon(net: &Net) -> Daemon {
+    Daemon::open(
+        Arc::new(net.config()),
+        DaemonOptions::default(),
+        &Shutdown::new(),
+    )
+    .await
+    .expect("daemon opens")
+}
+
+/// A run at `now` for the report, with records for it, spooled.
+async fn run_now(net: &Net, d: &Daemon) {
+    let now = Utc::now();
+    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
+    let latest = schedule
+        .runs_between(now - chrono::Duration::days(40), now)
+        .last()
+        .expect("a run within 40 days");
+    net.write_records_at(latest);
+    d.schedule(now - chrono::Duration::days(40))
+        .await
+        .expect("schedule");
+    let done = d.schedule(now).await.expect("schedule");
+    assert!(
+        matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
+        "{done:?}"
+    );
+}
+
+/// The endpoint's audit entries of accepted files: the SHA-256 of the
+/// client certificate each came with.
+fn accepted_with(net: &Net, code: &str) -> Vec<String> {
+    let dir = net.path(&format!("la-{}", code.to_ascii_lowercase()));
+    Store::open(&dir.join("state"), code)
+        .expect("state")
+        .audit_entries()
+        .expect("entries")
+        .into_iter()
+        .filter(|e| e.kind == "transfer_accepted")
+        .map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.detail).expect("json");
+            d["client_certificate_sha256"]
+                .as_str()
+                .expect("a client certificate")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The provider's certificate is replaced and the daemon reloaded: its next
+/// push comes with the new certificate, as the endpoint records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_provider_certificate_is_the_one_the_daemons_next_push_presents() {
+    let net = Net::start(&[CODE]).await;
+    net.add_agreement(CODE);
+    let old = std::fs::read(net.path("certs/provider.pem")).expect("cert");
+    let old_der = CertificateDer::from_pem_slice(&old).expect("pem");
+    let mut d = daemon(&net).await;
+    run_now(&net, &d).await;
+
+    let new = net
+        .ca
+        .issue(PROVIDER_ID, Usage::ClientAndServer, Validity::Current)
+        .expect("issue");
+    std::fs::write(net.path("certs/provider.pem"), &new.cert_pem).expect("cert");
+    write_private_key(&net.path("certs/provider.key"), &new.key_pem);
+    let done = d.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["tls.cert"]);
+
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    assert_eq!(net.inbox(CODE).len(), 1, "delivered");
+    assert_eq!(accepted_with(&net, CODE), [fingerprint(&new.cert_der)]);
+    assert_ne!(fingerprint(&new.cert_der), fingerprint(&old_der));
+
+    // The reload is in the provider's audit log.
+    let entries = net.store().audit_entries(None).expect("audit");
+    let reloaded: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == "config_reloaded")
+        .collect();
+    assert_eq!(reloaded.len(), 1);
+    let detail: serde_json::Value = serde_json::from_str(&reloaded[0].detail).expect("json");
+    assert_eq!(
+        detail["sha256"]["tls.cert"],
+        serde_json::json!(fingerprint(&new.cert_der))
+    );
+}
+
+/// A new recipient for an LA, reloaded, is what the next run seals to; a
+/// broken one is refused and the run seals to the recipient in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotated_recipients_seal_the_next_run_and_a_bad_one_is_refused() {
+    let net = Net::start(&[CODE]).await;
+    net.add_agreement(CODE);
+    let mut d = daemon(&net).await;
+    let old_recipient = net.la(CODE).recipient.clone();
+
+    // A bad recipient: refused, naming provider.toml and the key.
+    net.edit_config(&old_recipient, "age1notarecipient");
+    let err = d.reload().await.expect_err("a bad recipient is refused");
+    let text = err.to_string();
+    assert!(text.contains("provider.toml"), "{text}");
+    assert!(text.contains("recipients"), "{text}");
+    assert!(text.contains("stays in use"), "{text}");
+
+    // A good new one.
+    let new_key = net.path("keys/new.key");
+    let new_recipient = mishare::seal::generate(&new_key).expect("age key");
+    net.edit_config("age1notarecipient", &new_recipient);
+    let done = d.reload().await.expect("reloads");
+    assert_eq!(done.changed, [format!("authority.{CODE}.recipients")]);
+
+    run_now(&net, &d).await;
+    d.deliver_due(Utc::now()).await.expect("deliver");
+    d.settle().await.expect("settle");
+    let files = net.inbox(CODE);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let open = |key: &Path| {
+        use std::io::Read;
+        let identities = mishare::seal::Identities::load(key).expect("identity");
+        let mut opened =
+            mishare::seal::open(std::fs::File::open(&files[0]).expect("open"), &identities)
+                .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        opened.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        Ok::<_, String>(out)
+    };
+    assert!(open(&new_key).is_ok(), "sealed to the new recipient");
+    assert!(
+        open(&net.la(CODE).identity_file).is_err(),
+        "not to the old one"
+    );
+}
+
+/// `mishare provider run` under a notify socket: READY=1 once the
+/// Directive listener accepts connections, a real SIGHUP answered with
+/// RELOADING=1 and READY=1, and SIGTERM with STOPPING=1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_provider_binary_tells_systemd_when_ready_reloading_and_stopping() {
+    let mut net = Net::start(&[CODE]).await;
+    let directive = net.directive_listener().await;
+    let addr = directive.local_addr().expect("addr");
+    drop(directive);
+    let notify = NotifySocket::bind(net.dir.path());
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mishare"))
+            .args(["provider", "run"])
+            .current_dir(net.dir.path())
+            .env_remove("MISHARE_LOG")
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "200000")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mishare starts"),
+    );
+    assert_eq!(notify.next(), "READY=1\n");
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the Directive listener accepts right after READY=1");
+    assert_eq!(notify.next(), "WATCHDOG=1\n");
+
+    signal(&child, "HUP");
+    assert!(
+        notify
+            .next_not_watchdog()
+            .starts_with("RELOADING=1\nMONOTONIC_USEC=")
+    );
+    assert_eq!(notify.next_not_watchdog(), "READY=1\n");
+
+    signal(&child, "TERM");
+    assert_eq!(notify.next_not_watchdog(), "STOPPING=1\n");
+    let mut child = child;
+    let status = child.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let entries = net.store().audit_entries(None).expect("audit");
+    assert!(entries.iter().any(|e| e.kind == "config_reloaded"));
+}
