@@ -369,6 +369,15 @@ fn provider_dir(
         .expect("issue");
     std::fs::write(path("certs/provider.pem"), &issued.cert_pem).expect("cert");
     std::fs::write(path("certs/provider.key"), &issued.key_pem).expect("key");
+    {
+        // The configuration refuses a key others can read, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            path("certs/provider.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("key mode");
+    }
     let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
     let mut reference = String::from("la_code,la_name,cpa\n");
     let mut text = String::from(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use mishare::provider::ledger::{
     Audit, AuditPolicy, Axis, FigureInterval, FigureKind, Figures, Known, KnownPeriod, KnownValue,
-    ReleaseTable, Released, audit,
+    ReleaseTable, Released, audit, audit_whole_ledger,
 };
 use mishare::reference::{Dimensions, LaReference, LocalAuthority, PaymentGroups};
 use mishare::sanitiser::{
@@ -526,12 +526,81 @@ fn the_next_release_solves_only_what_it_touches() {
         Some(&tables[3]),
         &AuditPolicy::default(),
     );
-    assert_eq!((next.stats.components, next.stats.solved), (8, 2));
+    // Only what the candidate reaches is modelled: its month's two cells.
+    assert_eq!((next.stats.components, next.stats.solved), (2, 2));
     assert!(
         next.figures.iter().all(|f| f.release.is_none()),
         "{:#?}",
         next.figures
     );
+    let whole = audit_whole_ledger(
+        &catalogue(),
+        &history,
+        &[],
+        Some(&tables[3]),
+        &AuditPolicy::default(),
+    );
+    assert_eq!((whole.stats.components, whole.stats.solved), (8, 2));
+    assert_eq!(without_components(next), without_components(whole));
+}
+
+/// The audit with the component count set aside: what depends on how much
+/// of the ledger was modelled.
+fn without_components(mut a: Audit) -> Audit {
+    a.stats.components = 0;
+    a
+}
+
+/// What the candidate cannot reach is not modelled, and the answer is
+/// that of the whole ledger: the cells are still split by every category
+/// any release singles out (here disability, by a table of another month),
+/// and a quarter reaches its months and what they reach.
+#[test]
+fn what_the_candidate_cannot_reach_changes_nothing() {
+    const GROUP: (&str, &[&str]) = ("payment_group", &["JSA", "ESA", "IB"]);
+    let history = released(vec![
+        column(Measure::Referrals, "2012-01", DISABILITY, &[3, 40]),
+        column(Measure::Referrals, "2012-04", GROUP, &[12, 40, 2]),
+        column(Measure::Referrals, "2012-05", DISABILITY, &[1, 8]),
+        column(Measure::Referrals, "2012-Q2", GROUP, &[20, 50, 2]),
+        column(Measure::Referrals, "2012-07", GROUP, &[30, 120, 4]),
+    ]);
+    let known = vec![
+        known(1, "2012-06", &[], KnownValue::Exact(9)),
+        known(2, "2012-02", &[], KnownValue::Exact(60)),
+    ];
+    let next = column(Measure::Referrals, "2012-04", DISABILITY, &[13, 41]);
+    let policy = AuditPolicy::default();
+    let pruned = audit(&catalogue(), &history, &known, Some(&next), &policy);
+    let whole = audit_whole_ledger(&catalogue(), &history, &known, Some(&next), &policy);
+    assert!(
+        pruned.stats.components < whole.stats.components,
+        "{:?} {:?}",
+        pruned.stats,
+        whole.stats
+    );
+    assert!(
+        pruned
+            .cells
+            .iter()
+            .any(|c| c.categories.contains_key("disability")
+                && c.categories.contains_key("payment_group")),
+        "{:#?}",
+        pruned.cells
+    );
+    assert!(
+        pruned.figures.iter().any(|f| f.period == "2012-Q2"),
+        "the quarter is reached through April"
+    );
+    assert!(
+        !pruned
+            .figures
+            .iter()
+            .any(|f| f.period == "2012-01" || f.period == "2012-07"),
+        "{:#?}",
+        pruned.figures
+    );
+    assert_eq!(without_components(pruned), without_components(whole));
 }
 
 /// A known figure names declared dimensions and categories only, and
@@ -1191,6 +1260,30 @@ proptest! {
         let next = audit(&catalogue, &released(earlier.to_vec()), &knowns, Some(last), &AuditPolicy::default());
         prop_assert!(next.figures.iter().any(|f| f.release.is_none()));
         check_against_brute_force(&world, &next)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With any of the tables as the candidate and the others as the
+    /// history, the audit that models only what the candidate reaches
+    /// gives the answer of the one that models the whole ledger.
+    #[test]
+    fn a_candidate_gets_the_answer_of_the_whole_ledger(
+        world in world(),
+        pick in any::<proptest::sample::Index>(),
+    ) {
+        let (mut records, _) = world.releases();
+        let knowns: Vec<Known> = world.known_figures().into_iter().map(|(k, _)| k).collect();
+        let catalogue = world.catalogue();
+        let next = records.remove(pick.index(records.len()));
+        let history = released(records);
+        let policy = AuditPolicy::default();
+        let pruned = audit(&catalogue, &history, &knowns, Some(&next), &policy);
+        let whole = audit_whole_ledger(&catalogue, &history, &knowns, Some(&next), &policy);
+        prop_assert!(pruned.stats.components <= whole.stats.components);
+        prop_assert_eq!(without_components(pruned), without_components(whole));
     }
 }
 

@@ -440,7 +440,12 @@ fn precheck<'r>(
 /// withholds the file.
 fn ledger_of(s: &Store, la: &str) -> Result<(Vec<Released>, Vec<Known>), Verdict> {
     let read = || -> Result<_, StoreError> {
-        let history: Vec<Released> = s.releases(Some(la))?.iter().map(|r| r.released()).collect();
+        let history: Vec<Released> = (s.releases(Some(la))?.into_iter())
+            .map(|r| Released {
+                id: r.id,
+                table: r.table,
+            })
+            .collect();
         let known: Vec<Known> = (s.known_figures(Some(la), false)?.into_iter())
             .map(|k| k.known)
             .collect();

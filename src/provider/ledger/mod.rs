@@ -20,7 +20,10 @@ pub mod model;
 pub mod release;
 mod solve;
 
-pub use audit::{Audit, AuditPolicy, AuditStats, CellInterval, FigureInterval, Released, audit};
+pub use audit::{
+    Audit, AuditPolicy, AuditStats, CellInterval, FigureInterval, Released, audit,
+    audit_whole_ledger,
+};
 pub use known::{Known, KnownError, KnownPeriod, KnownValue};
 pub use model::FigureKind;
 pub use release::{Axis, Figures, ReleaseError, ReleaseTable};

@@ -20,8 +20,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -50,11 +51,6 @@ const KNOWN_COLUMNS: &str = "id, la_code, measure, period, categories, value_lo,
 /// The columns of a known figure's removal.
 const REMOVAL_COLUMNS: &str = "id, removed_at, removed_by, remove_reason";
 
-/// The SHA-256 of row `id` of `table` over `columns`, or `None` if there is
-/// no such row. The canonical form is a JSON array of `[column, value]`
-/// pairs in the order given, each value as SQLite holds it (a number, text,
-/// null, or a blob in hex), so a value stored with another type is a
-/// different row.
 /// What the chain vouches for, of one kind: row id → (LA, digest).
 type Vouched = BTreeMap<i64, (Option<String>, String)>;
 
@@ -105,7 +101,8 @@ const KNOWN_ROWS: LedgerRows = LedgerRows {
 
 /// Checks every row of `rows.table` against the entries in `vouched`,
 /// taking the entries it matches (what is left was deleted from the
-/// ledger); returns how many rows there are.
+/// ledger); returns how many rows there are. One query reads the table
+/// once, in id order, with every column either digest covers.
 fn check_rows(
     conn: &Connection,
     rows: &LedgerRows,
@@ -113,82 +110,158 @@ fn check_rows(
     problems: &mut Vec<LedgerProblem>,
 ) -> Result<usize, StoreError> {
     let (noun, table) = (rows.noun, rows.table);
-    let mut ids = conn.prepare(&format!(
-        "SELECT id, la_code, {} IS NOT NULL FROM {table} ORDER BY id",
+    let added: Vec<&str> = column_names(rows.added_columns);
+    let later: Vec<&str> = column_names(rows.later_columns);
+    let mut columns = added.clone();
+    for c in &later {
+        if !columns.contains(c) {
+            columns.push(c);
+        }
+    }
+    // Where each digest's columns are in the query's.
+    let at = |names: &[&str]| -> Vec<usize> {
+        (names.iter())
+            .map(|n| columns.iter().position(|c| c == n).unwrap_or_default())
+            .collect()
+    };
+    let (added_at, later_at) = (at(&added), at(&later));
+    let (la_at, done_at) = (columns.len(), columns.len() + 1);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {}, la_code, {} IS NOT NULL FROM {table} ORDER BY id",
+        columns.join(", "),
         rows.later_set
     ))?;
-    let all: Vec<(i64, Value, bool)> = ids
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    drop(ids);
+    let mut found = stmt.query([])?;
     let mut take = |kind: Kind, id: i64| vouched.get_mut(kind.as_str()).and_then(|m| m.remove(&id));
-    for &(id, ref row_la, later_done) in &all {
-        let row_la = match row_la {
-            Value::Text(t) => Some(t.clone()),
+    let mut n = 0;
+    while let Some(r) = found.next()? {
+        n += 1;
+        let id: i64 = r.get(0)?;
+        let row_la = match r.get_ref(la_at)? {
+            ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
             _ => None,
         };
+        let later_done: bool = r.get(done_at)?;
+        let values = (0..columns.len())
+            .map(|i| r.get_ref(i))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let pick = |at: &[usize]| at.iter().map(|&i| values[i]).collect::<Vec<_>>();
+        let digest = digest_of(table, &added, &pick(&added_at));
+        let later_digest = digest_of(table, &later, &pick(&later_at));
         let mut problem = |entry_la: Option<String>, message: String| {
             let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
             las.dedup();
             problems.push(LedgerProblem { las, message });
         };
-        let digest = row_digest(conn, table, rows.added_columns, id)?;
         match take(rows.added, id) {
             None => problem(
                 None,
                 format!("{noun} {id} has no audit entry (it was added outside mishare)"),
             ),
-            Some((la, want)) if Some(&want) != digest.as_ref() => problem(
+            Some((la, want)) if want != digest => problem(
                 la,
                 format!("{noun} {id} no longer matches its audit entry (it was changed)"),
             ),
             Some(_) => {}
         }
-        let later_digest = row_digest(conn, table, rows.later_columns, id)?;
         match (take(rows.later, id), later_done) {
             (None, false) => {}
             (None, true) => problem(None, format!("{noun} {id}{}", rows.later_unvouched)),
             (Some((la, _)), false) => problem(la, format!("{noun} {id}{}", rows.later_undone)),
-            (Some((la, want)), true) if Some(&want) != later_digest.as_ref() => {
+            (Some((la, want)), true) if want != later_digest => {
                 problem(la, format!("{noun} {id}{}", rows.later_changed));
             }
             (Some(_), true) => {}
         }
     }
-    Ok(all.len())
+    Ok(n)
 }
 
+/// The names in a list of columns.
+fn column_names(columns: &str) -> Vec<&str> {
+    columns.split(',').map(str::trim).collect()
+}
+
+/// The SHA-256 of row `id` of `table` over `columns`, or `None` if there is
+/// no such row ([`digest_of`]).
 fn row_digest(
     conn: &Connection,
     table: &'static str,
     columns: &'static str,
     id: i64,
 ) -> Result<Option<String>, StoreError> {
-    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let names = column_names(columns);
     let sql = format!("SELECT {columns} FROM {table} WHERE id = ?1");
-    let values: Option<Vec<Value>> = conn
-        .query_row(&sql, [id], |r| {
-            (0..names.len()).map(|i| r.get::<_, Value>(i)).collect()
-        })
-        .optional()?;
-    Ok(values.map(|values| {
-        let pairs: Vec<serde_json::Value> = names
-            .iter()
-            .zip(values)
-            .map(|(name, value)| {
-                let v = match value {
-                    Value::Null => serde_json::Value::Null,
-                    Value::Integer(i) => json!(i),
-                    Value::Real(f) => json!({ "real": f.to_string() }),
-                    Value::Text(t) => json!(t),
-                    Value::Blob(b) => json!({ "blob": hex(&b) }),
-                };
-                json!([name, v])
-            })
-            .collect();
-        let canonical = json!({ "table": table, "row": pairs }).to_string();
-        hex(&Sha256::digest(canonical.as_bytes()))
-    }))
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut found = stmt.query([id])?;
+    let Some(r) = found.next()? else {
+        return Ok(None);
+    };
+    let values = (0..names.len())
+        .map(|i| r.get_ref(i))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(digest_of(table, &names, &values)))
+}
+
+/// The SHA-256 of a row's canonical form: the JSON object
+/// `{"row": [[column, value], ...], "table": table}`, columns in the order
+/// given, each value as SQLite holds it (a number, text, null, a real as
+/// `{"real": text}`, a blob as `{"blob": hex}`), so a value stored with
+/// another type is a different row. Text that is not UTF-8 (mishare never
+/// writes it) is `{"text_bytes": hex}`: it cannot match a row mishare
+/// wrote. Lower-case hex. Serialised straight into the hash.
+fn digest_of(table: &str, names: &[&str], values: &[ValueRef<'_>]) -> String {
+    struct Column<'a>(ValueRef<'a>);
+    impl Serialize for Column<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let tagged = |s: S, tag: &str, v: &str| {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(tag, v)?;
+                m.end()
+            };
+            match self.0 {
+                ValueRef::Null => s.serialize_unit(),
+                ValueRef::Integer(i) => s.serialize_i64(i),
+                ValueRef::Real(f) => tagged(s, "real", &f.to_string()),
+                ValueRef::Text(t) => match std::str::from_utf8(t) {
+                    Ok(t) => s.serialize_str(t),
+                    Err(_) => tagged(s, "text_bytes", &hex(t)),
+                },
+                ValueRef::Blob(b) => tagged(s, "blob", &hex(b)),
+            }
+        }
+    }
+    struct Row<'a>(&'a [&'a str], &'a [ValueRef<'a>]);
+    impl Serialize for Row<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for (name, value) in self.0.iter().zip(self.1) {
+                seq.serialize_element(&(name, Column(*value)))?;
+            }
+            seq.end()
+        }
+    }
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    let mut out = serde_json::Serializer::new(&mut h);
+    let written = (|| {
+        let mut m = out.serialize_map(Some(2))?;
+        m.serialize_entry("row", &Row(names, values))?;
+        m.serialize_entry("table", table)?;
+        SerializeMap::end(m)
+    })();
+    // Text keys and a writer that cannot fail: nothing here can.
+    written.expect("a row serialises into its hash");
+    hex(&h.0.finalize())
 }
 
 /// A release about to be recorded with its delivery.
@@ -605,10 +678,15 @@ impl Store {
         la: Option<&str>,
         removed: bool,
     ) -> Result<Vec<KnownRow>, StoreError> {
-        self.known_where(
-            "WHERE (?1 IS NULL OR la_code = ?1) AND (?2 OR removed_at IS NULL) ORDER BY id",
-            params![la, removed],
-        )
+        // One statement each way: `?1 IS NULL OR la_code = ?1` would
+        // read the whole table, not use the index on la_code.
+        match la {
+            Some(la) => self.known_where(
+                "WHERE la_code = ?1 AND (?2 OR removed_at IS NULL) ORDER BY id",
+                params![la, removed],
+            ),
+            None => self.known_where("WHERE ?1 OR removed_at IS NULL ORDER BY id", [removed]),
+        }
     }
 
     fn known_where(
@@ -621,7 +699,7 @@ impl Store {
                  added_at, added_by, removed_at, removed_by, remove_reason
              FROM known_figures {clause}"
         );
-        let mut stmt = self.conn().prepare(&sql)?;
+        let mut stmt = self.conn().prepare_cached(&sql)?;
         let rows = stmt.query_map(params, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -694,7 +772,11 @@ impl Store {
 
     /// Releases, to `la` only if given, in id order.
     pub fn releases(&self, la: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError> {
-        self.releases_where("WHERE (?1 IS NULL OR la_code = ?1) ORDER BY id", [la])
+        // As in `known_figures`: the index on la_code, not the whole table.
+        match la {
+            Some(la) => self.releases_where("WHERE la_code = ?1 ORDER BY id", [la]),
+            None => self.releases_where("ORDER BY id", []),
+        }
     }
 
     fn releases_where(
@@ -707,7 +789,7 @@ impl Store {
                  figures, plaintext_sha256, spooled_at, delivered_at
              FROM releases {clause}"
         );
-        let mut stmt = self.conn().prepare(&sql)?;
+        let mut stmt = self.conn().prepare_cached(&sql)?;
         let rows = stmt.query_map(params, |r| {
             Ok((
                 (
@@ -843,5 +925,75 @@ impl Store {
             }
         }
         Ok(check)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical form as it was first written, value by value with
+    /// `json!`: the digests in existing audit entries were made with it.
+    fn digest_as_first_written(table: &str, names: &[&str], values: &[ValueRef<'_>]) -> String {
+        let pairs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(values)
+            .map(|(name, value)| {
+                let v = match *value {
+                    ValueRef::Null => serde_json::Value::Null,
+                    ValueRef::Integer(i) => json!(i),
+                    ValueRef::Real(f) => json!({ "real": f.to_string() }),
+                    ValueRef::Text(t) => json!(std::str::from_utf8(t).expect("UTF-8")),
+                    ValueRef::Blob(b) => json!({ "blob": hex(b) }),
+                };
+                json!([name, v])
+            })
+            .collect();
+        let canonical = json!({ "table": table, "row": pairs }).to_string();
+        hex(&Sha256::digest(canonical.as_bytes()))
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_one_existing_entries_hold() {
+        let figures = r#"{"measure":"referrals","cells":[[20],[140]],"note":"a \"quoted\" é\n"}"#;
+        let names = [
+            "id", "report", "figures", "size", "share", "blob", "gone", "negative",
+        ];
+        let values = [
+            ValueRef::Integer(7),
+            ValueRef::Text(b"referrals-monthly"),
+            ValueRef::Text(figures.as_bytes()),
+            ValueRef::Integer(i64::MAX),
+            ValueRef::Real(0.1),
+            ValueRef::Blob(&[0, 1, 0xfe, 0xff]),
+            ValueRef::Null,
+            ValueRef::Integer(-3),
+        ];
+        for n in 0..=names.len() {
+            assert_eq!(
+                digest_of("releases", &names[..n], &values[..n]),
+                digest_as_first_written("releases", &names[..n], &values[..n]),
+                "{n} columns"
+            );
+        }
+        // Pinned: the form itself must not drift with serde_json either.
+        assert_eq!(
+            digest_of("releases", &names[..2], &values[..2]),
+            hex(&Sha256::digest(
+                br#"{"row":[["id",7],["report","referrals-monthly"]],"table":"releases"}"#
+            ))
+        );
+    }
+
+    #[test]
+    fn a_value_of_another_type_or_not_utf8_is_another_row() {
+        let d = |v: ValueRef<'_>| digest_of("releases", &["report"], &[v]);
+        let text = d(ValueRef::Text(b"7"));
+        assert_ne!(text, d(ValueRef::Integer(7)));
+        assert_ne!(text, d(ValueRef::Blob(b"7")));
+        assert_ne!(text, d(ValueRef::Real(7.0)));
+        let bad = d(ValueRef::Text(&[0xff, 0x37]));
+        assert_ne!(bad, d(ValueRef::Blob(&[0xff, 0x37])));
+        assert_ne!(bad, d(ValueRef::Text("\u{fffd}7".as_bytes())));
     }
 }
