@@ -26,6 +26,8 @@ pub mod error;
 pub mod inbox;
 mod limits;
 pub mod manifest;
+pub mod metrics;
+mod observe;
 pub mod open;
 pub mod retention;
 pub mod service;
@@ -112,6 +114,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: &Shutdown,
 ) -> Result<(), AuthorityError> {
+    serve_observed(config, listener, None, shutdown).await
+}
+
+/// [`serve`], also serving Prometheus metrics on `metrics` (bound from
+/// `[metrics] listen`) for as long as it serves.
+pub async fn serve_observed(
+    config: AuthorityConfig,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: &Shutdown,
+) -> Result<(), AuthorityError> {
     let signer = ReceiptSigner::new(&config.identity)?;
     let (state, inbox) = {
         let (data_dir, inbox_dir, code) = (
@@ -145,13 +158,34 @@ pub async fn serve(
     // writing what is left, once the accept loop and handshakes are gone.
     let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
     tasks.spawn(audit_refusals(state.clone(), writer));
+    let observed = metrics.map(|listener| {
+        let m = self::metrics::EndpointMetrics::new();
+        crate::common::metrics::serve(listener, m.registry(), &tasks);
+        m
+    });
+    let counted = observed.clone();
     let connections = tls::incoming(
         listener,
         server_config,
         allow,
         &tasks,
-        move |addr, reason| refusals.record(addr, &reason),
+        move |addr, reason| {
+            if let Some(m) = &counted {
+                m.handshake_refused(&reason);
+            }
+            refusals.record(addr, &reason);
+        },
     );
+    let providers_seen = observe::ProvidersSeen::default();
+    let connections = {
+        let (m, seen) = (observed.clone(), providers_seen.clone());
+        tokio_stream::StreamExt::map(connections, move |connection| {
+            if let Ok(c) = &connection {
+                seen.saw(c, m.as_deref());
+            }
+            connection
+        })
+    };
 
     let shared = Arc::new(Shared {
         state: state.clone(),
@@ -165,6 +199,7 @@ pub async fn serve(
         claims: Claims::default(),
         committing: Claims::default(),
         pushes: pushes.clone(),
+        metrics: observed.clone(),
         config,
     });
     tasks.spawn(sweeper(shared.clone(), tasks.clone()));
@@ -177,6 +212,8 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(MESSAGE_OVERHEAD);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    observe::watch(&shared, health, providers_seen, observed, &tasks);
 
     let connections = UntilClosing {
         inner: Some(connections),
@@ -194,6 +231,7 @@ pub async fn serve(
         .max_frame_size(256 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(connections, shutdown.token().clone().cancelled_owned());
     tokio::pin!(server);

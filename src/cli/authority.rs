@@ -214,7 +214,18 @@ fn serve(config: AuthorityConfig) -> Outcome {
             "mishare authority endpoint for {} listening on {local}",
             config.code
         );
-        authority::serve(config, listener, &shutdown).await?;
+        let metrics = match config.metrics {
+            Some(listen) => Some(tokio::net::TcpListener::bind(listen).await.with_context(
+                || {
+                    format!(
+                        "cannot listen on {listen} (`metrics.listen` in {})",
+                        config.path.display()
+                    )
+                },
+            )?),
+            None => None,
+        };
+        authority::serve_observed(config, listener, metrics, &shutdown).await?;
         Ok(0)
     })
 }

@@ -130,9 +130,15 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
             let shutdown = Shutdown::new();
             cancel_on_signals(&shutdown).context("cannot listen for SIGTERM and SIGINT")?;
             let config = Arc::new(config);
-            let daemon =
+            let mut daemon =
                 provider::Daemon::open(config.clone(), provider::DaemonOptions::default(), &shutdown)
                     .await?;
+            if let Some(listen) = config.metrics {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                    format!("cannot listen on {listen} (`metrics.listen` in {})", config.path.display())
+                })?;
+                daemon.serve_metrics(listener);
+            }
             let directive = match &config.directive {
                 Some(d) => format!("serving Directive on {} to {}", d.listen, d.regulators.join(", ")),
                 None => "no [directive] configured".into(),
