@@ -5,6 +5,7 @@
 //! cargo bench --bench delivery -- large [MIB] [RUNS]           one MIB-MiB sealed file through one push, against scp (default 1024, 3 runs)
 //! cargo bench --bench delivery -- scheduled [LAS] [ROWS] [IDLE_SECS]  the daemon: a scheduled run of four reports, then idle (default 150, 5,000,000, 60)
 //! cargo bench --bench delivery -- reload [LAS] [RUNS] [ROWS] [RELOADS]  reload time, and fanout while every endpoint reloads every 100 ms (default 150, 5, 1,000,000, 100)
+//! cargo bench --bench delivery -- metrics [LAS] [RUNS] [ROWS] [SCRAPES]  the daemon's push with [metrics] on and off, and scrape times (default 150, 5, 1,000,000, 200)
 //! ```
 //!
 //! **reload** starts LAS endpoints as fanout does, each with a reload
@@ -17,6 +18,18 @@
 //! with every endpoint reloaded every 100 ms throughout (one after another,
 //! then a 100 ms pause), and prints both medians, their ratio and how many
 //! reloads ran.
+//!
+//! **metrics** starts two sets of LAS endpoints, one serving `[metrics]`
+//! and one not, and in each of RUNS rounds (alternating which goes first)
+//! runs the daemon (`mishare provider run`, its own process, a fresh
+//! data_dir) with a run of one report due at start to one set: with
+//! `[metrics]` to the set that serves them, without to the other. Each
+//! trial is timed from the daemon's start to the last of LAS receipts
+//! stored. After each trial with metrics, it scrapes the daemon's
+//! `/metrics` SCRAPES times (a new connection each, as Prometheus does),
+//! and one endpoint's too. Every agreement has an expiry, so every
+//! per-LA series is there. Prints both medians, their ratio, and the
+//! scrapes' median and 99th percentile.
 //!
 //! **scheduled** starts LAS endpoints as fanout does, configures four
 //! reports over ROWS records, sets their schedule marks 40 days back so the
@@ -84,11 +97,17 @@ fn main() {
             num(3, 1_000_000),
             num(4, 100) as usize,
         ),
+        Some("metrics") => metrics(
+            num(1, 150) as usize,
+            num(2, 5) as usize,
+            num(3, 1_000_000),
+            num(4, 200) as usize,
+        ),
         _ => {
             eprintln!(
                 "usage: cargo bench --bench delivery -- fanout [LAS] [RUNS] [ROWS] | large [MIB] \
                  [RUNS] | scheduled [LAS] [ROWS] [IDLE_SECS] | cutoff [TRIALS] | reload [LAS] \
-                 [RUNS] [ROWS] [RELOADS]"
+                 [RUNS] [ROWS] [RELOADS] | metrics [LAS] [RUNS] [ROWS] [SCRAPES]"
             );
             std::process::exit(2);
         }
@@ -1059,4 +1078,220 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
+}
+
+/// One scrape of `/metrics` on a new connection: (milliseconds, body bytes).
+fn scrape_once(addr: SocketAddr) -> (f64, usize) {
+    let started = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut body = Vec::new();
+    tcp.read_to_end(&mut body).expect("response");
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    assert!(body.starts_with(b"HTTP/1.1 200"), "scrape failed");
+    (took, body.len())
+}
+
+fn metrics(n: usize, runs: usize, rows: u64, scrapes: usize) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let setup = Setup::new();
+    // Two sets of endpoints: "on" serves [metrics], "off" does not.
+    let mut sets = Vec::new();
+    let stops = Shutdown::new();
+    let mut endpoint_metrics = None;
+    for (set, observed) in [(0usize, false), (1, true)] {
+        let mut las = Vec::new();
+        for i in 0..n {
+            let code = format!("E{:08}", 9_100_000 + set * 10_000 + i);
+            let (path, recipient) = setup.authority(&code, "127.0.0.1:0");
+            let config = AuthorityConfig::load(&path).expect("authority config");
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let metrics = observed.then(|| {
+                runtime
+                    .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                    .expect("bind")
+            });
+            if endpoint_metrics.is_none() {
+                endpoint_metrics = metrics.as_ref().map(|l| l.local_addr().expect("addr"));
+            }
+            let stop = stops.clone();
+            runtime.spawn(async move {
+                let options = mishare::authority::ServeOptions {
+                    metrics,
+                    ..Default::default()
+                };
+                mishare::authority::serve_with(config, listener, &stop, options)
+                    .await
+                    .expect("endpoint");
+            });
+            las.push((code, addr, recipient));
+        }
+        sets.push(las);
+    }
+    let all: Vec<_> = sets.iter().flatten().cloned().collect();
+    // Reference data for every LA of both sets.
+    setup.provider_config(&all);
+    let mut configs = Vec::new();
+    for (set, las) in sets.iter().enumerate() {
+        let codes: Vec<String> = las.iter().map(|(c, _, _)| c.clone()).collect();
+        write_records(
+            &setup.path(&format!("data/participants-{set}.csv")),
+            rows,
+            &codes,
+        );
+        configs.push(codes);
+    }
+    println!(
+        "metrics: {n} LAs per set on loopback, {rows} records, {runs} rounds; the daemon with \
+         [metrics] on and off, interleaved"
+    );
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut scrape_ms = Vec::new();
+    let mut endpoint_ms = Vec::new();
+    let mut body_bytes = 0;
+    for round in 0..runs {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for set in order {
+            let las = &sets[set];
+            let metrics_addr = (set == 1).then(|| {
+                let port = free_port();
+                SocketAddr::from(([127, 0, 0, 1], port))
+            });
+            let mut text = format!(
+                "provider = \"Bench Provider\"\ndata_dir = \"var/provider-{round}-{set}\"\n\
+                 contract_areas = [\"London East\"]\nreference = \"reference/las.csv\"\n\n\
+                 [tls]\ncert = \"certs/provider.pem\"\nkey = \"certs/provider.key\"\n\
+                 ca = \"certs/ca.pem\"\n\n"
+            );
+            if let Some(addr) = metrics_addr {
+                text.push_str(&format!("[metrics]\nlisten = \"{addr}\"\n\n"));
+            }
+            for (code, addr, recipient) in las {
+                text.push_str(&format!(
+                    "[[authority]]\ncode = \"{code}\"\nendpoint = \"https://{addr}\"\n\
+                     server_name = \"{}\"\nrecipients = [\"{recipient}\"]\n\n",
+                    la_server_name(code)
+                ));
+            }
+            text.push_str(&format!(
+                "[[report]]\nname = \"fanout\"\nsource = {{ records = \"data/participants-{set}.csv\" }}\n\
+                 measure = \"referrals\"\nview = \"counts\"\nrows = \"payment_group\"\ncols = \"period\"\n\
+                 period = \"month\"\nschedule = \"0 6 2 * *\"\nrecipients = \"all\"\n\
+                 split_by_recipient = true\nclassification = \"internal\"\nmissed = \"run-once\"\n"
+            ));
+            let config_path = setup.path(&format!("provider-{round}-{set}.toml"));
+            std::fs::write(&config_path, text).expect("provider.toml");
+            let config = ProviderConfig::load(&config_path).expect("provider config");
+            {
+                let mut store = Store::open(&config.data_dir).expect("store");
+                let today = Utc::now().date_naive();
+                let signed = (today - chrono::Duration::days(30)).to_string();
+                let expires = (today + chrono::Duration::days(365)).to_string();
+                for code in &configs[set] {
+                    let request = AgreementRequest {
+                        la: code,
+                        representative: "Jo Bloggs <jo@example.gov.uk>",
+                        signed: &signed,
+                        expires: Some(&expires),
+                        document: &setup.path("agreement.pdf"),
+                    };
+                    let new = NewAgreement::validate(&request, &config, today).expect("valid");
+                    store
+                        .add_agreement(&new, "bench", Utc::now())
+                        .expect("added");
+                }
+                let back =
+                    mishare::common::time::timestamp(Utc::now() - chrono::Duration::days(40));
+                rusqlite::Connection::open(config.database_path())
+                    .expect("db")
+                    .execute(
+                        "INSERT INTO schedule_marks (report, handled_until) VALUES ('fanout', ?1)",
+                        [&back],
+                    )
+                    .expect("mark");
+            }
+            let started = Instant::now();
+            let mut daemon = Command::new(env!("CARGO_BIN_EXE_mishare"))
+                .args(["provider", "run", "--config"])
+                .arg(&config_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("provider run");
+            let conn = rusqlite::Connection::open(config.database_path()).expect("db");
+            loop {
+                let receipts: i64 = conn
+                    .query_row("SELECT count(*) FROM receipts", [], |r| r.get(0))
+                    .unwrap_or(0);
+                if receipts >= n as i64 {
+                    break;
+                }
+                if let Some(status) = daemon.try_wait().expect("try_wait") {
+                    panic!("the daemon exited: {status}");
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "not done in 10 minutes"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            times[set].push(elapsed);
+            let label = if set == 1 { "on " } else { "off" };
+            print!("  round {}: metrics {label} {elapsed:.3} s", round + 1);
+            if let Some(addr) = metrics_addr {
+                // Let the observer read the database once, so every gauge is set.
+                std::thread::sleep(mishare::provider::metrics::OBSERVE_EVERY);
+                let mut these = Vec::with_capacity(scrapes);
+                for _ in 0..scrapes {
+                    let (ms, bytes) = scrape_once(addr);
+                    these.push(ms);
+                    body_bytes = bytes;
+                }
+                let ep = endpoint_metrics.expect("an endpoint serves metrics");
+                for _ in 0..scrapes.min(50) {
+                    endpoint_ms.push(scrape_once(ep).0);
+                }
+                print!(
+                    "; scrape median {:.3} ms ({body_bytes} bytes)",
+                    median(&mut these.clone())
+                );
+                scrape_ms.extend(these);
+            }
+            println!();
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+    }
+    let off = median(&mut times[0]);
+    let on = median(&mut times[1]);
+    println!(
+        "metrics: daemon start to last receipt, median of {runs}: off {off:.3} s, on {on:.3} s; \
+         on/off {:.3}",
+        on / off
+    );
+    scrape_ms.sort_by(f64::total_cmp);
+    let p99 =
+        scrape_ms[((0.99 * scrape_ms.len() as f64).ceil() as usize).clamp(1, scrape_ms.len()) - 1];
+    println!(
+        "metrics: provider scrape with {n} LAs ({body_bytes} bytes), {} scrapes: median {:.3} ms, \
+         p99 {p99:.3} ms; target < 5 ms: {}",
+        scrape_ms.len(),
+        median(&mut scrape_ms.clone()),
+        if median(&mut scrape_ms.clone()) < 5.0 {
+            "MET"
+        } else {
+            "NOT MET"
+        }
+    );
+    println!(
+        "metrics: endpoint scrape, {} scrapes: median {:.3} ms",
+        endpoint_ms.len(),
+        median(&mut endpoint_ms)
+    );
+    stops.cancel();
 }

@@ -59,6 +59,9 @@ pub enum Validity {
     Current,
     /// Expired: valid only during 2000. For negative tests.
     Expired,
+    /// From a day ago until this many days from now: a certificate about
+    /// to expire, for expiry warnings.
+    ExpiresInDays(u32),
 }
 
 /// A certificate and its key, in PEM and DER.
@@ -183,6 +186,10 @@ fn set_validity(params: &mut CertificateParams, validity: Validity) {
             rcgen::date_time_ymd(2000, 1, 1),
             rcgen::date_time_ymd(2000, 12, 31),
         ),
+        Validity::ExpiresInDays(days) => {
+            let now = time_now();
+            (now - DAY, now + DAY * days)
+        }
     };
     params.not_before = from;
     params.not_after = to;

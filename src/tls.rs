@@ -599,6 +599,18 @@ pub struct TlsConnection {
     peer: Peer,
 }
 
+impl TlsConnection {
+    /// The peer's leaf certificate, as the handshake verified it.
+    pub fn peer_certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.stream.get_ref().1.peer_certificates()?.first()
+    }
+
+    /// The peer, as its certificate proved it.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+}
+
 impl Connected for TlsConnection {
     type ConnectInfo = Peer;
 

@@ -308,3 +308,83 @@ fn a_private_key_others_can_read_is_refused_with_the_chmod_to_run() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
     ProviderConfig::load(&dir.path().join("provider.toml")).expect("a 0400 key loads");
 }
+
+/// `[metrics] listen` takes a loopback address only: the endpoint is plain
+/// HTTP with no authentication and its labels name LAs.
+#[test]
+fn metrics_listen_only_on_loopback() {
+    for listen in ["0.0.0.0:9464", "192.0.2.10:9464", "[::]:9464"] {
+        let err = error(&format!(
+            "{}\n[metrics]\nlisten = \"{listen}\"\n",
+            example()
+        ));
+        assert!(
+            err.starts_with(&format!(
+                "{}: `metrics.listen`: {} is not a loopback address; the metrics endpoint is \
+                 plain HTTP with no authentication and its labels name LAs and providers",
+                data("provider.toml").display(),
+                listen.parse::<std::net::SocketAddr>().expect("an address")
+            )),
+            "{listen}: {err}"
+        );
+    }
+    let err = error(&format!(
+        "{}\n[metrics]\nlisten = \"localhost:9464\"\n",
+        example()
+    ));
+    assert!(
+        err.contains("`metrics.listen`: \"localhost:9464\" is not an address and port"),
+        "{err}"
+    );
+    let err = error(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9464\"\nopen = true\n",
+        example()
+    ));
+    assert!(err.contains("unknown field `open`"), "{err}");
+
+    let dir = example_dir();
+    let path = dir.path().join("provider.toml");
+    let config = ProviderConfig::load(&path).expect("loads");
+    assert_eq!(config.metrics, None, "off by default");
+    for listen in ["127.0.0.1:9464", "[::1]:9464", "127.0.0.2:0"] {
+        std::fs::write(
+            &path,
+            format!("{}\n[metrics]\nlisten = \"{listen}\"\n", example()),
+        )
+        .expect("write");
+        let config = ProviderConfig::load(&path).expect("a loopback address loads");
+        assert_eq!(config.metrics, Some(listen.parse().expect("address")));
+    }
+}
+
+/// The same rule in `authority.toml`, naming that file.
+#[test]
+fn authority_metrics_listen_only_on_loopback() {
+    use mishare::config::AuthorityConfig;
+    let path = data("authority.toml");
+    let text = |listen: &str| {
+        format!(
+            "code = \"E09000002\"\nlisten = \"127.0.0.1:7443\"\ninbox = \"inbox\"\n\
+             data_dir = \"state\"\nmax_file_bytes = 1024\n\n[metrics]\nlisten = \"{listen}\"\n\n\
+             [tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n\n\
+             [[provider]]\nid = \"provider.test\"\nname = \"P\"\n"
+        )
+    };
+    let err = AuthorityConfig::from_toml(&path, &text("0.0.0.0:9464"))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: `metrics.listen`: 0.0.0.0:9464 is not a loopback address; the metrics \
+             endpoint is plain HTTP with no authentication",
+            path.display()
+        )),
+        "{err}"
+    );
+    // A loopback address passes this check (and fails later, on the TLS
+    // files this test does not make).
+    let err = AuthorityConfig::from_toml(&path, &text("127.0.0.1:9464"))
+        .expect_err("no TLS files")
+        .to_string();
+    assert!(!err.contains("metrics"), "{err}");
+}

@@ -272,6 +272,7 @@ plan at 2026-03-28T12:00:00.000Z (2026-03-28 12:00 GMT); nothing is sent
 referrals-monthly: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026-03, schedule \"0 6 2 * *\", missed run-once
   E09000002 permit
   E09000030 refuse AGREEMENT_EXPIRED: the agreement expired on 2026-03-31
+    agreement covers up to 2026-03-31: the gate refuses from the run at 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z)
   E08000025 refuse NO_AGREEMENT: no agreement is on file; the LA is not in one of the provider's contract package areas
   E09999999 refuse UNKNOWN_LA: the LA is not in the reference data
   the ledger audit cannot be previewed: the tables cannot be made now: report referrals-monthly: cannot read data/participants.csv: No such file or directory (os error 2)
@@ -296,6 +297,18 @@ east-only: next run 2026-04-02 06:00 BST (2026-04-02T05:00:00.000Z), period 2026
         true
     );
     assert_eq!(doc["reports"][1]["missed"], "skip");
+    assert_eq!(
+        doc["reports"][0]["recipients"][1]["agreement_expiry"],
+        serde_json::json!({
+            "expires_on": "2026-03-31",
+            "first_refused_run_utc": "2026-04-02T05:00:00.000Z",
+        })
+    );
+    assert_eq!(
+        doc["reports"][0]["recipients"][0]["agreement_expiry"],
+        serde_json::Value::Null,
+        "no expiry, nothing to say"
+    );
 
     // Nothing written: no run, no delivery, no audit entry.
     let store = env.store();

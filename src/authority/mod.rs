@@ -29,6 +29,8 @@ pub mod error;
 pub mod inbox;
 mod limits;
 pub mod manifest;
+pub mod metrics;
+mod observe;
 pub mod open;
 mod reload;
 pub mod retention;
@@ -109,6 +111,9 @@ pub struct ServeOptions {
     /// `READY=1` once the listener serves, `RELOADING=1`/`READY=1` around a
     /// reload, `STOPPING=1`, and the watchdog fed by the serve loop.
     pub notify: Notifier,
+    /// Where to serve Prometheus metrics (bound from `[metrics] listen`),
+    /// for as long as the endpoint serves; `None`: no metrics.
+    pub metrics: Option<TcpListener>,
 }
 
 impl From<ExchangeError> for AuthorityError {
@@ -137,8 +142,8 @@ pub async fn serve(
     serve_with(config, listener, shutdown, ServeOptions::default()).await
 }
 
-/// [`serve`], reloading on the requests in `options` and notifying systemd
-/// through it.
+/// [`serve`], reloading on the requests in `options`, notifying systemd
+/// and serving Prometheus metrics as it says.
 pub async fn serve_with(
     config: AuthorityConfig,
     listener: TcpListener,
@@ -148,6 +153,7 @@ pub async fn serve_with(
     let ServeOptions {
         mut reloads,
         notify,
+        metrics,
     } = options;
     let signer = ReceiptSigner::new(&config.identity)?;
     let (state, inbox) = {
@@ -192,10 +198,29 @@ pub async fn serve_with(
     // writing what is left, once the accept loop and handshakes are gone.
     let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
     tasks.spawn(audit_refusals(state.clone(), writer));
+    let observed = metrics.map(|listener| {
+        let m = self::metrics::EndpointMetrics::new();
+        crate::common::metrics::serve(listener, m.registry(), &tasks);
+        m
+    });
+    let counted = observed.clone();
     let connections =
         tls::incoming_reloadable(listener, server_tls.clone(), &tasks, move |addr, reason| {
-            refusals.record(addr, &reason)
+            if let Some(m) = &counted {
+                m.handshake_refused(&reason);
+            }
+            refusals.record(addr, &reason);
         });
+    let providers_seen = observe::ProvidersSeen::default();
+    let connections = {
+        let (m, seen) = (observed.clone(), providers_seen.clone());
+        tokio_stream::StreamExt::map(connections, move |connection| {
+            if let Ok(c) = &connection {
+                seen.saw(c, m.as_deref());
+            }
+            connection
+        })
+    };
 
     drop(signer);
     let shared = Arc::new(Shared {
@@ -210,6 +235,7 @@ pub async fn serve_with(
         claims: Claims::default(),
         committing: Claims::default(),
         pushes: pushes.clone(),
+        metrics: observed.clone(),
         config,
     });
     tasks.spawn(sweeper(shared.clone(), tasks.clone()));
@@ -222,6 +248,8 @@ pub async fn serve_with(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(MESSAGE_OVERHEAD);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    observe::watch(&shared, health, providers_seen, observed, &tasks);
 
     let connections = UntilClosing {
         inner: Some(connections),
@@ -239,6 +267,7 @@ pub async fn serve_with(
         .max_frame_size(256 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(connections, shutdown.token().clone().cancelled_owned());
     tokio::pin!(server);

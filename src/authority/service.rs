@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     /// Pushes in progress, each a task of its own; cancelled when the
     /// shutdown grace has expired, and then pushes stop at once.
     pub pushes: Shutdown,
+    /// Its metrics, when `[metrics]` serves them.
+    pub metrics: Option<Arc<super::metrics::EndpointMetrics>>,
 }
 
 /// The `Exchange` service of an authority endpoint.
@@ -66,6 +68,9 @@ impl Exchange for ExchangeService {
         let caller = match shared.caller(&request) {
             Ok(p) => p,
             Err(e) => {
+                if let Some(m) = &shared.metrics {
+                    m.transfer(super::metrics::UNKNOWN_PROVIDER, Some(&e));
+                }
                 shared
                     .audit_refusal("unknown", addr.as_deref(), None, &e)
                     .await;
@@ -79,6 +84,9 @@ impl Exchange for ExchangeService {
         let slot = match shared.limits.stream(&provider) {
             Ok(slot) => slot,
             Err(e) => {
+                if let Some(m) = &shared.metrics {
+                    m.transfer(&provider, Some(&e));
+                }
                 shared
                     .audit_refusal(&provider, addr.as_deref(), None, &e)
                     .await;
@@ -92,6 +100,9 @@ impl Exchange for ExchangeService {
                     "{} pushes are already in progress; try again later",
                     shared.config.max_streams
                 ));
+                if let Some(m) = &shared.metrics {
+                    m.transfer(&provider, Some(&e));
+                }
                 shared
                     .audit_refusal(&provider, addr.as_deref(), None, &e)
                     .await;
@@ -104,6 +115,9 @@ impl Exchange for ExchangeService {
             let _permit = permit;
             let _slot = slot;
             let result = shared.push(&caller, stream).await;
+            if let Some(m) = &shared.metrics {
+                m.transfer(&provider, result.as_ref().err().map(|(e, _)| e));
+            }
             match result {
                 Ok(receipt) => Ok(receipt),
                 Err((e, m)) => {
@@ -197,6 +211,8 @@ struct Session {
     file: Option<PartialFile>,
     /// Its size, held against the provider's limit while the push runs.
     _holding: Holding,
+    /// Its provider's received-bytes counter, when metrics are served.
+    received: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 /// The messages of one push, each within the idle limit, which only
@@ -354,6 +370,7 @@ impl Shared {
             manifest: m.clone(),
             file: Some(file),
             _holding: holding,
+            received: self.metrics.as_ref().map(|m| m.received(provider)),
         };
         let result = self.receive(&mut session, &mut messages).await;
         if result.is_err() {
@@ -465,6 +482,9 @@ impl Shared {
         })
         .await?;
         session.file = Some(file);
+        if let Some(received) = &session.received {
+            received.inc_by(len);
+        }
         Ok(())
     }
 

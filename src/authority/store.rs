@@ -324,6 +324,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database can be written now: takes the write lock and
+    /// lets it go, changing nothing.
+    pub fn probe_write(&self) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = crate::common::db::write(&mut conn)?;
+        tx.rollback()?;
+        Ok(())
+    }
+
     /// This LA's code, which receipts name.
     pub fn code(&self) -> &str {
         &self.code

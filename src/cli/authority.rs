@@ -217,9 +217,21 @@ fn serve(config: AuthorityConfig) -> Outcome {
             "mishare authority endpoint for {} listening on {local}",
             config.code
         );
+        let metrics = match config.metrics {
+            Some(listen) => Some(tokio::net::TcpListener::bind(listen).await.with_context(
+                || {
+                    format!(
+                        "cannot listen on {listen} (`metrics.listen` in {})",
+                        config.path.display()
+                    )
+                },
+            )?),
+            None => None,
+        };
         let options = authority::ServeOptions {
             reloads: Some(reloads),
             notify: mishare::common::notify::Notifier::from_env(),
+            metrics,
         };
         authority::serve_with(config, listener, &shutdown, options).await?;
         Ok(0)

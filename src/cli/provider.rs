@@ -150,9 +150,15 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
                 notify: mishare::common::notify::Notifier::from_env(),
                 ..provider::DaemonOptions::default()
             };
-            let daemon = provider::Daemon::open(config.clone(), options, &shutdown).await?;
+            let mut daemon = provider::Daemon::open(config.clone(), options, &shutdown).await?;
             mishare::common::reload::reload_on_sighup(daemon.reload_handle(), &shutdown)
                 .context("cannot listen for SIGHUP")?;
+            if let Some(listen) = config.metrics {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                    format!("cannot listen on {listen} (`metrics.listen` in {})", config.path.display())
+                })?;
+                daemon.serve_metrics(listener);
+            }
             let directive = match &config.directive {
                 Some(d) => format!("serving Directive on {} to {}", d.listen, d.regulators.join(", ")),
                 None => "no [directive] configured".into(),

@@ -95,6 +95,9 @@ pub struct AuthorityConfig {
     /// are deleted from the inbox (each deletion audited with the file's
     /// digest). `None`: kept until someone deletes them.
     pub inbox_days: Option<u32>,
+    /// `[metrics] listen`: where Prometheus metrics are served (loopback
+    /// only); `None`: not served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The largest `[retention] inbox_days`: a hundred years.
@@ -158,6 +161,7 @@ struct RawAuthority {
     #[serde(default)]
     provider: Vec<RawProviderEntry>,
     retention: Option<RawRetention>,
+    metrics: Option<super::RawMetrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +201,7 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         ));
     }
     let listen = check.address("listen", &raw.listen)?;
+    let metrics = check.metrics(raw.metrics.as_ref())?;
     if raw.inbox.as_os_str().is_empty() {
         return Err(check.invalid("inbox", "must name a directory"));
     }
@@ -356,6 +361,7 @@ fn finish(check: &Checker<'_>, raw: RawAuthority) -> Result<AuthorityConfig, Con
         provider_anchors,
         providers,
         inbox_days,
+        metrics,
     })
 }
 

@@ -160,6 +160,28 @@ impl Checker<'_> {
         })
     }
 
+    /// `[metrics] listen`, if given: a loopback address only.
+    fn metrics(
+        &self,
+        raw: Option<&RawMetrics>,
+    ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let addr = self.address("metrics.listen", &raw.listen)?;
+        if !addr.ip().is_loopback() {
+            return Err(self.invalid(
+                "metrics.listen",
+                format!(
+                    "{addr} is not a loopback address; the metrics endpoint is plain HTTP with \
+                     no authentication and its labels name LAs and providers, so it listens on \
+                     127.0.0.1 or [::1] only: scrape it with an agent on this machine"
+                ),
+            ));
+        }
+        Ok(Some(addr))
+    }
+
     fn tls_paths(&self, raw: &RawTls) -> TlsPaths {
         TlsPaths {
             cert: self.resolve(&raw.cert),
@@ -218,6 +240,13 @@ struct RawTls {
     ca: PathBuf,
     #[serde(default)]
     crls: Vec<PathBuf>,
+}
+
+/// `[metrics]`: the Prometheus endpoint, off unless given.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ pub struct ProviderConfig {
     /// `[disclosure]`: what the release ledger's audit flags and blocks
     /// (R11).
     pub disclosure: DisclosurePolicy,
+    /// `[metrics] listen`: where the daemon serves Prometheus metrics
+    /// (loopback only); `None`: not served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[disclosure]`: what the release ledger's audit (R11) flags and blocks.
@@ -295,6 +298,7 @@ struct RawConfig {
     report: Vec<RawReport>,
     delivery: Option<RawDelivery>,
     disclosure: Option<RawDisclosure>,
+    metrics: Option<super::RawMetrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,6 +405,7 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
     let reports = reports(check, raw.report, &authorities, &catalogue)?;
     let delivery = delivery(check, raw.delivery)?;
     let disclosure = disclosure(check, raw.disclosure)?;
+    let metrics = check.metrics(raw.metrics.as_ref())?;
     let directive_raw = raw
         .directive
         .map(|d| -> Result<_, ConfigError> {
@@ -454,6 +459,7 @@ fn finish(check: &Checker<'_>, raw: RawConfig) -> Result<ProviderConfig, ConfigE
         reports,
         delivery,
         disclosure,
+        metrics,
     })
 }
 

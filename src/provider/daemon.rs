@@ -32,6 +32,7 @@ use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::directive::{self, ServeError};
 use crate::provider::gate::{Gate, Stage};
 use crate::provider::lock::{self, DataDirLock, Holder, LockError};
+use crate::provider::metrics::{self, ProviderMetrics};
 use crate::provider::outbox::{self, OutboxError};
 use crate::provider::pipeline::{Pipeline, PipelineError, RunRecord};
 use crate::provider::push::{self, Courier, Delivered, PushOptions};
@@ -169,6 +170,8 @@ pub struct Daemon {
     notify: Notifier,
     reload: ReloadHandle,
     reloads: ReloadRequests,
+    /// Its metrics, once [`Daemon::serve_metrics`] is called.
+    metrics: Option<Arc<ProviderMetrics>>,
     _lock: DataDirLock,
 }
 
@@ -230,6 +233,7 @@ impl Daemon {
             limit: Arc::new(Semaphore::new(concurrency)),
             inflight: HashSet::new(),
             pushes: JoinSet::new(),
+            metrics: None,
             _lock: lock,
         })
     }
@@ -299,7 +303,23 @@ impl Daemon {
         self.pipeline = Pipeline::new(next.clone(), self.store.clone(), self.actor.clone());
         self.courier = courier;
         self.config = next;
+        if let (Some(m), Some(own)) = (&self.metrics, metrics::own_certificate(&self.config)) {
+            m.certificate(&own.role, &own.subject, own.ends);
+        }
         Ok((done, digests))
+    }
+
+    /// Serves Prometheus metrics on `listener` (`[metrics] listen`) from now
+    /// until the daemon stops, and counts into them. Call before
+    /// [`Daemon::run`].
+    pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) {
+        let metrics = ProviderMetrics::new();
+        if let Some(own) = metrics::own_certificate(&self.config) {
+            metrics.certificate(&own.role, &own.subject, own.ends);
+        }
+        crate::common::metrics::serve(listener, metrics.registry(), &self.shutdown);
+        self.courier = self.courier.clone().with_metrics(metrics.clone());
+        self.metrics = Some(metrics);
     }
 
     /// Handles every report's due runs at `now`: finishes runs a stopped
@@ -405,6 +425,11 @@ impl Daemon {
         if let Ok(pass) = &made {
             for (la, step) in &pass.las {
                 match step {
+                    crate::provider::pipeline::LaStep::Refused(refusal) => {
+                        if let Some(m) = &self.metrics {
+                            m.gate_refusal(refusal.reason);
+                        }
+                    }
                     crate::provider::pipeline::LaStep::Blocked(blocked) => {
                         tracing::error!(report = %report.name, %la,
                             error = %crate::provider::send::blocked_text(blocked),
@@ -466,9 +491,26 @@ impl Daemon {
             }
             self.inflight.insert(delivery.id);
             let (courier, limit) = (self.courier.clone(), self.limit.clone());
+            let metrics = self.metrics.clone();
             self.pushes.spawn(async move {
                 let _slot = limit.acquire_owned().await;
+                let started = std::time::Instant::now();
                 let outcome = push::deliver(&courier, &delivery).await;
+                if let Some(m) = &metrics {
+                    m.push_took(started.elapsed());
+                    m.delivery(
+                        &delivery.la,
+                        match &outcome {
+                            Delivered::Delivered { .. } => metrics::Outcome::Delivered,
+                            Delivered::Refused { reason, .. } => {
+                                m.gate_refusal(*reason);
+                                metrics::Outcome::Refused
+                            }
+                            Delivered::Failed(f) if f.is_dead() => metrics::Outcome::Dead,
+                            Delivered::Failed(_) => metrics::Outcome::Failed,
+                        },
+                    );
+                }
                 (delivery.id, outcome)
             });
         }
@@ -536,6 +578,7 @@ impl Daemon {
             self.actor.clone(),
             self.config.clone(),
         );
+        let metrics = self.metrics.clone();
         let refused = self
             .store
             .run(move |store| -> Result<usize, OutboxError> {
@@ -560,6 +603,10 @@ impl Daemon {
                         |_| {},
                     );
                     if let Err(refusal) = refusal {
+                        if let Some(m) = &metrics {
+                            m.gate_refusal(refusal.reason);
+                            m.delivery(&d.la, metrics::Outcome::Refused);
+                        }
                         outbox::refused(
                             store,
                             d.id,
@@ -612,6 +659,7 @@ impl Daemon {
                 }
             });
         }
+        metrics::observe(self.config.clone(), self.metrics.clone(), &self.shutdown);
         tracing::info!(
             reports = self.config.reports.len(),
             authorities = self.config.authorities.len(),

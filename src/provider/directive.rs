@@ -446,8 +446,25 @@ pub async fn serve(
     });
     shutdown.spawn(audit_refusals(store.clone(), writer));
     tracing::info!(listen = ?local, regulators = ?directive.regulators, "serving Directive to DWP");
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let probed = store.clone();
+    let probe: crate::common::health::Probe = Arc::new(move || {
+        crate::common::health::probe_dir(probed.data_dir())?;
+        probed
+            .lock()
+            .probe_write()
+            .map_err(|e| format!("cannot write the provider's database: {e}"))
+    });
+    crate::common::health::watch(
+        health,
+        &[<DirectiveServer<DirectiveService> as tonic::server::NamedService>::NAME],
+        probe,
+        "Directive",
+        shutdown,
+    );
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(DirectiveServer::new(DirectiveService::new(
             config.clone(),
             store,

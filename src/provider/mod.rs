@@ -29,9 +29,11 @@
 pub mod agreement;
 pub mod daemon;
 pub mod directive;
+pub mod expiry;
 pub mod gate;
 pub mod ledger;
 pub mod lock;
+pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod push;

@@ -32,6 +32,7 @@
 //! endpoint that another attempt cannot change (a bad manifest, a wrong LA,
 //! a digest mismatch) makes the delivery dead.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -51,6 +52,7 @@ use crate::common::fault::{CrashPoint, dangerous_crash_point};
 use crate::common::time::timestamp;
 use crate::config::provider::{LaEndpoint, ProviderConfig};
 use crate::provider::gate::{Decision, Gate, Permit, Reason, Refusal, Stage};
+use crate::provider::metrics::ProviderMetrics;
 use crate::provider::outbox::{self, OutboxError};
 use crate::provider::spool::{self, SpoolError};
 use crate::provider::store::{Delivery, SharedStore, Suspension};
@@ -260,6 +262,11 @@ pub struct Courier {
     /// The DNS names in the provider's certificate: a receipt must name
     /// one as the provider that sent the file.
     identities: Arc<[String]>,
+    /// The daemon's metrics, when it serves them.
+    metrics: Option<Arc<ProviderMetrics>>,
+    /// The SHA-256 of each endpoint's certificate last recorded (by server
+    /// name), so the store is written only when one changes.
+    seen: Arc<std::sync::Mutex<HashMap<String, [u8; 32]>>>,
 }
 
 impl Courier {
@@ -287,8 +294,69 @@ impl Courier {
             options,
             abort,
             identities,
+            metrics: None,
+            seen: Arc::default(),
         })
     }
+
+    /// The same courier, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ProviderMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+/// Records the certificate `authority`'s endpoint showed (it was verified
+/// for its `server_name` in the handshake) when it is not the one last
+/// recorded: in the store, for `status` and its expiry warnings, and in
+/// the metrics. A failure is logged; it never stops a push.
+async fn note_peer_certificate(
+    courier: &Courier,
+    authority: &LaEndpoint,
+    server_cert: &tls::ServerCertificate,
+) {
+    use sha2::Digest;
+    let Some(cert) = server_cert
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+    else {
+        return;
+    };
+    let digest: [u8; 32] = sha2::Sha256::digest(cert.as_ref()).into();
+    {
+        let mut seen = courier.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.get(&authority.server_name) == Some(&digest) {
+            return;
+        }
+        seen.insert(authority.server_name.clone(), digest);
+    }
+    let Some(not_after) = crate::common::expiry::certificate_not_after(cert.as_ref()) else {
+        tracing::warn!(la = %authority.code, "cannot read the endpoint certificate's expiry");
+        return;
+    };
+    if let Some(m) = &courier.metrics {
+        m.certificate("endpoint", &authority.server_name, not_after);
+    }
+    let (subject, la) = (authority.server_name.clone(), authority.code.clone());
+    let recorded = courier
+        .store
+        .run(move |store| {
+            store.record_peer_certificate(&subject, &la, not_after, &hex(&digest), Utc::now())
+        })
+        .await;
+    let failed = match recorded {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(la = %authority.code, error = %failed, "cannot record the endpoint's certificate");
+    // Try again on the next push.
+    courier
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&authority.server_name);
 }
 
 impl Courier {
@@ -541,6 +609,7 @@ async fn attempt_once(
         courier.tls.clone(),
     )
     .await?;
+    note_peer_certificate(courier, authority, &server_cert).await;
     let mut client = ExchangeClient::new(channel);
 
     let status = match client

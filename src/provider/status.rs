@@ -6,6 +6,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 
+use crate::common::expiry::{self, Expiring, Urgency, What};
 use crate::common::time::{london, london_date, timestamp};
 use crate::config::provider::{ProviderConfig, ReportConfig};
 use crate::provider::gate::{self, AgreementFacts, Decision, Finding, Gate, Reason};
@@ -110,6 +111,9 @@ pub struct Status {
     pub pending: Vec<Delivery>,
     pub dead: Vec<Delivery>,
     pub next_runs: Vec<NextRun>,
+    /// What expires within 30 days (or has expired), soonest first:
+    /// agreements, the provider's certificate, endpoints' certificates seen.
+    pub expiring: Vec<(Expiring, Urgency)>,
     config_path: String,
     order: Vec<String>,
 }
@@ -146,6 +150,7 @@ impl Status {
             pending: store.pending_deliveries()?,
             dead: store.deliveries_in(DeliveryState::Dead)?,
             next_runs: next_runs(config, at),
+            expiring: expiry::expiring(&crate::provider::expiry::tracked(config, store)?, at),
             config_path: config.path.display().to_string(),
             order: config.authorities.iter().map(|a| a.code.clone()).collect(),
         })
@@ -205,6 +210,14 @@ impl Status {
                 "report": r.report,
                 "at": r.at.map(timestamp),
                 "period": r.period,
+            })).collect::<Vec<_>>(),
+            "expiring": self.expiring.iter().map(|(e, u)| json!({
+                "what": match e.what { What::Agreement => "agreement", What::Certificate => "certificate" },
+                "role": e.role,
+                "subject": e.subject,
+                "ends": timestamp(e.ends),
+                "urgency": match u { Urgency::Soon => "30_days", Urgency::Urgent => "7_days", Urgency::Expired => "expired" },
+                "text": e.describe(*u),
             })).collect::<Vec<_>>(),
         })
     }
@@ -287,6 +300,18 @@ impl Status {
                 None => out.push(format!("  {}: no run in the next eight years", r.report)),
             }
         }
+        if self.expiring.is_empty() {
+            out.push("expiring within 30 days: nothing".into());
+        } else {
+            out.push("expiring within 30 days:".into());
+        }
+        for (e, u) in &self.expiring {
+            let mark = match u {
+                Urgency::Soon => "warning",
+                Urgency::Urgent | Urgency::Expired => "URGENT",
+            };
+            out.push(format!("  {mark}: {}", e.describe(*u)));
+        }
         lines(out)
     }
 }
@@ -344,6 +369,9 @@ pub struct PlannedReport {
     /// What the ledger audit would say of each recipient's file, made from
     /// the source as it is now; or why the tables cannot be made now.
     pub ledger: Result<Vec<(String, Verdict)>, String>,
+    /// For each recipient whose agreement expires: its last covered day and
+    /// the first run of this report the gate will refuse for it.
+    pub expiries: Vec<(String, NaiveDate, Option<DateTime<Utc>>)>,
 }
 
 /// `mishare plan`: each report's next run after a time, its period, its
@@ -387,12 +415,31 @@ impl Plan {
                     missed: report.missed.as_str(),
                     decisions,
                     ledger: Ok(Vec::new()),
+                    expiries: Vec::new(),
                 }
             })
             .collect::<Vec<PlannedReport>>();
         let mut reports = reports;
         let store = store.as_deref();
         for (r, report) in reports.iter_mut().zip(&config.reports) {
+            r.expiries = match store {
+                Some(store) => r
+                    .next
+                    .recipients
+                    .iter()
+                    .filter_map(|la| {
+                        let a = store.agreement(la).ok()??;
+                        let expires = a.expires_on.filter(|_| a.revoked_at.is_none())?;
+                        let first = crate::provider::expiry::first_refused_run(
+                            &report.schedule,
+                            expires,
+                            at,
+                        );
+                        Some((la.clone(), expires, first))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             let when = r.next.at.unwrap_or(at);
             // Only the LAs the gate would permit get a file to audit.
             let las: Vec<String> = (r.decisions.iter())
@@ -458,6 +505,18 @@ impl Plan {
                 {
                     out.push(format!("    {}", v.text()));
                 }
+                if let Some((_, expires, first)) = r.expiries.iter().find(|(l, _, _)| l == la) {
+                    out.push(match first {
+                        Some(t) => format!(
+                            "    agreement covers up to {expires}: the gate refuses from the run at {} ({})",
+                            london(*t),
+                            timestamp(*t)
+                        ),
+                        None => format!(
+                            "    agreement covers up to {expires}: no run of this schedule in the next eight years"
+                        ),
+                    });
+                }
             }
             if let Err(e) = &r.ledger {
                 out.push(format!(
@@ -487,6 +546,10 @@ impl Plan {
                             .map(|(_, v)| v.to_json()),
                         Err(_) => None,
                     },
+                    "agreement_expiry": r.expiries.iter().find(|(l, _, _)| l == la).map(|(_, e, first)| json!({
+                        "expires_on": e.to_string(),
+                        "first_refused_run_utc": first.map(timestamp),
+                    })),
                 })).collect::<Vec<_>>(),
                 "ledger_audit_error": r.ledger.as_ref().err(),
             })).collect::<Vec<_>>(),

@@ -259,4 +259,19 @@ CREATE TRIGGER deliveries_abandoned_stay BEFORE UPDATE OF state, abandoned_at ON
         AND (NEW.state IS NOT OLD.state OR NEW.abandoned_at IS NOT OLD.abandoned_at)
     BEGIN SELECT RAISE(ABORT, 'an abandoned delivery is never sent'); END;
 "#,
+    // 7: the certificates of peers the provider has seen (each LA's
+    // endpoint, as its TLS handshake showed it), so `status` can warn
+    // before one expires. One row per role and DNS name: the latest seen.
+    r#"
+CREATE TABLE peer_certificates (
+    role       TEXT NOT NULL CHECK (role IN ('endpoint')),
+    subject    TEXT NOT NULL,                  -- the DNS name required of it (server_name)
+    la_code    TEXT NOT NULL,
+    not_after  TEXT NOT NULL,
+    sha256     TEXT NOT NULL,                  -- of the certificate (DER), lower-case hex
+    first_seen TEXT NOT NULL,                  -- when this certificate was first seen
+    last_seen  TEXT NOT NULL,
+    PRIMARY KEY (role, subject)
+);
+"#,
 ];

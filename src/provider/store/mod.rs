@@ -21,6 +21,7 @@ pub mod agreements;
 pub mod deliveries;
 pub mod ledger;
 mod migrations;
+pub mod observe;
 pub mod runs;
 pub mod suspensions;
 
@@ -37,6 +38,7 @@ use crate::common::db::{self, DbError};
 pub use agreements::{Added, Agreement, AgreementEvent, AgreementEventKind};
 pub use deliveries::{Delivery, DeliveryState, StoredReceipt};
 pub use ledger::{KnownRow, LedgerCheck, LedgerProblem, NewRelease, ReleaseRow};
+pub use observe::{OutboxSummary, PeerCertificate};
 pub use runs::UnfinishedRun;
 pub use suspensions::{Maker, Scope, Suspension};
 
