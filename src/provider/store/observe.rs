@@ -43,7 +43,7 @@ impl Store {
                  (SELECT count(*) FROM deliveries WHERE state IN ('queued', 'sending', 'failed')),
                  (SELECT min(coalesce(age_from, created_at)) FROM deliveries
                      WHERE state IN ('queued', 'sending', 'failed')),
-                 (SELECT count(*) FROM deliveries WHERE state = 'dead')",
+                 (SELECT count(*) FROM deliveries WHERE state = 'dead' AND abandoned_at IS NULL)",
             [],
             |r| {
                 Ok((
