@@ -482,7 +482,9 @@ async fn the_endpoint_counts_transfers_bytes_and_refused_handshakes() {
             "a stranger was answered"
         );
     }
-    wait_for(addr, refused, |v| v == 1.0).await;
+    // One refusal per connection the stranger made: the channel may
+    // connect again for its request after the first was closed.
+    wait_for(addr, refused, |v| (1.0..=2.0).contains(&v)).await;
     stop.cancel();
 }
 

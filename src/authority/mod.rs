@@ -200,6 +200,11 @@ pub async fn serve_with(
     tasks.spawn(audit_refusals(state.clone(), writer));
     let observed = metrics.map(|listener| {
         let m = self::metrics::EndpointMetrics::new();
+        // Before the first scrape can be answered; the health probe keeps
+        // it current across reloads.
+        if let Some(own) = observe::own_certificate(&config.identity) {
+            m.certificate("authority", &own.subject, own.ends);
+        }
         crate::common::metrics::serve(listener, m.registry(), &tasks);
         m
     });

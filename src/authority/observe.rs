@@ -16,7 +16,7 @@ use super::service::{ExchangeService, Shared};
 use crate::common::expiry::{self, DailyWarnings, Expiring, What};
 use crate::common::health;
 use crate::common::shutdown::Shutdown;
-use crate::tls::TlsConnection;
+use crate::tls::{Identity, TlsConnection};
 use crate::wire::v1::exchange_server::ExchangeServer;
 
 /// The providers' certificates seen on accepted connections: identity →
@@ -68,15 +68,16 @@ pub(crate) fn watch(
     metrics: Option<Arc<EndpointMetrics>>,
     tasks: &Shutdown,
 ) {
-    let own = own_certificate(shared);
-    if let (Some(m), Some(own)) = (&metrics, &own) {
-        m.certificate("authority", &own.subject, own.ends);
-    }
     let warnings = Mutex::new(DailyWarnings::default());
     let shared = shared.clone();
     let probe: health::Probe = Arc::new(move || {
+        // Read on every beat: a reload may have replaced it.
+        let own = own_certificate(shared.live.load().identity());
+        if let (Some(m), Some(own)) = (&metrics, &own) {
+            m.certificate("authority", &own.subject, own.ends);
+        }
         let mut items = seen.expiring();
-        items.extend(own.clone());
+        items.extend(own);
         let now = Utc::now();
         for (item, urgency) in warnings
             .lock()
@@ -115,8 +116,8 @@ pub(crate) fn watch(
     );
 }
 
-fn own_certificate(shared: &Shared) -> Option<Expiring> {
-    let identity = &shared.config.identity;
+/// The endpoint's own certificate, as an expiring item.
+pub(crate) fn own_certificate(identity: &Identity) -> Option<Expiring> {
     Some(Expiring {
         what: What::Certificate,
         role: "authority".into(),

@@ -61,6 +61,11 @@ impl Live {
         })
     }
 
+    /// The identity the listener presents now.
+    pub(crate) fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
     /// Whether `identity` is on the allow-list in use now.
     pub(crate) fn serves(&self, identity: &str) -> bool {
         self.providers.iter().any(|p| p == identity)
