@@ -856,6 +856,86 @@ async fn a_rotated_provider_certificate_is_the_one_the_daemons_next_push_present
     );
 }
 
+/// The `Directive` listener presents the provider's certificate as last
+/// reloaded: a DWP connection made after the reload is shown the new one,
+/// while one made before keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_provider_certificate_is_the_one_the_directive_listener_presents_next() {
+    let mut net = Net::start(&[CODE]).await;
+    let listener = net.directive_listener().await;
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let old = std::fs::read(net.path("certs/provider.pem")).expect("cert");
+    let old_der = CertificateDer::from_pem_slice(&old).expect("pem");
+    let stop = Shutdown::new();
+    let d = Daemon::open(Arc::new(net.config()), DaemonOptions::default(), &stop)
+        .await
+        .expect("daemon opens");
+    let reload = d.reload_handle();
+    let running = tokio::spawn(d.run());
+
+    let dwp = || {
+        let identity = tls::Identity::load(&net.path("certs/dwp.pem"), &net.path("certs/dwp.key"))
+            .expect("identity");
+        let anchors = tls::TrustAnchors::load(&net.path("certs/ca.pem")).expect("anchors");
+        tls::client_config(&identity, &anchors).expect("client config")
+    };
+    let connect = |config: Arc<rustls::ClientConfig>| async move {
+        let mut last = String::new();
+        // The daemon binds its listener as it starts running.
+        for _ in 0..100 {
+            match tls::connect_recording(&format!("https://{addr}"), PROVIDER_ID, config.clone())
+                .await
+            {
+                Ok((channel, seen)) => {
+                    let cert = seen.lock().expect("lock").clone().expect("a certificate");
+                    return (channel, cert);
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Directive listener never answered: {last}");
+    };
+    let (before, seen) = connect(dwp()).await;
+    assert_eq!(seen, old_der);
+
+    let new = net
+        .ca
+        .issue(PROVIDER_ID, Usage::ClientAndServer, Validity::Current)
+        .expect("issue");
+    std::fs::write(net.path("certs/provider.pem"), &new.cert_pem).expect("cert");
+    write_private_key(&net.path("certs/provider.key"), &new.key_pem);
+    let done = reload.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["tls.cert"]);
+    assert!(done.needs_restart.is_empty(), "{done:?}");
+
+    let (_after, seen) = connect(dwp()).await;
+    assert_eq!(
+        seen, new.cert_der,
+        "a new connection is shown the new certificate"
+    );
+    assert_ne!(fingerprint(&new.cert_der), fingerprint(&old_der));
+    // The connection made before the reload still serves.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(before);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("the older connection is still served");
+    assert_eq!(
+        answer.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    stop.cancel();
+    running
+        .await
+        .expect("the daemon task")
+        .expect("the daemon stops cleanly");
+}
+
 /// A new recipient for an LA, reloaded, is what the next run seals to; a
 /// broken one is refused and the run seals to the recipient in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -40,7 +40,7 @@ use crate::provider::report::last_complete_period;
 use crate::provider::scheduler;
 use crate::provider::store::{SharedStore, StoreError};
 use crate::provider::watch::{StateWatch, WatchError};
-use crate::tls::TlsError;
+use crate::tls::{SharedServerTls, TlsError};
 
 /// How long in-flight pushes may run on after a shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -172,6 +172,9 @@ pub struct Daemon {
     reloads: ReloadRequests,
     /// Its metrics, once [`Daemon::serve_metrics`] is called.
     metrics: Option<Arc<ProviderMetrics>>,
+    /// The `Directive` listener's TLS, which a reload replaces; `None`
+    /// without `[directive]`.
+    directive_tls: Option<SharedServerTls>,
     _lock: DataDirLock,
 }
 
@@ -217,8 +220,10 @@ impl Daemon {
         let concurrency = usize::try_from(config.delivery.concurrency)
             .unwrap_or(1)
             .max(1);
+        let directive_tls = directive::server_tls(&config)?.map(SharedServerTls::new);
         let (reload, reloads) = reload::channel();
         Ok(Self {
+            directive_tls,
             notify: options.notify,
             reload,
             reloads,
@@ -294,6 +299,7 @@ impl Daemon {
         // Built before anything is replaced: a key that does not match its
         // certificate is refused here.
         let courier = self.courier.reconfigured(next.clone())?;
+        let directive_tls = directive::server_tls(&next)?;
         let digests = super::reload::digests(&next);
         let done = Reloaded::between(
             &super::reload::digests(&self.config),
@@ -302,6 +308,9 @@ impl Daemon {
         );
         self.pipeline = Pipeline::new(next.clone(), self.store.clone(), self.actor.clone());
         self.courier = courier;
+        if let (Some(shared), Some(fresh)) = (&self.directive_tls, directive_tls) {
+            shared.replace(fresh);
+        }
         self.config = next;
         if let (Some(m), Some(own)) = (&self.metrics, metrics::own_certificate(&self.config)) {
             m.certificate(&own.role, &own.subject, own.ends);
@@ -641,7 +650,7 @@ impl Daemon {
     /// [`SHUTDOWN_GRACE`] to finish, stops the rest (they resume on the next
     /// start) and drains its tasks.
     pub async fn run(mut self) -> Result<(), DaemonError> {
-        if let Some(d) = self.config.directive.clone() {
+        if let (Some(d), Some(tls)) = (self.config.directive.clone(), self.directive_tls.clone()) {
             let listener = tokio::net::TcpListener::bind(d.listen)
                 .await
                 .map_err(|source| ServeError::Bind {
@@ -654,7 +663,9 @@ impl Daemon {
                 self.shutdown.clone(),
             );
             self.shutdown.spawn(async move {
-                if let Err(e) = directive::serve(config, store, listener, &shutdown).await {
+                if let Err(e) =
+                    directive::serve_reloadable(config, store, listener, tls, &shutdown).await
+                {
                     tracing::error!(error = %e, "the Directive service failed");
                 }
             });

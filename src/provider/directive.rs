@@ -28,7 +28,7 @@ use crate::common::refusals;
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::ProviderConfig;
 use crate::provider::store::{Scope, SharedStore, Store, StoreError, Suspension};
-use crate::tls::{self, AllowList, Peer, TlsError};
+use crate::tls::{self, AllowList, Peer, ServerTls, SharedServerTls, TlsError};
 use crate::wire::v1;
 use crate::wire::v1::directive_server::{Directive, DirectiveServer};
 
@@ -421,6 +421,24 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The `Directive` listener's TLS: the provider's `[tls]` certificate,
+/// clients DWP identities from `directive.regulators` under
+/// `directive.ca` (and its revocation lists). `None` without
+/// `[directive]`.
+pub fn server_tls(config: &ProviderConfig) -> Result<Option<ServerTls>, TlsError> {
+    config
+        .directive
+        .as_ref()
+        .map(|d| {
+            ServerTls::new(
+                &config.tls.identity,
+                &d.anchors,
+                AllowList::new(d.regulators.iter().cloned()),
+            )
+        })
+        .transpose()
+}
+
 /// Serves `Directive` on `listener` until `shutdown` is cancelled. The
 /// server presents the provider's `[tls]` certificate; clients must be DWP
 /// identities from `directive.regulators` under `directive.ca`. Does
@@ -431,17 +449,38 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: &Shutdown,
 ) -> Result<(), ServeError> {
+    let Some(server) = server_tls(&config)? else {
+        return Ok(());
+    };
+    serve_reloadable(
+        config,
+        store,
+        listener,
+        SharedServerTls::new(server),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], taking each connection's TLS from `tls`, which a reload
+/// replaces: new connections get the new certificate and anchors,
+/// connections already open keep theirs.
+pub async fn serve_reloadable(
+    config: Arc<ProviderConfig>,
+    store: SharedStore,
+    listener: TcpListener,
+    tls: SharedServerTls,
+    shutdown: &Shutdown,
+) -> Result<(), ServeError> {
     let Some(directive) = &config.directive else {
         return Ok(());
     };
-    let allow = AllowList::new(directive.regulators.iter().cloned());
-    let server = tls::server_config(&config.tls.identity, &directive.anchors, allow.clone())?;
     let local = listener.local_addr().ok();
     // Refused handshakes are counted as the TLS layer reports them and
     // audited by one task, coalesced per (source, reason), so a flood of
     // them can neither hold up the listener nor grow the disk without bound.
     let (refusals, writer) = refusals::coalesce(refusals::WINDOW);
-    let incoming = tls::incoming(listener, server, allow, shutdown, move |addr, why| {
+    let incoming = tls::incoming_reloadable(listener, tls, shutdown, move |addr, why| {
         refusals.record(addr, &why);
     });
     shutdown.spawn(audit_refusals(store.clone(), writer));

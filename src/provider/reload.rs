@@ -6,10 +6,14 @@
 //! (as at start); only then are the reloadable parts taken into the
 //! running configuration: `[tls]` (a new client configuration for pushes)
 //! and each `[[authority]]`'s `recipients` (used by the next run that
-//! seals). Pushes in flight keep the client configuration they started
+//! seals). The `Directive` listener presents the new certificate to new
+//! connections and, when `[directive]` itself is unchanged, checks DWP's
+//! certificates against the CA and revocation lists as the files now are.
+//! Pushes in flight keep the client configuration they started
 //! with, and a file already sealed stays sealed to the recipients it was
 //! sealed to. Everything else (reports, schedules, `[delivery]`, LAs added
-//! or removed, endpoints, `[directive]`, `data_dir`) applies only after a
+//! or removed, endpoints, `[directive]`'s listen address, file names and
+//! regulators, `data_dir`) applies only after a
 //! restart: a change to it is reported and the running values stay.
 
 use std::collections::BTreeMap;
@@ -23,6 +27,16 @@ use crate::tls;
 pub(crate) fn merge(old: &ProviderConfig, new: &ProviderConfig) -> (ProviderConfig, Vec<String>) {
     let mut next = old.clone();
     next.tls = new.tls.clone();
+    let directive = |c: &ProviderConfig| {
+        c.directive
+            .as_ref()
+            .map(|d| (d.listen, d.ca.clone(), d.crls.clone(), d.regulators.clone()))
+    };
+    // The same files, read again: what a renewed CA or a new revocation
+    // list says now.
+    if directive(old) == directive(new) {
+        next.directive = new.directive.clone();
+    }
     for la in &mut next.authorities {
         if let Some(fresh) = new.authority(&la.code) {
             la.recipients = fresh.recipients.clone();
@@ -51,17 +65,7 @@ pub(crate) fn merge(old: &ProviderConfig, new: &ProviderConfig) -> (ProviderConf
         "authority (LAs, endpoint, server_name)",
         shape(old) != shape(new),
     );
-    let directive = |c: &ProviderConfig| {
-        c.directive
-            .as_ref()
-            .map(|d| (d.listen, d.ca.clone(), d.crls.clone(), d.regulators.clone()))
-    };
     differ("directive", directive(old) != directive(new));
-    // The Directive listener presents the certificate it started with.
-    differ(
-        "directive (the listener's certificate: tls.cert)",
-        old.directive.is_some() && old.tls.identity != new.tls.identity,
-    );
     (next, keys)
 }
 
