@@ -29,8 +29,9 @@
 //!   spec checked) before anything runs.
 //! - [`common`]: the database, the audit chain, encodings, times, durable
 //!   files, names, blocking work, the shutdown tree, reloads on SIGHUP,
-//!   systemd notifications, refused handshakes coalesced for the audit,
-//!   the test-only fault hook.
+//!   systemd notifications, the Prometheus endpoint, gRPC health, expiry
+//!   warnings, refused handshakes coalesced for the audit, the test-only
+//!   fault hook.
 //! - [`sanitiser`]: the disclosure-control engine, pure library code.
 //! - [`reference`](mod@reference): payment groups, LAs and contract package
 //!   areas, from versioned files.

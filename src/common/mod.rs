@@ -1,8 +1,9 @@
 //! What both programs use: the database (open, WAL, migrations), the audit
 //! chain, encodings, times, durable files, names, blocking work, shutdown,
-//! reloads on SIGHUP, systemd notifications, refused handshakes coalesced
-//! for the audit, and the test-only fault hook. Nothing here knows the provider or the
-//! authority endpoint; both build on it.
+//! reloads on SIGHUP, systemd notifications, the Prometheus endpoint, gRPC
+//! health from a write probe, expiry warnings, refused handshakes coalesced
+//! for the audit, and the test-only fault hook. Nothing here knows the
+//! provider or the authority endpoint; both build on it.
 
 pub mod audit;
 pub mod blocking;
