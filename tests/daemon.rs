@@ -328,26 +328,6 @@ fn store_count(env: &common::Env, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect("count")
 }
 
-/// A run at `now` for the report, with records for it, spooled.
-async fn run_now(net: &Net, d: &Daemon) {
-    let now = Utc::now();
-    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
-    let latest = schedule
-        .runs_between(now - chrono::Duration::days(40), now)
-        .last()
-        .expect("a run within 40 days");
-    net.write_records_at(latest);
-    // Mark 40 days back, so the latest scheduled time is due.
-    d.schedule(now - chrono::Duration::days(40))
-        .await
-        .expect("schedule");
-    let done = d.schedule(now).await.expect("schedule");
-    assert!(
-        matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
-        "{done:?}"
-    );
-}
-
 /// Delivers what is due, waiting out each backoff, until nothing is
 /// pending: every delivery is delivered, refused or dead.
 async fn deliver_until_none_pending(net: &Net, d: &mut Daemon) {
@@ -388,7 +368,7 @@ async fn a_failed_push_is_retried_with_backoff_then_dead_then_retried_by_hand() 
     net.append_config(FAST);
 
     let mut d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
 
     // Tried until max_attempts; the other LA is not held up.
     deliver_until_none_pending(&net, &mut d).await;
@@ -487,7 +467,7 @@ async fn a_queued_delivery_whose_la_is_suspended_is_refused_and_never_sent() {
     let net = Net::start(&["E09000002"]).await;
     net.add_agreement("E09000002");
     let mut d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
     let status = net.run(&["status"]).await;
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -542,7 +522,7 @@ async fn a_delivery_left_sending_is_resumed_on_start_and_one_slow_la_holds_up_no
     net.add_agreement("E09000009");
     let stall = net.proxy("E09000009", ProxyMode::StallAfter(2_000)).await;
     let d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
     drop(d);
     // As if a daemon had stopped mid-push.
     {
@@ -642,7 +622,7 @@ async fn a_run_finished_after_a_restart_does_not_send_what_the_gate_withheld() {
         )
         .expect("suspend");
     let d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
     drop(d);
     assert_eq!(count(&net, "SELECT count(*) FROM deliveries"), 1);
     // As if the daemon had stopped before the run was wholly spooled; then
@@ -864,7 +844,7 @@ async fn a_suspension_made_and_lifted_while_the_daemon_was_down_withholds_the_qu
     let net = Net::start(&["E09000002"]).await;
     net.add_agreement("E09000002");
     let d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
     drop(d); // down, with the delivery queued
     assert_eq!(
         count(
@@ -999,7 +979,7 @@ async fn abandon_ends_a_dead_delivery_deletes_its_ciphertext_and_audits_it() {
     net.write_config();
     net.append_config(FAST);
     let mut d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
     deliver_until_none_pending(&net, &mut d).await;
     let dead = net
         .store()

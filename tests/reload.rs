@@ -22,7 +22,7 @@ use mishare::certs::{DevCa, Issued, Usage, Validity};
 use mishare::common::reload::{self, ReloadError, ReloadHandle};
 use mishare::common::shutdown::Shutdown;
 use mishare::config::AuthorityConfig;
-use mishare::provider::{Daemon, DaemonOptions, ScheduledRun};
+use mishare::provider::{Daemon, DaemonOptions};
 use mishare::receipt;
 use mishare::tls;
 use mishare::wire::v1::exchange_client::ExchangeClient;
@@ -777,25 +777,6 @@ async fn daemon(net: &Net) -> Daemon {
     .expect("daemon opens")
 }
 
-/// A run at `now` for the report, with records for it, spooled.
-async fn run_now(net: &Net, d: &Daemon) {
-    let now = Utc::now();
-    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
-    let latest = schedule
-        .runs_between(now - chrono::Duration::days(40), now)
-        .last()
-        .expect("a run within 40 days");
-    net.write_records_at(latest);
-    d.schedule(now - chrono::Duration::days(40))
-        .await
-        .expect("schedule");
-    let done = d.schedule(now).await.expect("schedule");
-    assert!(
-        matches!(done.as_slice(), [ScheduledRun::Ran { .. }]),
-        "{done:?}"
-    );
-}
-
 /// The endpoint's audit entries of accepted files: the SHA-256 of the
 /// client certificate each came with.
 fn accepted_with(net: &Net, code: &str) -> Vec<String> {
@@ -825,7 +806,7 @@ async fn a_rotated_provider_certificate_is_the_one_the_daemons_next_push_present
     let old = std::fs::read(net.path("certs/provider.pem")).expect("cert");
     let old_der = CertificateDer::from_pem_slice(&old).expect("pem");
     let mut d = daemon(&net).await;
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
 
     let new = net
         .ca
@@ -960,7 +941,7 @@ async fn rotated_recipients_seal_the_next_run_and_a_bad_one_is_refused() {
     let done = d.reload().await.expect("reloads");
     assert_eq!(done.changed, [format!("authority.{CODE}.recipients")]);
 
-    run_now(&net, &d).await;
+    net.run_scheduled_now(&d).await;
     d.deliver_due(Utc::now()).await.expect("deliver");
     d.settle().await.expect("settle");
     let files = net.inbox(CODE);

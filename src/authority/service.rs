@@ -68,11 +68,8 @@ impl Exchange for ExchangeService {
         let caller = match shared.caller(&request) {
             Ok(p) => p,
             Err(e) => {
-                if let Some(m) = &shared.metrics {
-                    m.transfer(super::metrics::UNKNOWN_PROVIDER, Some(&e));
-                }
                 shared
-                    .audit_refusal("unknown", addr.as_deref(), None, &e)
+                    .refused(super::metrics::UNKNOWN_PROVIDER, addr.as_deref(), None, &e)
                     .await;
                 return Err(e.into());
             }
@@ -84,12 +81,7 @@ impl Exchange for ExchangeService {
         let slot = match shared.limits.stream(&provider) {
             Ok(slot) => slot,
             Err(e) => {
-                if let Some(m) = &shared.metrics {
-                    m.transfer(&provider, Some(&e));
-                }
-                shared
-                    .audit_refusal(&provider, addr.as_deref(), None, &e)
-                    .await;
+                shared.refused(&provider, addr.as_deref(), None, &e).await;
                 return Err(e.into());
             }
         };
@@ -100,12 +92,7 @@ impl Exchange for ExchangeService {
                     "{} pushes are already in progress; try again later",
                     shared.config.max_streams
                 ));
-                if let Some(m) = &shared.metrics {
-                    m.transfer(&provider, Some(&e));
-                }
-                shared
-                    .audit_refusal(&provider, addr.as_deref(), None, &e)
-                    .await;
+                shared.refused(&provider, addr.as_deref(), None, &e).await;
                 return Err(e.into());
             }
         };
@@ -114,15 +101,16 @@ impl Exchange for ExchangeService {
         let task = pushes.spawn(async move {
             let _permit = permit;
             let _slot = slot;
-            let result = shared.push(&caller, stream).await;
-            if let Some(m) = &shared.metrics {
-                m.transfer(&provider, result.as_ref().err().map(|(e, _)| e));
-            }
-            match result {
-                Ok(receipt) => Ok(receipt),
+            match shared.push(&caller, stream).await {
+                Ok(receipt) => {
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.transfer(&provider, None);
+                    }
+                    Ok(receipt)
+                }
                 Err((e, m)) => {
                     shared
-                        .audit_refusal(&provider, addr.as_deref(), m.as_ref(), &e)
+                        .refused(&provider, addr.as_deref(), m.as_ref(), &e)
                         .await;
                     Err(e)
                 }
@@ -614,14 +602,19 @@ impl Shared {
             .await;
     }
 
-    /// Records a refused push: the peer, the gRPC code and what it was told.
-    pub(crate) async fn audit_refusal(
+    /// Records a refused push: counted in the metrics (by provider and
+    /// gRPC code) and audited with the peer, the code and what it was told.
+    /// Every refusal of a push passes here.
+    pub(crate) async fn refused(
         &self,
         provider: &str,
         addr: Option<&str>,
         m: Option<&Manifest>,
         e: &ExchangeError,
     ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.transfer(provider, Some(e));
+        }
         let mut detail = json!({
             "code": format!("{:?}", e.code()),
             "reason": e.public_message(),

@@ -302,6 +302,30 @@ impl Net {
         self.write_records_at(Utc::now());
     }
 
+    /// A scheduled run of `referrals-monthly` (cron `0 6 2 * *`) made by
+    /// `d` now, with records for it, spooled: the daemon's mark is set 40
+    /// days back, so the latest scheduled time is due.
+    pub async fn run_scheduled_now(&self, d: &mishare::provider::Daemon) {
+        let now = Utc::now();
+        let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
+        let latest = schedule
+            .runs_between(now - chrono::Duration::days(40), now)
+            .last()
+            .expect("a run within 40 days");
+        self.write_records_at(latest);
+        d.schedule(now - chrono::Duration::days(40))
+            .await
+            .expect("schedule");
+        let done = d.schedule(now).await.expect("schedule");
+        assert!(
+            matches!(
+                done.as_slice(),
+                [mishare::provider::ScheduledRun::Ran { .. }]
+            ),
+            "{done:?}"
+        );
+    }
+
     /// [`Net::write_records`] as if it were `at`: records in the last
     /// complete month before `at`.
     pub fn write_records_at(&self, at: chrono::DateTime<Utc>) {
