@@ -43,12 +43,18 @@ pub fn watch(
             }
         };
         let mut last: Option<bool> = None;
+        // A probe still running when stopping began.
+        let mut unfinished = None;
         loop {
-            let checked = {
+            let mut running = Box::pin({
                 let probe = probe.clone();
-                tokio::select! {
-                    checked = blocking(move || probe()) => checked.unwrap_or_else(|e| Err(e.to_string())),
-                    () = stop.cancelled() => break,
+                blocking(move || probe())
+            });
+            let checked = tokio::select! {
+                checked = &mut running => checked.unwrap_or_else(|e| Err(e.to_string())),
+                () = stop.cancelled() => {
+                    unfinished = Some(running);
+                    break;
                 }
             };
             if stop.is_cancelled() {
@@ -58,7 +64,9 @@ pub fn watch(
             if last != Some(healthy) {
                 match &checked {
                     Ok(()) => tracing::info!(service = what, "health: SERVING"),
-                    Err(why) => tracing::error!(service = what, reason = %why, "health: NOT_SERVING"),
+                    Err(why) => {
+                        tracing::error!(service = what, reason = %why, "health: NOT_SERVING")
+                    }
                 }
                 set(if healthy {
                     ServingStatus::Serving
@@ -75,15 +83,61 @@ pub fn watch(
         }
         tracing::info!(service = what, "health: NOT_SERVING (draining)");
         set(ServingStatus::NotServing).await;
+        // The probe makes and removes files in folders the owner may read
+        // (or remove) as soon as this task has ended: let it finish.
+        if let Some(running) = unfinished {
+            let _ = running.await;
+        }
     });
 }
+
+/// How the names of [`probe_dir`]'s files begin. Such a file exists for
+/// moments, every [`PROBE_EVERY`]; whoever lists a probed folder of a
+/// running process may see one.
+pub const PROBE_PREFIX: &str = ".mishare-health-";
 
 /// Whether a file can be made and removed in `dir` (what writing there
 /// needs); `Err` names the folder and the reason.
 pub fn probe_dir(dir: &std::path::Path) -> Result<(), String> {
     tempfile::Builder::new()
-        .prefix(".mishare-health-")
+        .prefix(PROBE_PREFIX)
         .tempfile_in(dir)
         .and_then(tempfile::NamedTempFile::close)
         .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stopping_waits_for_a_probe_that_is_running() {
+        let (reporter, _service) = tonic_health::server::health_reporter();
+        let started = Arc::new(tokio::sync::Notify::new());
+        let finished = Arc::new(AtomicBool::new(false));
+        let probe: Probe = {
+            let (started, finished) = (started.clone(), finished.clone());
+            Arc::new(move || {
+                started.notify_one();
+                std::thread::sleep(Duration::from_millis(300));
+                finished.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        let shutdown = Shutdown::new();
+        watch(reporter, &["test.Service"], probe, "test", &shutdown);
+        started.notified().await;
+        shutdown.cancel();
+        let drained = shutdown.drain(Duration::from_secs(30), "test").await;
+        assert!(matches!(
+            drained,
+            crate::common::shutdown::Drained::Finished
+        ));
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the probe's files may still be on disk when its task has ended"
+        );
+    }
 }
