@@ -570,22 +570,8 @@ fn fanout(n: usize, runs: usize, rows: u64) {
     println!("fanout: {n} LAs, each its own endpoint on loopback; {rows} records; {runs} runs");
     let mut times = Vec::new();
     for run in 1..=runs {
-        let started = Instant::now();
-        let output = Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["send-now", "fanout", "--config"])
-            .arg(&config_path)
-            .env("USER", "bench")
-            .output()
-            .expect("send-now");
-        let elapsed = started.elapsed().as_secs_f64();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let delivered = stdout.lines().filter(|l| l.contains(" delivered ")).count();
-        assert!(
-            output.status.success() && delivered == n,
-            "run {run}: {delivered} of {n} delivered\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        println!("  run {run}: {elapsed:.3} s, {delivered} files delivered");
+        let elapsed = send_fanout(&config_path, n);
+        println!("  run {run}: {elapsed:.3} s, {n} files delivered");
         times.push(elapsed);
     }
     let median = median(&mut times);

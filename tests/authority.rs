@@ -3,7 +3,9 @@
 //! providers pushing age files through `tls::connect`. Every refusal is
 //! checked for its gRPC code, and for leaving nothing in the inbox.
 
-use std::io::Write;
+#[path = "common/exchange.rs"]
+mod exchange;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,21 +19,19 @@ use mishare::config::AuthorityConfig;
 use mishare::receipt;
 use mishare::tls;
 use mishare::wire::v1::exchange_client::ExchangeClient;
-use mishare::wire::v1::push_request::Body;
 use mishare::wire::v1::{
-    Chunk, Classification, Commit, Manifest, PushRequest, QueryTransferRequest, Receipt,
-    TransferStatus,
+    Classification, Manifest, PushRequest, QueryTransferRequest, Receipt, TransferStatus,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-const CODE: &str = "E09000002";
-const SERVER_NAME: &str = "la-e09000002.test";
-const CHUNK: usize = 4096;
+use exchange::{
+    CHUNK, CODE, SERVER_NAME, age_file, chunk, chunks, commit, m, manifest, push, sha256, whole,
+    write_private_key,
+};
 
 /// A PKI: the CA, the endpoint, two allowed providers and a stranger.
 struct Pki {
@@ -85,13 +85,6 @@ fn write_config(dir: &Path, pki: &Pki, extra: &str) -> PathBuf {
     let path = dir.join("authority.toml");
     std::fs::write(&path, text).expect("config");
     path
-}
-
-/// Writes a private key owner-only (0600), as the endpoint demands.
-fn write_private_key(path: &Path, pem: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, pem).expect("key");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 impl Endpoint {
@@ -202,86 +195,6 @@ impl Endpoint {
             })
             .collect()
     }
-}
-
-/// An age file of about `plaintext_len` bytes.
-fn age_file(plaintext_len: usize) -> Vec<u8> {
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public();
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .expect("encryptor");
-    let plaintext: Vec<u8> = (0..plaintext_len).map(|i| (i * 31 % 251) as u8).collect();
-    let mut out = Vec::new();
-    let mut writer = encryptor.wrap_output(&mut out).expect("wrap");
-    writer.write_all(&plaintext).expect("write");
-    writer.finish().expect("finish");
-    out
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
-}
-
-fn manifest(id: &str, file: &[u8], offset: u64) -> Manifest {
-    Manifest {
-        transfer_id: id.into(),
-        report: "referrals-monthly".into(),
-        period: "2012-10".into(),
-        classification: Classification::Internal as i32,
-        la_code: CODE.into(),
-        size: file.len() as u64,
-        sha256: sha256(file),
-        offset,
-    }
-}
-
-fn m(manifest: Manifest) -> PushRequest {
-    PushRequest {
-        body: Some(Body::Manifest(manifest)),
-    }
-}
-
-fn chunk(offset: u64, data: &[u8]) -> PushRequest {
-    PushRequest {
-        body: Some(Body::Chunk(Chunk {
-            offset,
-            data: data.to_vec().into(),
-        })),
-    }
-}
-
-fn commit() -> PushRequest {
-    PushRequest {
-        body: Some(Body::Commit(Commit {})),
-    }
-}
-
-/// Chunks of `file` from `from`, each at most CHUNK bytes.
-fn chunks(file: &[u8], from: usize) -> Vec<PushRequest> {
-    file[from..]
-        .chunks(CHUNK)
-        .enumerate()
-        .map(|(i, data)| chunk((from + i * CHUNK) as u64, data))
-        .collect()
-}
-
-/// A whole push: manifest at `from`, the chunks from there, commit.
-fn whole(id: &str, file: &[u8], from: usize) -> Vec<PushRequest> {
-    let mut msgs = vec![m(manifest(id, file, from as u64))];
-    msgs.extend(chunks(file, from));
-    msgs.push(commit());
-    msgs
-}
-
-async fn push(
-    client: &mut ExchangeClient<Channel>,
-    msgs: Vec<PushRequest>,
-) -> Result<Receipt, Status> {
-    client
-        .push(tokio_stream::iter(msgs))
-        .await
-        .map(|r| r.into_inner())
 }
 
 async fn query(client: &mut ExchangeClient<Channel>, id: &str) -> TransferStatus {

@@ -207,19 +207,12 @@ async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
     let expires = add_expiring_agreement(&net, "E09000002", 20);
     // A run due now: the mark 40 days back, records for the latest run.
     let now = Utc::now();
-    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
-    let latest = schedule
-        .runs_between(now - chrono::Duration::days(40), now)
-        .last()
-        .expect("a run within 40 days");
-    net.write_records_at(latest);
+    let mark = net.write_records_for_a_due_run();
     rusqlite::Connection::open(net.config().database_path())
         .expect("db")
         .execute(
             "INSERT INTO schedule_marks (report, handled_until) VALUES ('referrals-monthly', ?1)",
-            [mishare::common::time::timestamp(
-                now - chrono::Duration::days(40),
-            )],
+            [mishare::common::time::timestamp(mark)],
         )
         .expect("mark");
 
@@ -352,6 +345,7 @@ async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
         )
         .expect("count");
     assert_eq!(seen, 1);
+    let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("the report's schedule");
     let first = mishare::provider::expiry::first_refused_run(&schedule, expires, Utc::now())
         .expect("a refused run");
     let plan = net.run(&["plan"]).await;
@@ -525,22 +519,7 @@ async fn the_endpoint_is_serving_only_while_it_can_write_and_is_not_draining() {
     wait_for_health(&mut client, "mishare.v1.Exchange", ServingStatus::Serving).await;
 
     // Draining: a watcher is told at once.
-    let mut watch = client
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("watch").expect("a status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
-    stop.cancel();
-    let next = tokio::time::timeout(PATIENCE, watch.message())
-        .await
-        .expect("told while draining")
-        .expect("watch")
-        .expect("a status");
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    assert_a_watcher_sees_the_drain(&mut client, "", &stop).await;
 }
 
 /// The Directive listener serves health to DWP too: SERVING for `""` and
@@ -570,9 +549,19 @@ async fn the_directive_listener_serves_health_and_drains_honestly() {
         check(&mut client, "mishare.v1.Directive").await,
         ServingStatus::Serving
     );
+    assert_a_watcher_sees_the_drain(&mut client, "mishare.v1.Directive", &stop).await;
+}
+
+/// A `Watch` of `service` sees SERVING, then NOT_SERVING as soon as `stop`
+/// is cancelled (within [`PATIENCE`]).
+async fn assert_a_watcher_sees_the_drain(
+    client: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+    stop: &Shutdown,
+) {
     let mut watch = client
         .watch(HealthCheckRequest {
-            service: "mishare.v1.Directive".into(),
+            service: service.into(),
         })
         .await
         .expect("watch")

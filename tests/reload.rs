@@ -4,10 +4,11 @@
 //! (the binary), with systemd's notifications on a socket made in the test.
 //! A broken file never replaces a working one.
 
+#[path = "common/exchange.rs"]
+mod exchange;
 #[path = "common/net.rs"]
 mod net;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -26,10 +27,7 @@ use mishare::provider::{Daemon, DaemonOptions};
 use mishare::receipt;
 use mishare::tls;
 use mishare::wire::v1::exchange_client::ExchangeClient;
-use mishare::wire::v1::push_request::Body;
-use mishare::wire::v1::{
-    Chunk, Classification, Commit, Manifest, PushRequest, QueryTransferRequest, Receipt,
-};
+use mishare::wire::v1::{PushRequest, QueryTransferRequest};
 use net::{Net, PROVIDER_ID};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -40,23 +38,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-const CODE: &str = "E09000002";
-const SERVER_NAME: &str = "la-e09000002.test";
-const CHUNK: usize = 4096;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use exchange::{
+    CHUNK, CODE, SERVER_NAME, age_file, chunks, commit, m, manifest, push, whole, write_private_key,
+};
 
 fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    hex(&Sha256::digest(cert.as_ref()))
-}
-
-/// Writes a private key owner-only (0600), as mishare demands.
-fn write_private_key(path: &Path, pem: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, pem).expect("key");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    mishare::common::encoding::hex(&Sha256::digest(cert.as_ref()))
 }
 
 /// An endpoint's directory: its CA, its certificate files and its
@@ -202,67 +189,6 @@ impl Endpoint {
     }
 }
 
-fn age_file(plaintext_len: usize) -> Vec<u8> {
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public();
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .expect("encryptor");
-    let plaintext: Vec<u8> = (0..plaintext_len).map(|i| (i * 31 % 251) as u8).collect();
-    let mut out = Vec::new();
-    let mut writer = encryptor.wrap_output(&mut out).expect("wrap");
-    writer.write_all(&plaintext).expect("write");
-    writer.finish().expect("finish");
-    out
-}
-
-fn manifest(id: &str, file: &[u8]) -> PushRequest {
-    PushRequest {
-        body: Some(Body::Manifest(Manifest {
-            transfer_id: id.into(),
-            report: "referrals-monthly".into(),
-            period: "2012-10".into(),
-            classification: Classification::Internal as i32,
-            la_code: CODE.into(),
-            size: file.len() as u64,
-            sha256: Sha256::digest(file).to_vec(),
-            offset: 0,
-        })),
-    }
-}
-
-fn chunks(file: &[u8]) -> Vec<PushRequest> {
-    file.chunks(CHUNK)
-        .enumerate()
-        .map(|(i, data)| PushRequest {
-            body: Some(Body::Chunk(Chunk {
-                offset: (i * CHUNK) as u64,
-                data: data.to_vec().into(),
-            })),
-        })
-        .collect()
-}
-
-fn commit() -> PushRequest {
-    PushRequest {
-        body: Some(Body::Commit(Commit {})),
-    }
-}
-
-async fn push_whole(
-    client: &mut ExchangeClient<Channel>,
-    id: &str,
-    file: &[u8],
-) -> Result<Receipt, Status> {
-    let mut msgs = vec![manifest(id, file)];
-    msgs.extend(chunks(file));
-    msgs.push(commit());
-    client
-        .push(tokio_stream::iter(msgs))
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn query(client: &mut ExchangeClient<Channel>, id: &str) -> Result<u64, Status> {
     client
         .query_transfer(QueryTransferRequest {
@@ -298,9 +224,9 @@ async fn a_rotated_endpoint_certificate_serves_new_connections_and_a_push_in_fli
         .expect("connects");
     assert_eq!(seen, old_der);
     let file = age_file(6 * CHUNK);
-    let all = chunks(&file);
+    let all = chunks(&file, 0);
     let (tx, rx) = mpsc::channel::<PushRequest>(64);
-    tx.send(manifest("transfer-inflight", &file))
+    tx.send(m(manifest("transfer-inflight", &file, 0)))
         .await
         .expect("send");
     for c in &all[..2] {
@@ -339,7 +265,7 @@ async fn a_rotated_endpoint_certificate_serves_new_connections_and_a_push_in_fli
         .expect("connects after the reload");
     assert_eq!(seen, new.cert_der);
     assert_ne!(seen, old_der);
-    let fresh = push_whole(&mut after, "transfer-after", &age_file(CHUNK))
+    let fresh = push(&mut after, whole("transfer-after", &age_file(CHUNK), 0))
         .await
         .expect("a push after the reload");
     receipt::verify(&fresh, &new.cert_der).expect("signed by the new key");
@@ -417,9 +343,12 @@ async fn a_provider_removed_from_the_allow_list_is_refused_from_its_next_connect
         .await
         .expect_err("refused on the old connection");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    let status = push_whole(&mut open_before, "transfer-0002", &age_file(CHUNK))
-        .await
-        .expect_err("a push on the old connection is refused");
+    let status = push(
+        &mut open_before,
+        whole("transfer-0002", &age_file(CHUNK), 0),
+    )
+    .await
+    .expect_err("a push on the old connection is refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     // provider.test is served as before.
@@ -427,7 +356,7 @@ async fn a_provider_removed_from_the_allow_list_is_refused_from_its_next_connect
         .connect(endpoint.addr, &site.provider)
         .await
         .expect("provider.test connects");
-    push_whole(&mut still, "transfer-0003", &age_file(CHUNK))
+    push(&mut still, whole("transfer-0003", &age_file(CHUNK), 0))
         .await
         .expect("provider.test pushes");
 
@@ -647,6 +576,24 @@ impl NotifySocket {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// Starts `mishare ARGS` in `dir`, told to notify this socket and to
+    /// keep a 200 ms watchdog fed.
+    fn spawn(&self, dir: &Path, args: &[&str]) -> KillOnDrop {
+        KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_mishare"))
+                .args(args)
+                .current_dir(dir)
+                .env_remove("MISHARE_LOG")
+                .env("NOTIFY_SOCKET", &self.path)
+                .env("WATCHDOG_USEC", "200000")
+                .env_remove("WATCHDOG_PID")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mishare starts"),
+        )
+    }
+
     /// The next notification other than a watchdog ping.
     fn next_not_watchdog(&self) -> String {
         loop {
@@ -695,18 +642,9 @@ async fn the_endpoint_binary_reloads_on_sighup_and_tells_systemd() {
     )
     .expect("pem");
     let notify = NotifySocket::bind(site.dir.path());
-    let child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["authority", "run", "--config", "authority.toml"])
-            .current_dir(site.dir.path())
-            .env_remove("MISHARE_LOG")
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", "200000")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mishare starts"),
+    let child = notify.spawn(
+        site.dir.path(),
+        &["authority", "run", "--config", "authority.toml"],
     );
     assert_eq!(notify.next(), "READY=1\n");
     // Ready means serving: a connection made at once is served.
@@ -973,19 +911,7 @@ async fn the_provider_binary_tells_systemd_when_ready_reloading_and_stopping() {
     let addr = directive.local_addr().expect("addr");
     drop(directive);
     let notify = NotifySocket::bind(net.dir.path());
-    let child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mishare"))
-            .args(["provider", "run"])
-            .current_dir(net.dir.path())
-            .env_remove("MISHARE_LOG")
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", "200000")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mishare starts"),
-    );
+    let child = notify.spawn(net.dir.path(), &["provider", "run"]);
     assert_eq!(notify.next(), "READY=1\n");
     tokio::net::TcpStream::connect(addr)
         .await

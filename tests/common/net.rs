@@ -306,17 +306,9 @@ impl Net {
     /// `d` now, with records for it, spooled: the daemon's mark is set 40
     /// days back, so the latest scheduled time is due.
     pub async fn run_scheduled_now(&self, d: &mishare::provider::Daemon) {
-        let now = Utc::now();
-        let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
-        let latest = schedule
-            .runs_between(now - chrono::Duration::days(40), now)
-            .last()
-            .expect("a run within 40 days");
-        self.write_records_at(latest);
-        d.schedule(now - chrono::Duration::days(40))
-            .await
-            .expect("schedule");
-        let done = d.schedule(now).await.expect("schedule");
+        let mark = self.write_records_for_a_due_run();
+        d.schedule(mark).await.expect("schedule");
+        let done = d.schedule(Utc::now()).await.expect("schedule");
         assert!(
             matches!(
                 done.as_slice(),
@@ -324,6 +316,21 @@ impl Net {
             ),
             "{done:?}"
         );
+    }
+
+    /// Records for the latest scheduled run of `referrals-monthly` (cron
+    /// `0 6 2 * *`); returns a mark 40 days back, from which that run is
+    /// due.
+    pub fn write_records_for_a_due_run(&self) -> chrono::DateTime<Utc> {
+        let now = Utc::now();
+        let mark = now - chrono::Duration::days(40);
+        let schedule: mishare::cron::Schedule = "0 6 2 * *".parse().expect("schedule");
+        let latest = schedule
+            .runs_between(mark, now)
+            .last()
+            .expect("a run within 40 days");
+        self.write_records_at(latest);
+        mark
     }
 
     /// [`Net::write_records`] as if it were `at`: records in the last
