@@ -359,11 +359,6 @@ impl AllowList {
         self.0.is_empty()
     }
 
-    /// The identities it allows, as given.
-    pub fn names(&self) -> &[String] {
-        &self.0
-    }
-
     /// The one allowed identity a certificate names, if exactly one.
     pub fn identify(&self, cert: &CertificateDer<'_>) -> Option<String> {
         let names = dns_names(cert).ok()?;
@@ -430,11 +425,6 @@ impl ServerTls {
     /// The identity this listener presents.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
         self.identity.as_ref()
-    }
-
-    /// The allow-list this listener serves.
-    pub fn allow(&self) -> &AllowList {
-        &self.allow
     }
 }
 

@@ -118,10 +118,5 @@ pub(crate) fn watch(
 
 /// The endpoint's own certificate, as an expiring item.
 pub(crate) fn own_certificate(identity: &Identity) -> Option<Expiring> {
-    Some(Expiring {
-        what: What::Certificate,
-        role: "authority".into(),
-        subject: identity.names().ok()?.into_iter().next()?,
-        ends: expiry::certificate_not_after(identity.leaf())?,
-    })
+    expiry::own_certificate(identity, "authority")
 }

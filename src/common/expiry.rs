@@ -10,10 +10,9 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use chrono_tz::Europe::London;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use crate::common::time::{london_date, timestamp};
+use crate::common::time::{london_date, london_midnight, timestamp};
 
 /// Anything expiring within this many days is shown and logged.
 pub const WARN_DAYS: i64 = 30;
@@ -30,17 +29,6 @@ pub enum Urgency {
     Urgent,
     /// Already expired.
     Expired,
-}
-
-impl Urgency {
-    /// How it is named in `status` and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Urgency::Soon => "within 30 days",
-            Urgency::Urgent => "within 7 days",
-            Urgency::Expired => "expired",
-        }
-    }
 }
 
 /// How urgent an expiry at `ends` is at `now`; `None` if it is more than
@@ -63,18 +51,25 @@ pub fn urgency(ends: DateTime<Utc>, now: DateTime<Utc>) -> Option<Urgency> {
 /// London day.
 pub fn agreement_ends(expires_on: NaiveDate) -> DateTime<Utc> {
     let next = expires_on.succ_opt().unwrap_or(expires_on);
-    next.and_hms_opt(0, 0, 0)
-        .and_then(|midnight| London.from_local_datetime(&midnight).earliest())
-        .map_or_else(
-            || next.and_time(chrono::NaiveTime::MIN).and_utc(),
-            |t| t.with_timezone(&Utc),
-        )
+    london_midnight(next).unwrap_or_else(|| next.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
 /// A certificate's `notAfter`, from its DER; `None` if it does not parse.
 pub fn certificate_not_after(der: &[u8]) -> Option<DateTime<Utc>> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+}
+
+/// A process's own certificate as an expiring thing: its first DNS name
+/// and its `notAfter`, with `role` (`provider` or `authority`); `None` if
+/// the certificate does not parse.
+pub fn own_certificate(identity: &crate::tls::Identity, role: &str) -> Option<Expiring> {
+    Some(Expiring {
+        what: What::Certificate,
+        role: role.into(),
+        subject: identity.names().ok()?.into_iter().next()?,
+        ends: certificate_not_after(identity.leaf())?,
+    })
 }
 
 /// What kind of thing expires.
@@ -141,11 +136,7 @@ pub fn expiring(items: &[Expiring], now: DateTime<Utc>) -> Vec<(Expiring, Urgenc
         .iter()
         .filter_map(|i| urgency(i.ends, now).map(|u| (i.clone(), u)))
         .collect();
-    soon.sort_by(|a, b| {
-        a.0.ends
-            .cmp(&b.0.ends)
-            .then_with(|| a.0.key().cmp(&b.0.key()))
-    });
+    soon.sort_by_cached_key(|(item, _)| (item.ends, item.key()));
     soon
 }
 

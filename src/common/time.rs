@@ -38,11 +38,16 @@ pub fn london(t: DateTime<Utc>) -> String {
 /// A time given by an operator: RFC 3339, or a date meaning midnight at the
 /// start of that day in Europe/London.
 pub fn parse_operator_time(s: &str) -> Option<DateTime<Utc>> {
-    use chrono::TimeZone;
     if let Some(t) = parse_timestamp(s) {
         return Some(t);
     }
-    let date = parse_date(s)?;
+    london_midnight(parse_date(s)?)
+}
+
+/// The start of `date` in Europe/London (midnight, or the first moment
+/// after it if the clocks skip it).
+pub fn london_midnight(date: NaiveDate) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone;
     London
         .from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
         .earliest()

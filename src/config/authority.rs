@@ -133,11 +133,6 @@ impl AuthorityConfig {
     pub fn partial_dir(&self) -> PathBuf {
         self.data_dir.join(PARTIAL_DIR)
     }
-
-    /// Whether `identity` is a configured `[[provider]]`.
-    pub fn serves(&self, identity: &str) -> bool {
-        self.providers.iter().any(|p| p.id == identity)
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -309,14 +309,7 @@ impl Observed {
 /// The provider's own certificate as an expiring thing: its first DNS name
 /// and its `notAfter`.
 pub fn own_certificate(config: &ProviderConfig) -> Option<Expiring> {
-    let subject = config.tls.identity.names().ok()?.into_iter().next()?;
-    let ends = expiry::certificate_not_after(config.tls.identity.leaf())?;
-    Some(Expiring {
-        what: What::Certificate,
-        role: "provider".into(),
-        subject,
-        ends,
-    })
+    expiry::own_certificate(&config.tls.identity, "provider")
 }
 
 /// The observer: every [`OBSERVE_EVERY`] until `shutdown`, reads the
