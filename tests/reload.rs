@@ -536,12 +536,15 @@ async fn a_change_that_needs_a_restart_is_reported_and_the_running_value_stays()
     site.write_config(
         "127.0.0.1:1",
         &["provider.test", "other.test"],
-        "partial_ttl_secs = 60\n",
+        "partial_ttl_secs = 60\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
         "",
     );
     let done = endpoint.reload.reload().await.expect("reloads");
     assert_eq!(done.changed, ["provider"]);
-    assert_eq!(done.needs_restart, ["listen", "partial_ttl_secs"]);
+    assert_eq!(
+        done.needs_restart,
+        ["listen", "partial_ttl_secs", "metrics.listen"]
+    );
     // Still on the address it was bound to, and other.test is served.
     let (mut client, _) = site
         .connect(endpoint.addr, &site.other)

@@ -143,6 +143,7 @@ fn needs_restart(old: &AuthorityConfig, new: &AuthorityConfig) -> Vec<String> {
         old.sync_every_bytes != new.sync_every_bytes,
     );
     differ("retention.inbox_days", old.inbox_days != new.inbox_days);
+    differ("metrics.listen", old.metrics != new.metrics);
     keys
 }
 
