@@ -405,7 +405,7 @@ impl ServerTls {
     /// allow-list. An empty allow-list is refused: it would make a listener
     /// that can serve nobody, and is always a mistake in a file.
     pub fn new(
-        identity: &Identity,
+        identity: Arc<Identity>,
         clients: &TrustAnchors,
         allow: AllowList,
     ) -> Result<Self, TlsError> {
@@ -414,11 +414,11 @@ impl ServerTls {
                 "the allow-list of client identities is empty".into(),
             )));
         }
-        let config = server_config(identity, clients, allow.clone())?;
+        let config = server_config(&identity, clients, allow.clone())?;
         Ok(Self {
             config,
             allow,
-            identity: Some(Arc::new(identity.clone())),
+            identity: Some(identity),
         })
     }
 

@@ -95,9 +95,6 @@ pub enum AuthorityError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The configuration's key cannot sign receipts.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
 }
 
 /// What [`serve_with`] does beyond serving: reloads asked for through
@@ -155,7 +152,10 @@ pub async fn serve_with(
         notify,
         metrics,
     } = options;
-    let signer = ReceiptSigner::new(&config.identity)?;
+    // The identity the listener presents, and the signer for it: shared by
+    // the start-up reconciliation and the live material.
+    let identity = Arc::new(config.identity.clone());
+    let signer = ReceiptSigner::new(&identity)?;
     let (state, inbox) = {
         let (data_dir, inbox_dir, code) = (
             config.data_dir.clone(),
@@ -173,17 +173,11 @@ pub async fn serve_with(
     };
 
     let server_tls = ServerTls::new(
-        &config.identity,
+        identity.clone(),
         &config.provider_anchors,
         config.allow_list(),
     )?;
-    let live = reload::Live::new(
-        &config,
-        server_tls
-            .identity()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(config.identity.clone())),
-    )?;
+    let live = reload::Live::new(&config, identity, signer);
     let server_tls = SharedServerTls::new(server_tls);
 
     // The endpoint's own tasks (the accept loop, the audit writer, the
@@ -227,7 +221,6 @@ pub async fn serve_with(
         })
     };
 
-    drop(signer);
     let shared = Arc::new(Shared {
         state: state.clone(),
         inbox,

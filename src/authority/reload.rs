@@ -42,23 +42,19 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    /// From a finished configuration and the identity its listener
-    /// presents.
+    /// From a finished configuration, the identity its listener presents
+    /// and the signer made from that identity.
     pub(crate) fn new(
         config: &AuthorityConfig,
         identity: Arc<Identity>,
-    ) -> Result<Self, ConfigError> {
-        let signer = ReceiptSigner::new(&identity).map_err(|e| ConfigError::Invalid {
-            path: config.path.clone(),
-            key: "tls.key".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
+        signer: ReceiptSigner,
+    ) -> Self {
+        Self {
             providers: config.providers.iter().map(|p| p.id.clone()).collect(),
             identity,
             signer,
             digests: digests(config),
-        })
+        }
     }
 
     /// The identity the listener presents now.
@@ -75,11 +71,15 @@ impl Live {
     /// one, or (for a connection accepted before a reload) the one it had.
     pub(crate) fn signer_for(
         &self,
-        presented: Option<&Identity>,
+        presented: Option<&Arc<Identity>>,
     ) -> Result<ReceiptSigner, ExchangeError> {
         match presented {
-            Some(identity) if *identity != *self.identity => ReceiptSigner::new(identity)
-                .map_err(|e| ExchangeError::Internal(InternalError::from(e))),
+            Some(identity)
+                if !Arc::ptr_eq(identity, &self.identity) && **identity != *self.identity =>
+            {
+                ReceiptSigner::new(identity)
+                    .map_err(|e| ExchangeError::Internal(InternalError::from(e)))
+            }
             _ => Ok(self.signer.clone()),
         }
     }
@@ -171,14 +171,7 @@ pub(crate) async fn reload(
             json!({ "config": path.display().to_string(), "error": e.to_string() }),
         ),
     };
-    let state = shared.state.clone();
-    let audited =
-        crate::common::blocking::blocking(move || state.audit(kind, "endpoint", &detail)).await;
-    match audited {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot audit a reload"),
-        Err(e) => tracing::error!(error = %e, "cannot audit a reload"),
-    }
+    shared.audit(kind, "endpoint", detail).await;
     let outcome = outcome.map(|(done, _)| done);
     crate::common::reload::log_outcome("authority endpoint", &path, &outcome);
     outcome
@@ -193,12 +186,14 @@ async fn load_and_swap(
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))??;
     // Built and checked in full before anything is replaced.
-    let tls = ServerTls::new(&new.identity, &new.provider_anchors, new.allow_list())?;
-    let identity = tls
-        .identity()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(new.identity.clone()));
-    let live = Live::new(&new, identity)?;
+    let identity = Arc::new(new.identity.clone());
+    let signer = ReceiptSigner::new(&identity).map_err(|e| ConfigError::Invalid {
+        path: new.path.clone(),
+        key: "tls.key".into(),
+        reason: e.to_string(),
+    })?;
+    let tls = ServerTls::new(identity.clone(), &new.provider_anchors, new.allow_list())?;
+    let live = Live::new(&new, identity, signer);
     let before = shared.live.load();
     let done = Reloaded::between(
         &before.digests,

@@ -127,7 +127,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<QueryTransferRequest>,
     ) -> Result<Response<TransferStatus>, Status> {
-        let provider = self.shared.caller(&request)?.provider;
+        let provider = self.shared.provider(&request)?.identity.clone();
         let transfer_id = request.into_inner().transfer_id;
         if !crate::common::names::is_transfer_id(&transfer_id) {
             return Err(ExchangeError::Invalid(format!(
@@ -271,22 +271,28 @@ impl Shared {
     /// refused here even on a connection it opened before), and the signer
     /// for the certificate this side presented on that connection.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ExchangeError> {
+        let peer = self.provider(request)?;
+        Ok(Caller {
+            provider: peer.identity.clone(),
+            signer: self.live.load().signer_for(peer.presented.as_ref())?,
+            client_certificate: peer.certificate_sha256.clone(),
+        })
+    }
+
+    /// The verified peer of `request`, if it is a provider on the
+    /// allow-list in use now.
+    fn provider<'r, T>(&self, request: &'r Request<T>) -> Result<&'r tls::Peer, ExchangeError> {
         let peer = request
             .extensions()
             .get::<tls::Peer>()
             .ok_or_else(|| ExchangeError::NotPermitted("no verified client certificate".into()))?;
-        let live = self.live.load();
-        if !live.serves(&peer.identity) {
+        if !self.live.load().serves(&peer.identity) {
             return Err(ExchangeError::NotPermitted(format!(
                 "{} is not a provider this endpoint serves",
                 peer.identity
             )));
         }
-        Ok(Caller {
-            provider: peer.identity.clone(),
-            signer: live.signer_for(peer.presented.as_deref())?,
-            client_certificate: peer.certificate_sha256.clone(),
-        })
+        Ok(peer)
     }
 
     async fn push(
@@ -631,7 +637,8 @@ impl Shared {
             .await;
     }
 
-    async fn audit(&self, kind: Kind, actor: &str, detail: serde_json::Value) {
+    /// Appends one audit entry off the async runtime; a failure is logged.
+    pub(crate) async fn audit(&self, kind: Kind, actor: &str, detail: serde_json::Value) {
         let state = self.state.clone();
         let actor = actor.to_string();
         let written = blocking(move || Ok(state.audit(kind, &actor, &detail)?)).await;

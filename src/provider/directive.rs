@@ -431,7 +431,7 @@ pub fn server_tls(config: &ProviderConfig) -> Result<Option<ServerTls>, TlsError
         .as_ref()
         .map(|d| {
             ServerTls::new(
-                &config.tls.identity,
+                Arc::new(config.tls.identity.clone()),
                 &d.anchors,
                 AllowList::new(d.regulators.iter().cloned()),
             )
