@@ -71,10 +71,10 @@ fn answer(registry: &Registry, request: &Request<Incoming>) -> Response<Full<Byt
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         response.headers_mut().insert(
             hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static("GET"),
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
         );
         return response;
     }
