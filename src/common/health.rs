@@ -109,19 +109,26 @@ pub fn probe_dir(dir: &std::path::Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
 
     use super::*;
+    use crate::common::shutdown::Drained;
 
+    /// The probe is held inside its folder work until the test lets it go:
+    /// while it is held, stopping cannot finish; once it is let go, it
+    /// does, with the probe's work done.
     #[tokio::test]
     async fn stopping_waits_for_a_probe_that_is_running() {
         let (reporter, _service) = tonic_health::server::health_reporter();
         let started = Arc::new(tokio::sync::Notify::new());
         let finished = Arc::new(AtomicBool::new(false));
+        let (release, held) = mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
         let probe: Probe = {
             let (started, finished) = (started.clone(), finished.clone());
             Arc::new(move || {
                 started.notify_one();
-                std::thread::sleep(Duration::from_millis(300));
+                let _ = held.lock().expect("one probe at a time").recv();
                 finished.store(true, Ordering::SeqCst);
                 Ok(())
             })
@@ -130,14 +137,16 @@ mod tests {
         watch(reporter, &["test.Service"], probe, "test", &shutdown);
         started.notified().await;
         shutdown.cancel();
-        let drained = shutdown.drain(Duration::from_secs(30), "test").await;
-        assert!(matches!(
-            drained,
-            crate::common::shutdown::Drained::Finished
-        ));
+        // Held: the task must still be running however long this waits.
+        let drained = shutdown.drain(Duration::from_millis(500), "test").await;
         assert!(
-            finished.load(Ordering::SeqCst),
-            "the probe's files may still be on disk when its task has ended"
+            matches!(drained, Drained::Expired { running: 1 }),
+            "stopping ended with the probe still in the folders: {drained:?}"
         );
+        assert!(!finished.load(Ordering::SeqCst));
+        release.send(()).expect("the probe waits");
+        let drained = shutdown.drain(Duration::from_secs(60), "test").await;
+        assert!(matches!(drained, Drained::Finished), "{drained:?}");
+        assert!(finished.load(Ordering::SeqCst));
     }
 }
