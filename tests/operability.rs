@@ -576,3 +576,23 @@ async fn assert_a_watcher_sees_the_drain(
         .expect("a status");
     assert_eq!(next.status, ServingStatus::NotServing as i32);
 }
+
+/// A `[metrics] listen` address already in use stops `provider run` before
+/// it serves, naming the address and the file that asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_address_in_use_is_refused_naming_it_and_the_file() {
+    let net = Net::start(&["E09000002"]).await;
+    let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    net.append_config(&format!("[metrics]\nlisten = \"{addr}\"\n"));
+    let out = tokio::time::timeout(PATIENCE, net.run(&["provider", "run"]))
+        .await
+        .expect("provider run stops at once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (`metrics.listen` in "))
+            && stderr.contains("provider.toml"),
+        "{stderr}"
+    );
+}

@@ -217,17 +217,7 @@ fn serve(config: AuthorityConfig) -> Outcome {
             "mishare authority endpoint for {} listening on {local}",
             config.code
         );
-        let metrics = match config.metrics {
-            Some(listen) => Some(tokio::net::TcpListener::bind(listen).await.with_context(
-                || {
-                    format!(
-                        "cannot listen on {listen} (`metrics.listen` in {})",
-                        config.path.display()
-                    )
-                },
-            )?),
-            None => None,
-        };
+        let metrics = super::bind_metrics(config.metrics, &config.path).await?;
         let options = authority::ServeOptions {
             reloads: Some(reloads),
             notify: mishare::common::notify::Notifier::from_env(),

@@ -188,6 +188,27 @@ pub(crate) fn fail(code: u8, error: &anyhow::Error) -> u8 {
     code
 }
 
+/// Binds `[metrics] listen`, if configured; the error names the address
+/// and the configuration file it came from.
+pub(crate) async fn bind_metrics(
+    listen: Option<std::net::SocketAddr>,
+    config: &std::path::Path,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context;
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} (`metrics.listen` in {})",
+                config.display()
+            )
+        })?;
+    Ok(Some(listener))
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MISHARE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -153,10 +153,7 @@ pub(crate) fn run(command: &ProviderCommand, global: &Global) -> Outcome {
             let mut daemon = provider::Daemon::open(config.clone(), options, &shutdown).await?;
             mishare::common::reload::reload_on_sighup(daemon.reload_handle(), &shutdown)
                 .context("cannot listen for SIGHUP")?;
-            if let Some(listen) = config.metrics {
-                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-                    format!("cannot listen on {listen} (`metrics.listen` in {})", config.path.display())
-                })?;
+            if let Some(listener) = super::bind_metrics(config.metrics, &config.path).await? {
                 daemon.serve_metrics(listener);
             }
             let directive = match &config.directive {
