@@ -761,17 +761,36 @@ async fn a_rotated_provider_certificate_is_the_one_the_daemons_next_push_present
     assert_eq!(accepted_with(&net, CODE), [fingerprint(&new.cert_der)]);
     assert_ne!(fingerprint(&new.cert_der), fingerprint(&old_der));
 
-    // The reload is in the provider's audit log.
+    // A CA file replaced under the same path (a second anchor added) is a
+    // change, though the path is the same: what was loaded is compared,
+    // not the file as it is now.
+    let ca = std::fs::read_to_string(net.path("certs/ca.pem")).expect("ca");
+    let bundle = format!("{ca}{}", DevCa::new("next CA").expect("ca").cert_pem());
+    std::fs::write(net.path("certs/ca.pem"), &bundle).expect("ca");
+    let done = d.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["tls.ca"]);
+    let done = d.reload().await.expect("reloads");
+    assert!(done.changed.is_empty(), "{done:?}");
+
+    // The reloads are in the provider's audit log.
     let entries = net.store().audit_entries(None).expect("audit");
-    let reloaded: Vec<_> = entries
+    let reloaded: Vec<serde_json::Value> = entries
         .iter()
         .filter(|e| e.kind == "config_reloaded")
+        .map(|e| serde_json::from_str(&e.detail).expect("json"))
         .collect();
-    assert_eq!(reloaded.len(), 1);
-    let detail: serde_json::Value = serde_json::from_str(&reloaded[0].detail).expect("json");
+    assert_eq!(reloaded.len(), 3);
+    assert_eq!(reloaded[0]["changed"], serde_json::json!(["tls.cert"]));
     assert_eq!(
-        detail["sha256"]["tls.cert"],
+        reloaded[0]["sha256"]["tls.cert"],
         serde_json::json!(fingerprint(&new.cert_der))
+    );
+    assert_eq!(reloaded[1]["changed"], serde_json::json!(["tls.ca"]));
+    assert_eq!(
+        reloaded[1]["sha256"]["tls.ca"],
+        serde_json::json!(mishare::common::encoding::hex(&Sha256::digest(
+            bundle.as_bytes()
+        )))
     );
 }
 

@@ -14,7 +14,7 @@
 //! then stops them (recorded as failed, to resume on the next start) and
 //! drains everything else.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +170,11 @@ pub struct Daemon {
     notify: Notifier,
     reload: ReloadHandle,
     reloads: ReloadRequests,
+    /// The digests of the reloadable parts as they were loaded (at open,
+    /// or by the last reload that succeeded): what the next reload
+    /// compares against. Not read again from disk, so a file replaced under
+    /// the same path shows as changed.
+    digests: BTreeMap<String, String>,
     /// Its metrics, once [`Daemon::serve_metrics`] is called.
     metrics: Option<Arc<ProviderMetrics>>,
     /// The `Directive` listener's TLS, which a reload replaces; `None`
@@ -223,6 +228,7 @@ impl Daemon {
         let directive_tls = directive::server_tls(&config)?.map(SharedServerTls::new);
         let (reload, reloads) = reload::channel();
         Ok(Self {
+            digests: super::reload::digests(&config),
             directive_tls,
             notify: options.notify,
             reload,
@@ -287,9 +293,7 @@ impl Daemon {
         outcome
     }
 
-    async fn load_and_swap(
-        &mut self,
-    ) -> Result<(Reloaded, std::collections::BTreeMap<String, String>), ReloadError> {
+    async fn load_and_swap(&mut self) -> Result<(Reloaded, BTreeMap<String, String>), ReloadError> {
         let path = self.config.path.clone();
         let new = crate::common::blocking::blocking(move || ProviderConfig::load(&path))
             .await
@@ -301,17 +305,14 @@ impl Daemon {
         let courier = self.courier.reconfigured(next.clone())?;
         let directive_tls = directive::server_tls(&next)?;
         let digests = super::reload::digests(&next);
-        let done = Reloaded::between(
-            &super::reload::digests(&self.config),
-            &digests,
-            needs_restart,
-        );
+        let done = Reloaded::between(&self.digests, &digests, needs_restart);
         self.pipeline = Pipeline::new(next.clone(), self.store.clone(), self.actor.clone());
         self.courier = courier;
         if let (Some(shared), Some(fresh)) = (&self.directive_tls, directive_tls) {
             shared.replace(fresh);
         }
         self.config = next;
+        self.digests = digests.clone();
         if let (Some(m), Some(own)) = (&self.metrics, metrics::own_certificate(&self.config)) {
             m.certificate(&own.role, &own.subject, own.ends);
         }
