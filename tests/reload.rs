@@ -803,6 +803,13 @@ async fn a_rotated_provider_certificate_is_the_one_the_directive_listener_presen
     let listener = net.directive_listener().await;
     let addr = listener.local_addr().expect("addr");
     drop(listener);
+    // DWP's CA in a file of its own, so a change to it is the Directive
+    // listener's alone.
+    std::fs::copy(net.path("certs/ca.pem"), net.path("certs/dwp-ca.pem")).expect("copy");
+    net.edit_config(
+        "ca = \"certs/ca.pem\"\nregulators",
+        "ca = \"certs/dwp-ca.pem\"\nregulators",
+    );
     let old = std::fs::read(net.path("certs/provider.pem")).expect("cert");
     let old_der = CertificateDer::from_pem_slice(&old).expect("pem");
     let stop = Shutdown::new();
@@ -866,6 +873,39 @@ async fn a_rotated_provider_certificate_is_the_one_the_directive_listener_presen
         answer.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+
+    // DWP's CA file replaced under the same path (a second anchor added):
+    // reloaded, reported and audited as a change of its own, and DWP
+    // still connects.
+    let ca = std::fs::read_to_string(net.path("certs/dwp-ca.pem")).expect("ca");
+    let bundle = format!("{ca}{}", DevCa::new("next DWP CA").expect("ca").cert_pem());
+    std::fs::write(net.path("certs/dwp-ca.pem"), &bundle).expect("ca");
+    let done = reload.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["directive.ca"]);
+    assert!(done.needs_restart.is_empty(), "{done:?}");
+    let (_again, seen) = connect(dwp()).await;
+    assert_eq!(seen, new.cert_der);
+    let entries = net.store().audit_entries(None).expect("audit");
+    let last = entries
+        .iter()
+        .rfind(|e| e.kind == "config_reloaded")
+        .expect("audited");
+    let detail: serde_json::Value = serde_json::from_str(&last.detail).expect("json");
+    assert_eq!(detail["changed"], serde_json::json!(["directive.ca"]));
+    assert_eq!(
+        detail["sha256"]["directive.ca"],
+        serde_json::json!(mishare::common::encoding::hex(&Sha256::digest(
+            bundle.as_bytes()
+        )))
+    );
+
+    // A [directive] that waits for a restart keeps the anchors it has: the
+    // CA file put back is no change it took in.
+    std::fs::write(net.path("certs/dwp-ca.pem"), &ca).expect("ca");
+    net.edit_config(&format!("listen = \"{addr}\""), "listen = \"127.0.0.1:1\"");
+    let done = reload.reload().await.expect("reloads");
+    assert_eq!(done.needs_restart, ["directive"]);
+    assert!(done.changed.is_empty(), "{done:?}");
 
     stop.cancel();
     running

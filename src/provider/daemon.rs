@@ -304,7 +304,7 @@ impl Daemon {
         // certificate is refused here.
         let courier = self.courier.reconfigured(next.clone())?;
         let directive_tls = directive::server_tls(&next)?;
-        let digests = super::reload::digests(&next);
+        let digests = super::reload::digests_after(&self.digests, &next, &needs_restart);
         let done = Reloaded::between(&self.digests, &digests, needs_restart);
         self.pipeline = Pipeline::new(next.clone(), self.store.clone(), self.actor.clone());
         self.courier = courier;
