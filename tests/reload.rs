@@ -579,6 +579,11 @@ impl NotifySocket {
     /// Starts `mishare ARGS` in `dir`, told to notify this socket and to
     /// keep a 200 ms watchdog fed.
     fn spawn(&self, dir: &Path, args: &[&str]) -> KillOnDrop {
+        self.spawn_with_stderr(dir, args, Stdio::null())
+    }
+
+    /// [`NotifySocket::spawn`], its standard error (the log) to `stderr`.
+    fn spawn_with_stderr(&self, dir: &Path, args: &[&str], stderr: Stdio) -> KillOnDrop {
         KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_mishare"))
                 .args(args)
@@ -588,7 +593,7 @@ impl NotifySocket {
                 .env("WATCHDOG_USEC", "200000")
                 .env_remove("WATCHDOG_PID")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .expect("mishare starts"),
         )
@@ -960,23 +965,82 @@ async fn rotated_recipients_seal_the_next_run_and_a_bad_one_is_refused() {
     );
 }
 
+/// Lines of a child's standard error, read as they come.
+struct Log(std::sync::mpsc::Receiver<String>);
+
+impl Log {
+    fn of(child: &mut KillOnDrop) -> Self {
+        use std::io::BufRead;
+        let stderr = child.0.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// Reads until a line contains `text`; panics after a minute.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {text:?} in the log: {e}"),
+            }
+        }
+    }
+}
+
+/// Writes a provider certificate for `PROVIDER_ID` that ends in `days`,
+/// with its key; returns when it ends as the log writes it.
+fn provider_certificate_ending_in(net: &Net, days: u32) -> String {
+    let issued = net
+        .ca
+        .issue(
+            PROVIDER_ID,
+            Usage::ClientAndServer,
+            Validity::ExpiresInDays(days),
+        )
+        .expect("issue");
+    std::fs::write(net.path("certs/provider.pem"), &issued.cert_pem).expect("cert");
+    write_private_key(&net.path("certs/provider.key"), &issued.key_pem);
+    let ends = mishare::common::expiry::certificate_not_after(&issued.cert_der).expect("ends");
+    mishare::common::time::timestamp(ends)
+}
+
 /// `mishare provider run` under a notify socket: READY=1 once the
 /// Directive listener accepts connections, a real SIGHUP answered with
-/// RELOADING=1 and READY=1, and SIGTERM with STOPPING=1.
+/// RELOADING=1 and READY=1, and SIGTERM with STOPPING=1. Its expiry
+/// warnings describe its own certificate as last reloaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_provider_binary_tells_systemd_when_ready_reloading_and_stopping() {
     let mut net = Net::start(&[CODE]).await;
     let directive = net.directive_listener().await;
     let addr = directive.local_addr().expect("addr");
     drop(directive);
+    let first_ends = provider_certificate_ending_in(&net, 20);
     let notify = NotifySocket::bind(net.dir.path());
-    let child = notify.spawn(net.dir.path(), &["provider", "run"]);
+    let mut child = notify.spawn_with_stderr(net.dir.path(), &["provider", "run"], Stdio::piped());
+    let log = Log::of(&mut child);
     assert_eq!(notify.next(), "READY=1\n");
     tokio::net::TcpStream::connect(addr)
         .await
         .expect("the Directive listener accepts right after READY=1");
     assert_eq!(notify.next(), "WATCHDOG=1\n");
+    log.wait_for(&format!(
+        "the provider certificate of {PROVIDER_ID} expires within 30 days (not after {first_ends})"
+    ));
 
+    // Renewed, by a certificate that ends sooner (more urgent, so warned
+    // of at once): the warning is about the certificate now in use.
+    let renewed_ends = provider_certificate_ending_in(&net, 3);
     signal(&child, "HUP");
     assert!(
         notify
@@ -984,10 +1048,12 @@ async fn the_provider_binary_tells_systemd_when_ready_reloading_and_stopping() {
             .starts_with("RELOADING=1\nMONOTONIC_USEC=")
     );
     assert_eq!(notify.next_not_watchdog(), "READY=1\n");
+    log.wait_for(&format!(
+        "the provider certificate of {PROVIDER_ID} expires within 7 days (not after {renewed_ends})"
+    ));
 
     signal(&child, "TERM");
     assert_eq!(notify.next_not_watchdog(), "STOPPING=1\n");
-    let mut child = child;
     let status = child.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "{status:?}");
     let entries = net.store().audit_entries(None).expect("audit");

@@ -175,6 +175,9 @@ pub struct Daemon {
     /// compares against. Not read again from disk, so a file replaced under
     /// the same path shows as changed.
     digests: BTreeMap<String, String>,
+    /// The provider's own certificate in use, for the metrics and the
+    /// observer's expiry warnings; a reload replaces it.
+    own_certificate: metrics::OwnCertificate,
     /// Its metrics, once [`Daemon::serve_metrics`] is called.
     metrics: Option<Arc<ProviderMetrics>>,
     /// The `Directive` listener's TLS, which a reload replaces; `None`
@@ -229,6 +232,7 @@ impl Daemon {
         let (reload, reloads) = reload::channel();
         Ok(Self {
             digests: super::reload::digests(&config),
+            own_certificate: metrics::OwnCertificate::of(&config),
             directive_tls,
             notify: options.notify,
             reload,
@@ -313,7 +317,8 @@ impl Daemon {
         }
         self.config = next;
         self.digests = digests.clone();
-        if let (Some(m), Some(own)) = (&self.metrics, metrics::own_certificate(&self.config)) {
+        let own = self.own_certificate.set(&self.config);
+        if let (Some(m), Some(own)) = (&self.metrics, own) {
             m.certificate(&own.role, &own.subject, own.ends);
         }
         Ok((done, digests))
@@ -324,7 +329,7 @@ impl Daemon {
     /// [`Daemon::run`].
     pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) {
         let metrics = ProviderMetrics::new();
-        if let Some(own) = metrics::own_certificate(&self.config) {
+        if let Some(own) = self.own_certificate.get() {
             metrics.certificate(&own.role, &own.subject, own.ends);
         }
         crate::common::metrics::serve(listener, metrics.registry(), &self.shutdown);
@@ -671,7 +676,12 @@ impl Daemon {
                 }
             });
         }
-        metrics::observe(self.config.clone(), self.metrics.clone(), &self.shutdown);
+        metrics::observe(
+            &self.config.data_dir,
+            self.own_certificate.clone(),
+            self.metrics.clone(),
+            &self.shutdown,
+        );
         tracing::info!(
             reports = self.config.reports.len(),
             authorities = self.config.authorities.len(),

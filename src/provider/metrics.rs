@@ -10,9 +10,11 @@
 //! scrape only encodes what is in memory and never waits for the store.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -312,21 +314,46 @@ pub fn own_certificate(config: &ProviderConfig) -> Option<Expiring> {
     expiry::own_certificate(&config.tls.identity, "provider")
 }
 
+/// The provider's own certificate in use: set from the configuration the
+/// daemon opened with and again by each reload, and read by the observer
+/// at each look, so its warnings describe the certificate in use now.
+#[derive(Debug, Clone, Default)]
+pub struct OwnCertificate(Arc<ArcSwapOption<Expiring>>);
+
+impl OwnCertificate {
+    /// `config`'s.
+    pub fn of(config: &ProviderConfig) -> Self {
+        let own = Self::default();
+        own.set(config);
+        own
+    }
+
+    /// From now on `config`'s; returns it.
+    pub fn set(&self, config: &ProviderConfig) -> Option<Expiring> {
+        let own = own_certificate(config);
+        self.0.store(own.clone().map(Arc::new));
+        own
+    }
+
+    /// The one in use now.
+    pub fn get(&self) -> Option<Expiring> {
+        self.0.load_full().map(|own| (*own).clone())
+    }
+}
+
 /// The observer: every [`OBSERVE_EVERY`] until `shutdown`, reads the
-/// database on a connection of its own, refreshes `metrics` (if served)
-/// and logs what expires within 30 days, once a day each.
+/// database under `data_dir` on a connection of its own, refreshes
+/// `metrics` (if served) and logs what expires within 30 days (the
+/// provider's own certificate as `own` has it then), once a day each.
 pub fn observe(
-    config: Arc<ProviderConfig>,
+    data_dir: &Path,
+    own: OwnCertificate,
     metrics: Option<Arc<ProviderMetrics>>,
     shutdown: &Shutdown,
 ) {
-    let own = own_certificate(&config);
-    if let (Some(m), Some(own)) = (&metrics, &own) {
-        m.certificate(&own.role, &own.subject, own.ends);
-    }
+    let data_dir = data_dir.to_path_buf();
     let stop = shutdown.clone();
     shutdown.spawn(async move {
-        let data_dir = config.data_dir.clone();
         let store = match blocking(move || Store::open(&data_dir)).await {
             Ok(Ok(store)) => Arc::new(Mutex::new(store)),
             Ok(Err(e)) => {
@@ -353,7 +380,7 @@ pub fn observe(
                         m.refresh(&observed, now);
                     }
                     let mut items = observed.expiring();
-                    items.extend(own.clone());
+                    items.extend(own.get());
                     for (item, urgency) in warnings.due(&items, now) {
                         tracing::warn!(
                             what = ?item.what,
