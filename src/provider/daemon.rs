@@ -166,7 +166,8 @@ pub struct Daemon {
     abort: CancellationToken,
     limit: Arc<Semaphore>,
     inflight: HashSet<i64>,
-    pushes: JoinSet<(i64, Delivered)>,
+    /// Each finished push: the delivery's id and LA, and how it ended.
+    pushes: JoinSet<(i64, String, Delivered)>,
     notify: Notifier,
     reload: ReloadHandle,
     reloads: ReloadRequests,
@@ -513,35 +514,36 @@ impl Daemon {
                 let outcome = push::deliver(&courier, &delivery).await;
                 if let Some(m) = &metrics {
                     m.push_took(started.elapsed());
-                    m.delivery(
-                        &delivery.la,
-                        match &outcome {
-                            Delivered::Delivered { .. } => metrics::Outcome::Delivered,
-                            Delivered::Refused { reason, .. } => {
-                                m.gate_refusal(*reason);
-                                metrics::Outcome::Refused
-                            }
-                            Delivered::Failed(f) if f.is_dead() => metrics::Outcome::Dead,
-                            Delivered::Failed(_) => metrics::Outcome::Failed,
-                        },
-                    );
                 }
-                (delivery.id, outcome)
+                (delivery.id, delivery.la, outcome)
             });
         }
         Ok(next)
     }
 
-    /// Handles one finished push: a failure is tried again later with
-    /// backoff, or becomes dead.
-    async fn finished(&mut self, id: i64, outcome: Delivered) -> Result<(), DaemonError> {
+    /// Handles one finished push to `la`: a failure is tried again later
+    /// with backoff, or becomes dead. Counts how it ended in the metrics.
+    async fn finished(&mut self, id: i64, la: &str, outcome: Delivered) -> Result<(), DaemonError> {
         self.inflight.remove(&id);
+        let count = |outcome| {
+            if let Some(m) = &self.metrics {
+                m.delivery(la, outcome);
+            }
+        };
         match outcome {
-            Delivered::Delivered { .. } => tracing::info!(delivery = id, "delivered"),
+            Delivered::Delivered { .. } => {
+                count(metrics::Outcome::Delivered);
+                tracing::info!(delivery = id, "delivered");
+            }
             Delivered::Refused { reason, .. } => {
+                if let Some(m) = &self.metrics {
+                    m.gate_refusal(reason);
+                }
+                count(metrics::Outcome::Refused);
                 tracing::warn!(delivery = id, %reason, "refused by the gate");
             }
             Delivered::Failed(failure) if failure.is_dead() => {
+                count(metrics::Outcome::Dead);
                 tracing::error!(delivery = id, error = %failure, "delivery dead");
             }
             Delivered::Failed(failure) => {
@@ -561,9 +563,11 @@ impl Daemon {
                     .await??;
                 match next {
                     outbox::AfterFailure::RetryAt(at) => {
+                        count(metrics::Outcome::Failed);
                         tracing::warn!(delivery = id, error = %failure, retry_at = %at, "delivery failed; will retry");
                     }
                     outbox::AfterFailure::Dead => {
+                        count(metrics::Outcome::Dead);
                         tracing::error!(delivery = id, error = %failure, "delivery dead: out of attempts or time");
                     }
                 }
@@ -576,7 +580,7 @@ impl Daemon {
     pub async fn settle(&mut self) -> Result<(), DaemonError> {
         while let Some(joined) = self.pushes.join_next().await {
             match joined {
-                Ok((id, outcome)) => self.finished(id, outcome).await?,
+                Ok((id, la, outcome)) => self.finished(id, &la, outcome).await?,
                 Err(e) => tracing::error!(error = %e, "a push task failed"),
             }
         }
@@ -734,8 +738,8 @@ impl Daemon {
                 }
                 Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
                     match joined {
-                        Ok((id, outcome)) => {
-                            if let Err(e) = self.finished(id, outcome).await {
+                        Ok((id, la, outcome)) => {
+                            if let Err(e) = self.finished(id, &la, outcome).await {
                                 tracing::error!(error = %e, "cannot record a push's outcome");
                             }
                         }
