@@ -28,7 +28,7 @@ use crate::common::expiry::{self, DailyWarnings, Expiring, What};
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::ProviderConfig;
 use crate::provider::gate::Reason;
-use crate::provider::store::{OutboxSummary, PeerCertificate, Store, StoreError};
+use crate::provider::store::{OutboxSummary, PeerCertificate, SharedStore, Store, StoreError};
 
 /// How often the observer reads the database.
 pub const OBSERVE_EVERY: Duration = Duration::from_secs(5);
@@ -354,8 +354,8 @@ pub fn observe(
     let data_dir = data_dir.to_path_buf();
     let stop = shutdown.clone();
     shutdown.spawn(async move {
-        let store = match blocking(move || Store::open(&data_dir)).await {
-            Ok(Ok(store)) => Arc::new(Mutex::new(store)),
+        let store = match blocking(move || SharedStore::open(&data_dir)).await {
+            Ok(Ok(store)) => store,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the observer cannot open the state; no metrics \
                     from the database and no expiry warnings");
@@ -368,11 +368,7 @@ pub fn observe(
         };
         let mut warnings = DailyWarnings::default();
         loop {
-            let reading = store.clone();
-            let observed = blocking(move || {
-                Observed::read(&reading.lock().unwrap_or_else(PoisonError::into_inner))
-            })
-            .await;
+            let observed = store.run(|store| Observed::read(store)).await;
             let now = Utc::now();
             match observed {
                 Ok(Ok(observed)) => {
