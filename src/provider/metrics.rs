@@ -24,9 +24,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::common::blocking::blocking;
-use crate::common::expiry::{self, DailyWarnings, Expiring, What};
+use crate::common::expiry::{self, DailyWarnings, Expiring};
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::ProviderConfig;
+use crate::provider::expiry as provider_expiry;
 use crate::provider::gate::Reason;
 use crate::provider::store::{OutboxSummary, PeerCertificate, SharedStore, Store, StoreError};
 
@@ -247,12 +248,14 @@ impl ProviderMetrics {
         let las: HashSet<String> = observed
             .agreements
             .iter()
-            .map(|(la, _)| la.clone())
+            .map(|a| a.subject.clone())
             .collect();
-        for (la, ends) in &observed.agreements {
+        for a in &observed.agreements {
             self.agreement_expiry
-                .get_or_create(&LaLabels { la: la.clone() })
-                .set(ends.timestamp());
+                .get_or_create(&LaLabels {
+                    la: a.subject.clone(),
+                })
+                .set(a.ends.timestamp());
         }
         for gone in shown.0.difference(&las) {
             self.agreement_expiry.remove(&LaLabels { la: gone.clone() });
@@ -270,8 +273,9 @@ impl ProviderMetrics {
 pub struct Observed {
     pub outbox: OutboxSummary,
     pub last_success: Vec<(String, DateTime<Utc>)>,
-    /// Each LA's current agreement's end (not revoked, with an expiry).
-    pub agreements: Vec<(String, DateTime<Utc>)>,
+    /// Each LA's current agreement (not revoked, with an expiry): its
+    /// subject is the LA code.
+    pub agreements: Vec<Expiring>,
     pub peers: Vec<PeerCertificate>,
 }
 
@@ -284,7 +288,7 @@ impl Observed {
             agreements: store
                 .agreement_expiries()?
                 .into_iter()
-                .map(|(la, last_day)| (la, expiry::agreement_ends(last_day)))
+                .map(|(la, last_day)| provider_expiry::agreement(la, last_day))
                 .collect(),
             peers: store.peer_certificates()?,
         })
@@ -292,19 +296,8 @@ impl Observed {
 
     /// What expires, for warnings: agreements and peers' certificates.
     pub fn expiring(&self) -> Vec<Expiring> {
-        let agreements = self.agreements.iter().map(|(la, ends)| Expiring {
-            what: What::Agreement,
-            role: "agreement".into(),
-            subject: la.clone(),
-            ends: *ends,
-        });
-        let peers = self.peers.iter().map(|p| Expiring {
-            what: What::Certificate,
-            role: p.role.clone(),
-            subject: p.subject.clone(),
-            ends: p.not_after,
-        });
-        agreements.chain(peers).collect()
+        let peers = self.peers.iter().map(provider_expiry::peer);
+        self.agreements.iter().cloned().chain(peers).collect()
     }
 }
 
