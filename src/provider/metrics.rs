@@ -57,9 +57,9 @@ struct LaLabels {
 
 /// `{role, subject}` of a certificate's expiry.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertificateLabels {
-    pub role: String,
-    pub subject: String,
+struct CertificateLabels {
+    role: String,
+    subject: String,
 }
 
 /// How a delivery ended, as `mishare_deliveries_total{outcome}` counts it.
@@ -99,9 +99,9 @@ pub struct ProviderMetrics {
     report_last_success: Family<ReportLabels, Gauge>,
     agreement_expiry: Family<LaLabels, Gauge>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
-    /// The LAs and peers whose expiry series are set, so the observer can
+    /// The LAs whose agreement expiry series are set, so the observer can
     /// remove those that went away.
-    shown: Mutex<(HashSet<String>, HashSet<CertificateLabels>)>,
+    shown: Mutex<HashSet<String>>,
 }
 
 impl ProviderMetrics {
@@ -218,13 +218,6 @@ impl ProviderMetrics {
         self.certificate_expiry
             .get_or_create(&labels)
             .set(not_after.timestamp());
-        self.lock_shown().1.insert(labels);
-    }
-
-    fn lock_shown(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashSet<String>, HashSet<CertificateLabels>)> {
-        self.shown.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the gauges read from the database.
@@ -244,7 +237,7 @@ impl ProviderMetrics {
                 })
                 .set(at.timestamp());
         }
-        let mut shown = self.lock_shown();
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
         let las: HashSet<String> = observed
             .agreements
             .iter()
@@ -257,10 +250,10 @@ impl ProviderMetrics {
                 })
                 .set(a.ends.timestamp());
         }
-        for gone in shown.0.difference(&las) {
+        for gone in shown.difference(&las) {
             self.agreement_expiry.remove(&LaLabels { la: gone.clone() });
         }
-        shown.0 = las;
+        *shown = las;
         drop(shown);
         for peer in &observed.peers {
             self.certificate(&peer.role, &peer.subject, peer.not_after);
