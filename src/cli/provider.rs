@@ -376,7 +376,7 @@ pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
     } else {
         None
     };
-    let plan = Plan::read(&config, store.as_mut(), at);
+    let plan = Plan::read(&config, store.as_mut(), at)?;
     let out = match args.format {
         PlanFormat::Text => plan.text(),
         PlanFormat::Json => serde_json::to_string_pretty(&plan.to_json()).context("JSON")? + "\n",
