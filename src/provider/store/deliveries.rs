@@ -326,20 +326,16 @@ impl Store {
 
     /// Deliveries in `state`, in id order.
     pub fn deliveries_in(&self, state: DeliveryState) -> Result<Vec<Delivery>, StoreError> {
-        match state {
-            DeliveryState::Dead => self.deliveries_where(
-                select_deliveries!("WHERE state = 'dead' AND abandoned_at IS NULL ORDER BY id"),
-                [],
-            ),
-            DeliveryState::Abandoned => self.deliveries_where(
-                select_deliveries!("WHERE state = 'dead' AND abandoned_at IS NOT NULL ORDER BY id"),
-                [],
-            ),
-            _ => self.deliveries_where(
-                select_deliveries!("WHERE state = ?1 ORDER BY id"),
-                [state.as_str()],
-            ),
-        }
+        // An abandoned delivery is stored as dead with `abandoned_at` set;
+        // the schema's triggers let no other state have it.
+        let (stored, abandoned) = match state {
+            DeliveryState::Abandoned => (DeliveryState::Dead, true),
+            other => (other, false),
+        };
+        self.deliveries_where(
+            select_deliveries!("WHERE state = ?1 AND (abandoned_at IS NOT NULL) = ?2 ORDER BY id"),
+            params![stored.as_str(), abandoned],
+        )
     }
 
     /// Marks a push attempt as begun.
