@@ -519,9 +519,10 @@ impl Store {
     /// Ends dead delivery `id` for good (`mishare abandon`): records who,
     /// when and why, forgets its spooled file and audits the step, in one
     /// transaction. Returns the spooled file, which the caller now removes.
-    /// The caller has checked that it is dead; a delivery that stopped being
-    /// dead meanwhile (requeued by `mishare retry`) is not touched and
-    /// [`StoreError::NotDead`] says so.
+    /// Refuses, in this order, a delivery that does not exist, one that is
+    /// not dead ([`StoreError::NotDead`], also when it stopped being dead
+    /// meanwhile, requeued by `mishare retry`: it is not touched) and a
+    /// blank reason.
     pub fn abandon_dead(
         &mut self,
         id: i64,
@@ -529,10 +530,13 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<PathBuf>, StoreError> {
+        let d = self.delivery(id)?;
+        if d.state != DeliveryState::Dead {
+            return Err(StoreError::NotDead { id, state: d.state });
+        }
         if reason.trim().is_empty() {
             return Err(StoreError::NoReason);
         }
-        let d = self.delivery(id)?;
         let tx = self.write()?;
         let changed = tx.execute(
             "UPDATE deliveries SET abandoned_at = ?2, abandoned_by = ?3, abandon_reason = ?4,
