@@ -696,7 +696,7 @@ impl Daemon {
         let mut watchdog = WatchdogTicks::new(&self.notify);
         let mut watch = self.watch.clone();
         let shutdown = self.shutdown.clone();
-        loop {
+        'run: loop {
             let now = Utc::now();
             if let Err(e) = self.schedule(now).await {
                 tracing::error!(error = %e, "the scheduler failed; trying again shortly");
@@ -726,33 +726,44 @@ impl Daemon {
                         .unwrap_or_default()
                         .min(MAX_SLEEP)
                 });
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wake) => {}
-                () = watchdog.tick() => {}
-                Some(request) = self.reloads.next() => {
-                    self.notify.reloading();
-                    let outcome = self.reload().await;
-                    self.notify.ready();
-                    request.answer(outcome);
-                }
-                Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
-                    match joined {
-                        Ok((id, la, outcome)) => {
-                            if let Err(e) = self.finished(id, &la, outcome).await {
-                                tracing::error!(error = %e, "cannot record a push's outcome");
+            let sleep = tokio::time::sleep(wake);
+            tokio::pin!(sleep);
+            // Waiting is not being stuck: a watchdog tick is fed here and the
+            // wait goes on, with no pass round the loop. A loop stuck in a
+            // step above (or in one below) never gets here to feed it.
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'run,
+                    () = &mut sleep => {}
+                    () = watchdog.tick() => {
+                        self.notify.watchdog();
+                        continue;
+                    }
+                    Some(request) = self.reloads.next() => {
+                        self.notify.reloading();
+                        let outcome = self.reload().await;
+                        self.notify.ready();
+                        request.answer(outcome);
+                    }
+                    Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
+                        match joined {
+                            Ok((id, la, outcome)) => {
+                                if let Err(e) = self.finished(id, &la, outcome).await {
+                                    tracing::error!(error = %e, "cannot record a push's outcome");
+                                }
                             }
+                            Err(e) => tracing::error!(error = %e, "a push task failed"),
                         }
-                        Err(e) => tracing::error!(error = %e, "a push task failed"),
+                    }
+                    () = watch.changed() => {
+                        match self.refuse_withheld().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(deliveries = n, "queued deliveries refused by the gate"),
+                            Err(e) => tracing::error!(error = %e, "cannot ask the gate about queued deliveries"),
+                        }
                     }
                 }
-                () = watch.changed() => {
-                    match self.refuse_withheld().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::warn!(deliveries = n, "queued deliveries refused by the gate"),
-                        Err(e) => tracing::error!(error = %e, "cannot ask the gate about queued deliveries"),
-                    }
-                }
+                break;
             }
         }
         self.notify.stopping();
