@@ -198,12 +198,21 @@ async fn wait_for_health(
 }
 
 /// The real daemon loop with `[metrics]` served: one LA with an agreement
-/// gets its file, one without is refused by the gate; the counters, the
-/// push histogram, the certificates' expiry and the gauges read from the
-/// database say so. Only GET /metrics is served.
+/// gets its file, one without is refused by the gate, and one whose
+/// endpoint refuses connections is dead after its one attempt; the
+/// counters, the push histogram, the certificates' expiry and the gauges
+/// read from the database say so. Only GET /metrics is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
-    let net = Net::start(&["E09000002", "E09000030"]).await;
+    let mut net = Net::start(&["E09000002", "E09000030", "E09000009"]).await;
+    // E09000009's endpoint refuses connections, and one attempt is all a
+    // delivery gets: it is dead after its first push.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    net.las[2].endpoint = closed.local_addr().expect("addr");
+    drop(closed);
+    net.write_config();
+    net.append_config("[delivery]\nmax_attempts = 1\n");
+    net.add_agreement("E09000009");
     let expires = add_expiring_agreement(&net, "E09000002", 20);
     // A run due now: the mark 40 days back, records for the latest run.
     let now = Utc::now();
@@ -260,7 +269,22 @@ async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
         |v| v == 1.0,
     )
     .await;
+    // Out of attempts, not merely failed.
+    wait_for(
+        addr,
+        "mishare_deliveries_total{la=\"E09000009\",outcome=\"dead\"}",
+        |v| v == 1.0,
+    )
+    .await;
     let body = scrape(addr).await;
+    assert_eq!(
+        value(
+            &body,
+            "mishare_deliveries_total{la=\"E09000009\",outcome=\"failed\"}"
+        ),
+        None,
+        "{body}"
+    );
     assert_eq!(
         value(
             &body,
@@ -271,7 +295,7 @@ async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
     );
     assert_eq!(
         value(&body, "mishare_push_duration_seconds_count"),
-        Some(1.0),
+        Some(2.0),
         "{body}"
     );
     assert!(
@@ -292,6 +316,7 @@ async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
         |t| t >= now.timestamp() as f64 - 1.0,
     )
     .await;
+    wait_for(addr, "mishare_dead_deliveries", |n| n == 1.0).await;
     let ends = mishare::common::expiry::agreement_ends(expires);
     let body = scrape(addr).await;
     assert_eq!(
@@ -307,7 +332,6 @@ async fn the_daemon_counts_deliveries_refusals_and_pushes_in_its_metrics() {
         Some(0.0),
         "{body}"
     );
-    assert_eq!(value(&body, "mishare_dead_deliveries"), Some(0.0), "{body}");
     assert_eq!(
         value(&body, "mishare_outbox_oldest_undelivered_seconds"),
         Some(0.0),

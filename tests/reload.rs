@@ -582,6 +582,11 @@ impl NotifySocket {
     /// Starts `mishare ARGS` in `dir`, told to notify this socket and to
     /// keep a 200 ms watchdog fed.
     fn spawn(&self, dir: &Path, args: &[&str]) -> KillOnDrop {
+        self.spawn_with_stderr(dir, args, Stdio::null())
+    }
+
+    /// [`NotifySocket::spawn`], its standard error (the log) to `stderr`.
+    fn spawn_with_stderr(&self, dir: &Path, args: &[&str], stderr: Stdio) -> KillOnDrop {
         KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_mishare"))
                 .args(args)
@@ -591,7 +596,7 @@ impl NotifySocket {
                 .env("WATCHDOG_USEC", "200000")
                 .env_remove("WATCHDOG_PID")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .expect("mishare starts"),
         )
@@ -764,17 +769,36 @@ async fn a_rotated_provider_certificate_is_the_one_the_daemons_next_push_present
     assert_eq!(accepted_with(&net, CODE), [fingerprint(&new.cert_der)]);
     assert_ne!(fingerprint(&new.cert_der), fingerprint(&old_der));
 
-    // The reload is in the provider's audit log.
+    // A CA file replaced under the same path (a second anchor added) is a
+    // change, though the path is the same: what was loaded is compared,
+    // not the file as it is now.
+    let ca = std::fs::read_to_string(net.path("certs/ca.pem")).expect("ca");
+    let bundle = format!("{ca}{}", DevCa::new("next CA").expect("ca").cert_pem());
+    std::fs::write(net.path("certs/ca.pem"), &bundle).expect("ca");
+    let done = d.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["tls.ca"]);
+    let done = d.reload().await.expect("reloads");
+    assert!(done.changed.is_empty(), "{done:?}");
+
+    // The reloads are in the provider's audit log.
     let entries = net.store().audit_entries(None).expect("audit");
-    let reloaded: Vec<_> = entries
+    let reloaded: Vec<serde_json::Value> = entries
         .iter()
         .filter(|e| e.kind == "config_reloaded")
+        .map(|e| serde_json::from_str(&e.detail).expect("json"))
         .collect();
-    assert_eq!(reloaded.len(), 1);
-    let detail: serde_json::Value = serde_json::from_str(&reloaded[0].detail).expect("json");
+    assert_eq!(reloaded.len(), 3);
+    assert_eq!(reloaded[0]["changed"], serde_json::json!(["tls.cert"]));
     assert_eq!(
-        detail["sha256"]["tls.cert"],
+        reloaded[0]["sha256"]["tls.cert"],
         serde_json::json!(fingerprint(&new.cert_der))
+    );
+    assert_eq!(reloaded[1]["changed"], serde_json::json!(["tls.ca"]));
+    assert_eq!(
+        reloaded[1]["sha256"]["tls.ca"],
+        serde_json::json!(mishare::common::encoding::hex(&Sha256::digest(
+            bundle.as_bytes()
+        )))
     );
 }
 
@@ -787,6 +811,13 @@ async fn a_rotated_provider_certificate_is_the_one_the_directive_listener_presen
     let listener = net.directive_listener().await;
     let addr = listener.local_addr().expect("addr");
     drop(listener);
+    // DWP's CA in a file of its own, so a change to it is the Directive
+    // listener's alone.
+    std::fs::copy(net.path("certs/ca.pem"), net.path("certs/dwp-ca.pem")).expect("copy");
+    net.edit_config(
+        "ca = \"certs/ca.pem\"\nregulators",
+        "ca = \"certs/dwp-ca.pem\"\nregulators",
+    );
     let old = std::fs::read(net.path("certs/provider.pem")).expect("cert");
     let old_der = CertificateDer::from_pem_slice(&old).expect("pem");
     let stop = Shutdown::new();
@@ -851,6 +882,39 @@ async fn a_rotated_provider_certificate_is_the_one_the_directive_listener_presen
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
+    // DWP's CA file replaced under the same path (a second anchor added):
+    // reloaded, reported and audited as a change of its own, and DWP
+    // still connects.
+    let ca = std::fs::read_to_string(net.path("certs/dwp-ca.pem")).expect("ca");
+    let bundle = format!("{ca}{}", DevCa::new("next DWP CA").expect("ca").cert_pem());
+    std::fs::write(net.path("certs/dwp-ca.pem"), &bundle).expect("ca");
+    let done = reload.reload().await.expect("reloads");
+    assert_eq!(done.changed, ["directive.ca"]);
+    assert!(done.needs_restart.is_empty(), "{done:?}");
+    let (_again, seen) = connect(dwp()).await;
+    assert_eq!(seen, new.cert_der);
+    let entries = net.store().audit_entries(None).expect("audit");
+    let last = entries
+        .iter()
+        .rfind(|e| e.kind == "config_reloaded")
+        .expect("audited");
+    let detail: serde_json::Value = serde_json::from_str(&last.detail).expect("json");
+    assert_eq!(detail["changed"], serde_json::json!(["directive.ca"]));
+    assert_eq!(
+        detail["sha256"]["directive.ca"],
+        serde_json::json!(mishare::common::encoding::hex(&Sha256::digest(
+            bundle.as_bytes()
+        )))
+    );
+
+    // A [directive] that waits for a restart keeps the anchors it has: the
+    // CA file put back is no change it took in.
+    std::fs::write(net.path("certs/dwp-ca.pem"), &ca).expect("ca");
+    net.edit_config(&format!("listen = \"{addr}\""), "listen = \"127.0.0.1:1\"");
+    let done = reload.reload().await.expect("reloads");
+    assert_eq!(done.needs_restart, ["directive"]);
+    assert!(done.changed.is_empty(), "{done:?}");
+
     stop.cancel();
     running
         .await
@@ -904,23 +968,82 @@ async fn rotated_recipients_seal_the_next_run_and_a_bad_one_is_refused() {
     );
 }
 
+/// Lines of a child's standard error, read as they come.
+struct Log(std::sync::mpsc::Receiver<String>);
+
+impl Log {
+    fn of(child: &mut KillOnDrop) -> Self {
+        use std::io::BufRead;
+        let stderr = child.0.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// Reads until a line contains `text`; panics after a minute.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {text:?} in the log: {e}"),
+            }
+        }
+    }
+}
+
+/// Writes a provider certificate for `PROVIDER_ID` that ends in `days`,
+/// with its key; returns when it ends as the log writes it.
+fn provider_certificate_ending_in(net: &Net, days: u32) -> String {
+    let issued = net
+        .ca
+        .issue(
+            PROVIDER_ID,
+            Usage::ClientAndServer,
+            Validity::ExpiresInDays(days),
+        )
+        .expect("issue");
+    std::fs::write(net.path("certs/provider.pem"), &issued.cert_pem).expect("cert");
+    write_private_key(&net.path("certs/provider.key"), &issued.key_pem);
+    let ends = mishare::common::expiry::certificate_not_after(&issued.cert_der).expect("ends");
+    mishare::common::time::timestamp(ends)
+}
+
 /// `mishare provider run` under a notify socket: READY=1 once the
 /// Directive listener accepts connections, a real SIGHUP answered with
-/// RELOADING=1 and READY=1, and SIGTERM with STOPPING=1.
+/// RELOADING=1 and READY=1, and SIGTERM with STOPPING=1. Its expiry
+/// warnings describe its own certificate as last reloaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_provider_binary_tells_systemd_when_ready_reloading_and_stopping() {
     let mut net = Net::start(&[CODE]).await;
     let directive = net.directive_listener().await;
     let addr = directive.local_addr().expect("addr");
     drop(directive);
+    let first_ends = provider_certificate_ending_in(&net, 20);
     let notify = NotifySocket::bind(net.dir.path());
-    let child = notify.spawn(net.dir.path(), &["provider", "run"]);
+    let mut child = notify.spawn_with_stderr(net.dir.path(), &["provider", "run"], Stdio::piped());
+    let log = Log::of(&mut child);
     assert_eq!(notify.next(), "READY=1\n");
     tokio::net::TcpStream::connect(addr)
         .await
         .expect("the Directive listener accepts right after READY=1");
     assert_eq!(notify.next(), "WATCHDOG=1\n");
+    log.wait_for(&format!(
+        "the provider certificate of {PROVIDER_ID} expires within 30 days (not after {first_ends})"
+    ));
 
+    // Renewed, by a certificate that ends sooner (more urgent, so warned
+    // of at once): the warning is about the certificate now in use.
+    let renewed_ends = provider_certificate_ending_in(&net, 3);
     signal(&child, "HUP");
     assert!(
         notify
@@ -928,10 +1051,12 @@ async fn the_provider_binary_tells_systemd_when_ready_reloading_and_stopping() {
             .starts_with("RELOADING=1\nMONOTONIC_USEC=")
     );
     assert_eq!(notify.next_not_watchdog(), "READY=1\n");
+    log.wait_for(&format!(
+        "the provider certificate of {PROVIDER_ID} expires within 7 days (not after {renewed_ends})"
+    ));
 
     signal(&child, "TERM");
     assert_eq!(notify.next_not_watchdog(), "STOPPING=1\n");
-    let mut child = child;
     let status = child.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "{status:?}");
     let entries = net.store().audit_entries(None).expect("audit");

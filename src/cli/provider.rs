@@ -373,7 +373,7 @@ pub(crate) fn plan(args: &PlanArgs, global: &Global) -> Outcome {
     } else {
         None
     };
-    let plan = Plan::read(&config, store.as_mut(), at);
+    let plan = Plan::read(&config, store.as_mut(), at)?;
     let out = match args.format {
         PlanFormat::Text => plan.text(),
         PlanFormat::Json => serde_json::to_string_pretty(&plan.to_json()).context("JSON")? + "\n",
@@ -394,16 +394,20 @@ pub(crate) fn abandon(args: &AbandonArgs, global: &Global) -> Outcome {
                 "delivery {} to {} ({} {}) abandoned; it will not be sent",
                 d.id, d.la, d.report, d.period
             );
-            match &done.ciphertext {
+            let not_deleted = match &done.ciphertext {
                 Some((path, None)) => {
                     out.push_str(&format!("; its ciphertext {} is deleted", path.display()));
+                    None
                 }
-                Some((_, Some(_))) => {}
-                None => out.push_str("; it had no spooled ciphertext left"),
-            }
+                Some((path, Some(e))) => Some((path, e)),
+                None => {
+                    out.push_str("; it had no spooled ciphertext left");
+                    None
+                }
+            };
             out.push('\n');
             super::write_stdout(out.as_bytes())?;
-            if let Some((path, Some(e))) = &done.ciphertext {
+            if let Some((path, e)) = not_deleted {
                 eprintln!(
                     "error: cannot delete its ciphertext {}: {e}; delete it by hand",
                     path.display()

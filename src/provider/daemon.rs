@@ -14,7 +14,7 @@
 //! then stops them (recorded as failed, to resume on the next start) and
 //! drains everything else.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,10 +166,19 @@ pub struct Daemon {
     abort: CancellationToken,
     limit: Arc<Semaphore>,
     inflight: HashSet<i64>,
-    pushes: JoinSet<(i64, Delivered)>,
+    /// Each finished push: the delivery's id and LA, and how it ended.
+    pushes: JoinSet<(i64, String, Delivered)>,
     notify: Notifier,
     reload: ReloadHandle,
     reloads: ReloadRequests,
+    /// The digests of the reloadable parts as they were loaded (at open,
+    /// or by the last reload that succeeded): what the next reload
+    /// compares against. Not read again from disk, so a file replaced under
+    /// the same path shows as changed.
+    digests: BTreeMap<String, String>,
+    /// The provider's own certificate in use, for the metrics and the
+    /// observer's expiry warnings; a reload replaces it.
+    own_certificate: metrics::OwnCertificate,
     /// Its metrics, once [`Daemon::serve_metrics`] is called.
     metrics: Option<Arc<ProviderMetrics>>,
     /// The `Directive` listener's TLS, which a reload replaces; `None`
@@ -223,6 +232,8 @@ impl Daemon {
         let directive_tls = directive::server_tls(&config)?.map(SharedServerTls::new);
         let (reload, reloads) = reload::channel();
         Ok(Self {
+            digests: super::reload::digests(&config),
+            own_certificate: metrics::OwnCertificate::of(&config),
             directive_tls,
             notify: options.notify,
             reload,
@@ -287,9 +298,7 @@ impl Daemon {
         outcome
     }
 
-    async fn load_and_swap(
-        &mut self,
-    ) -> Result<(Reloaded, std::collections::BTreeMap<String, String>), ReloadError> {
+    async fn load_and_swap(&mut self) -> Result<(Reloaded, BTreeMap<String, String>), ReloadError> {
         let path = self.config.path.clone();
         let new = crate::common::blocking::blocking(move || ProviderConfig::load(&path))
             .await
@@ -300,19 +309,17 @@ impl Daemon {
         // certificate is refused here.
         let courier = self.courier.reconfigured(next.clone())?;
         let directive_tls = directive::server_tls(&next)?;
-        let digests = super::reload::digests(&next);
-        let done = Reloaded::between(
-            &super::reload::digests(&self.config),
-            &digests,
-            needs_restart,
-        );
+        let digests = super::reload::digests_after(&self.digests, &next, &needs_restart);
+        let done = Reloaded::between(&self.digests, &digests, needs_restart);
         self.pipeline = Pipeline::new(next.clone(), self.store.clone(), self.actor.clone());
         self.courier = courier;
         if let (Some(shared), Some(fresh)) = (&self.directive_tls, directive_tls) {
             shared.replace(fresh);
         }
         self.config = next;
-        if let (Some(m), Some(own)) = (&self.metrics, metrics::own_certificate(&self.config)) {
+        self.digests = digests.clone();
+        let own = self.own_certificate.set(&self.config);
+        if let (Some(m), Some(own)) = (&self.metrics, own) {
             m.certificate(&own.role, &own.subject, own.ends);
         }
         Ok((done, digests))
@@ -323,7 +330,7 @@ impl Daemon {
     /// [`Daemon::run`].
     pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) {
         let metrics = ProviderMetrics::new();
-        if let Some(own) = metrics::own_certificate(&self.config) {
+        if let Some(own) = self.own_certificate.get() {
             metrics.certificate(&own.role, &own.subject, own.ends);
         }
         crate::common::metrics::serve(listener, metrics.registry(), &self.shutdown);
@@ -507,35 +514,36 @@ impl Daemon {
                 let outcome = push::deliver(&courier, &delivery).await;
                 if let Some(m) = &metrics {
                     m.push_took(started.elapsed());
-                    m.delivery(
-                        &delivery.la,
-                        match &outcome {
-                            Delivered::Delivered { .. } => metrics::Outcome::Delivered,
-                            Delivered::Refused { reason, .. } => {
-                                m.gate_refusal(*reason);
-                                metrics::Outcome::Refused
-                            }
-                            Delivered::Failed(f) if f.is_dead() => metrics::Outcome::Dead,
-                            Delivered::Failed(_) => metrics::Outcome::Failed,
-                        },
-                    );
                 }
-                (delivery.id, outcome)
+                (delivery.id, delivery.la, outcome)
             });
         }
         Ok(next)
     }
 
-    /// Handles one finished push: a failure is tried again later with
-    /// backoff, or becomes dead.
-    async fn finished(&mut self, id: i64, outcome: Delivered) -> Result<(), DaemonError> {
+    /// Handles one finished push to `la`: a failure is tried again later
+    /// with backoff, or becomes dead. Counts how it ended in the metrics.
+    async fn finished(&mut self, id: i64, la: &str, outcome: Delivered) -> Result<(), DaemonError> {
         self.inflight.remove(&id);
+        let count = |outcome| {
+            if let Some(m) = &self.metrics {
+                m.delivery(la, outcome);
+            }
+        };
         match outcome {
-            Delivered::Delivered { .. } => tracing::info!(delivery = id, "delivered"),
+            Delivered::Delivered { .. } => {
+                count(metrics::Outcome::Delivered);
+                tracing::info!(delivery = id, "delivered");
+            }
             Delivered::Refused { reason, .. } => {
+                if let Some(m) = &self.metrics {
+                    m.gate_refusal(reason);
+                }
+                count(metrics::Outcome::Refused);
                 tracing::warn!(delivery = id, %reason, "refused by the gate");
             }
             Delivered::Failed(failure) if failure.is_dead() => {
+                count(metrics::Outcome::Dead);
                 tracing::error!(delivery = id, error = %failure, "delivery dead");
             }
             Delivered::Failed(failure) => {
@@ -555,9 +563,11 @@ impl Daemon {
                     .await??;
                 match next {
                     outbox::AfterFailure::RetryAt(at) => {
+                        count(metrics::Outcome::Failed);
                         tracing::warn!(delivery = id, error = %failure, retry_at = %at, "delivery failed; will retry");
                     }
                     outbox::AfterFailure::Dead => {
+                        count(metrics::Outcome::Dead);
                         tracing::error!(delivery = id, error = %failure, "delivery dead: out of attempts or time");
                     }
                 }
@@ -570,7 +580,7 @@ impl Daemon {
     pub async fn settle(&mut self) -> Result<(), DaemonError> {
         while let Some(joined) = self.pushes.join_next().await {
             match joined {
-                Ok((id, outcome)) => self.finished(id, outcome).await?,
+                Ok((id, la, outcome)) => self.finished(id, &la, outcome).await?,
                 Err(e) => tracing::error!(error = %e, "a push task failed"),
             }
         }
@@ -670,7 +680,12 @@ impl Daemon {
                 }
             });
         }
-        metrics::observe(self.config.clone(), self.metrics.clone(), &self.shutdown);
+        metrics::observe(
+            &self.config.data_dir,
+            self.own_certificate.clone(),
+            self.metrics.clone(),
+            &self.shutdown,
+        );
         tracing::info!(
             reports = self.config.reports.len(),
             authorities = self.config.authorities.len(),
@@ -681,7 +696,7 @@ impl Daemon {
         let mut watchdog = WatchdogTicks::new(&self.notify);
         let mut watch = self.watch.clone();
         let shutdown = self.shutdown.clone();
-        loop {
+        'run: loop {
             let now = Utc::now();
             if let Err(e) = self.schedule(now).await {
                 tracing::error!(error = %e, "the scheduler failed; trying again shortly");
@@ -711,33 +726,44 @@ impl Daemon {
                         .unwrap_or_default()
                         .min(MAX_SLEEP)
                 });
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wake) => {}
-                () = watchdog.tick() => {}
-                Some(request) = self.reloads.next() => {
-                    self.notify.reloading();
-                    let outcome = self.reload().await;
-                    self.notify.ready();
-                    request.answer(outcome);
-                }
-                Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
-                    match joined {
-                        Ok((id, outcome)) => {
-                            if let Err(e) = self.finished(id, outcome).await {
-                                tracing::error!(error = %e, "cannot record a push's outcome");
+            let sleep = tokio::time::sleep(wake);
+            tokio::pin!(sleep);
+            // Waiting is not being stuck: a watchdog tick is fed here and the
+            // wait goes on, with no pass round the loop. A loop stuck in a
+            // step above (or in one below) never gets here to feed it.
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'run,
+                    () = &mut sleep => {}
+                    () = watchdog.tick() => {
+                        self.notify.watchdog();
+                        continue;
+                    }
+                    Some(request) = self.reloads.next() => {
+                        self.notify.reloading();
+                        let outcome = self.reload().await;
+                        self.notify.ready();
+                        request.answer(outcome);
+                    }
+                    Some(joined) = self.pushes.join_next(), if !self.pushes.is_empty() => {
+                        match joined {
+                            Ok((id, la, outcome)) => {
+                                if let Err(e) = self.finished(id, &la, outcome).await {
+                                    tracing::error!(error = %e, "cannot record a push's outcome");
+                                }
                             }
+                            Err(e) => tracing::error!(error = %e, "a push task failed"),
                         }
-                        Err(e) => tracing::error!(error = %e, "a push task failed"),
+                    }
+                    () = watch.changed() => {
+                        match self.refuse_withheld().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(deliveries = n, "queued deliveries refused by the gate"),
+                            Err(e) => tracing::error!(error = %e, "cannot ask the gate about queued deliveries"),
+                        }
                     }
                 }
-                () = watch.changed() => {
-                    match self.refuse_withheld().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::warn!(deliveries = n, "queued deliveries refused by the gate"),
-                        Err(e) => tracing::error!(error = %e, "cannot ask the gate about queued deliveries"),
-                    }
-                }
+                break;
             }
         }
         self.notify.stopping();

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use crate::common::expiry::{self, Expiring, What};
 use crate::config::provider::ProviderConfig;
 use crate::cron::Schedule;
-use crate::provider::store::{Store, StoreError};
+use crate::provider::store::{PeerCertificate, Store, StoreError};
 
 /// The first run of `schedule` after `after` that the gate refuses because
 /// an agreement whose last covered day is `expires_on` has expired. The
@@ -34,21 +34,32 @@ pub fn tracked(config: &ProviderConfig, store: &Store) -> Result<Vec<Expiring>, 
     let mut items: Vec<Expiring> = store
         .agreement_expiries()?
         .into_iter()
-        .map(|(la, last_day)| Expiring {
-            what: What::Agreement,
-            role: "agreement".into(),
-            subject: la,
-            ends: expiry::agreement_ends(last_day),
-        })
+        .map(|(la, last_day)| agreement(la, last_day))
         .collect();
     items.extend(crate::provider::metrics::own_certificate(config));
-    items.extend(store.peer_certificates()?.into_iter().map(|p| Expiring {
-        what: What::Certificate,
-        role: p.role,
-        subject: p.subject,
-        ends: p.not_after,
-    }));
+    items.extend(store.peer_certificates()?.iter().map(peer));
     Ok(items)
+}
+
+/// `la`'s agreement whose last covered day is `last_day`, as an expiring
+/// thing: it ends at the start of the next London day.
+pub fn agreement(la: String, last_day: NaiveDate) -> Expiring {
+    Expiring {
+        what: What::Agreement,
+        role: "agreement".into(),
+        subject: la,
+        ends: expiry::agreement_ends(last_day),
+    }
+}
+
+/// A peer's certificate as last seen, as an expiring thing.
+pub fn peer(certificate: &PeerCertificate) -> Expiring {
+    Expiring {
+        what: What::Certificate,
+        role: certificate.role.clone(),
+        subject: certificate.subject.clone(),
+        ends: certificate.not_after,
+    }
 }
 
 #[cfg(test)]

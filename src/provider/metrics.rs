@@ -10,9 +10,11 @@
 //! scrape only encodes what is in memory and never waits for the store.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,11 +24,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::common::blocking::blocking;
-use crate::common::expiry::{self, DailyWarnings, Expiring, What};
+use crate::common::expiry::{self, DailyWarnings, Expiring};
 use crate::common::shutdown::Shutdown;
 use crate::config::provider::ProviderConfig;
+use crate::provider::expiry as provider_expiry;
 use crate::provider::gate::Reason;
-use crate::provider::store::{OutboxSummary, PeerCertificate, Store, StoreError};
+use crate::provider::store::{OutboxSummary, PeerCertificate, SharedStore, Store, StoreError};
 
 /// How often the observer reads the database.
 pub const OBSERVE_EVERY: Duration = Duration::from_secs(5);
@@ -54,9 +57,9 @@ struct LaLabels {
 
 /// `{role, subject}` of a certificate's expiry.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertificateLabels {
-    pub role: String,
-    pub subject: String,
+struct CertificateLabels {
+    role: String,
+    subject: String,
 }
 
 /// How a delivery ended, as `mishare_deliveries_total{outcome}` counts it.
@@ -96,9 +99,9 @@ pub struct ProviderMetrics {
     report_last_success: Family<ReportLabels, Gauge>,
     agreement_expiry: Family<LaLabels, Gauge>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
-    /// The LAs and peers whose expiry series are set, so the observer can
+    /// The LAs whose agreement expiry series are set, so the observer can
     /// remove those that went away.
-    shown: Mutex<(HashSet<String>, HashSet<CertificateLabels>)>,
+    shown: Mutex<HashSet<String>>,
 }
 
 impl ProviderMetrics {
@@ -215,13 +218,6 @@ impl ProviderMetrics {
         self.certificate_expiry
             .get_or_create(&labels)
             .set(not_after.timestamp());
-        self.lock_shown().1.insert(labels);
-    }
-
-    fn lock_shown(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashSet<String>, HashSet<CertificateLabels>)> {
-        self.shown.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the gauges read from the database.
@@ -241,21 +237,23 @@ impl ProviderMetrics {
                 })
                 .set(at.timestamp());
         }
-        let mut shown = self.lock_shown();
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
         let las: HashSet<String> = observed
             .agreements
             .iter()
-            .map(|(la, _)| la.clone())
+            .map(|a| a.subject.clone())
             .collect();
-        for (la, ends) in &observed.agreements {
+        for a in &observed.agreements {
             self.agreement_expiry
-                .get_or_create(&LaLabels { la: la.clone() })
-                .set(ends.timestamp());
+                .get_or_create(&LaLabels {
+                    la: a.subject.clone(),
+                })
+                .set(a.ends.timestamp());
         }
-        for gone in shown.0.difference(&las) {
+        for gone in shown.difference(&las) {
             self.agreement_expiry.remove(&LaLabels { la: gone.clone() });
         }
-        shown.0 = las;
+        *shown = las;
         drop(shown);
         for peer in &observed.peers {
             self.certificate(&peer.role, &peer.subject, peer.not_after);
@@ -268,8 +266,9 @@ impl ProviderMetrics {
 pub struct Observed {
     pub outbox: OutboxSummary,
     pub last_success: Vec<(String, DateTime<Utc>)>,
-    /// Each LA's current agreement's end (not revoked, with an expiry).
-    pub agreements: Vec<(String, DateTime<Utc>)>,
+    /// Each LA's current agreement (not revoked, with an expiry): its
+    /// subject is the LA code.
+    pub agreements: Vec<Expiring>,
     pub peers: Vec<PeerCertificate>,
 }
 
@@ -282,7 +281,7 @@ impl Observed {
             agreements: store
                 .agreement_expiries()?
                 .into_iter()
-                .map(|(la, last_day)| (la, expiry::agreement_ends(last_day)))
+                .map(|(la, last_day)| provider_expiry::agreement(la, last_day))
                 .collect(),
             peers: store.peer_certificates()?,
         })
@@ -290,19 +289,8 @@ impl Observed {
 
     /// What expires, for warnings: agreements and peers' certificates.
     pub fn expiring(&self) -> Vec<Expiring> {
-        let agreements = self.agreements.iter().map(|(la, ends)| Expiring {
-            what: What::Agreement,
-            role: "agreement".into(),
-            subject: la.clone(),
-            ends: *ends,
-        });
-        let peers = self.peers.iter().map(|p| Expiring {
-            what: What::Certificate,
-            role: p.role.clone(),
-            subject: p.subject.clone(),
-            ends: p.not_after,
-        });
-        agreements.chain(peers).collect()
+        let peers = self.peers.iter().map(provider_expiry::peer);
+        self.agreements.iter().cloned().chain(peers).collect()
     }
 }
 
@@ -312,23 +300,48 @@ pub fn own_certificate(config: &ProviderConfig) -> Option<Expiring> {
     expiry::own_certificate(&config.tls.identity, "provider")
 }
 
+/// The provider's own certificate in use: set from the configuration the
+/// daemon opened with and again by each reload, and read by the observer
+/// at each look, so its warnings describe the certificate in use now.
+#[derive(Debug, Clone, Default)]
+pub struct OwnCertificate(Arc<ArcSwapOption<Expiring>>);
+
+impl OwnCertificate {
+    /// `config`'s.
+    pub fn of(config: &ProviderConfig) -> Self {
+        let own = Self::default();
+        own.set(config);
+        own
+    }
+
+    /// From now on `config`'s; returns it.
+    pub fn set(&self, config: &ProviderConfig) -> Option<Expiring> {
+        let own = own_certificate(config);
+        self.0.store(own.clone().map(Arc::new));
+        own
+    }
+
+    /// The one in use now.
+    pub fn get(&self) -> Option<Expiring> {
+        self.0.load_full().map(|own| (*own).clone())
+    }
+}
+
 /// The observer: every [`OBSERVE_EVERY`] until `shutdown`, reads the
-/// database on a connection of its own, refreshes `metrics` (if served)
-/// and logs what expires within 30 days, once a day each.
+/// database under `data_dir` on a connection of its own, refreshes
+/// `metrics` (if served) and logs what expires within 30 days (the
+/// provider's own certificate as `own` has it then), once a day each.
 pub fn observe(
-    config: Arc<ProviderConfig>,
+    data_dir: &Path,
+    own: OwnCertificate,
     metrics: Option<Arc<ProviderMetrics>>,
     shutdown: &Shutdown,
 ) {
-    let own = own_certificate(&config);
-    if let (Some(m), Some(own)) = (&metrics, &own) {
-        m.certificate(&own.role, &own.subject, own.ends);
-    }
+    let data_dir = data_dir.to_path_buf();
     let stop = shutdown.clone();
     shutdown.spawn(async move {
-        let data_dir = config.data_dir.clone();
-        let store = match blocking(move || Store::open(&data_dir)).await {
-            Ok(Ok(store)) => Arc::new(Mutex::new(store)),
+        let store = match blocking(move || SharedStore::open(&data_dir)).await {
+            Ok(Ok(store)) => store,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the observer cannot open the state; no metrics \
                     from the database and no expiry warnings");
@@ -341,11 +354,7 @@ pub fn observe(
         };
         let mut warnings = DailyWarnings::default();
         loop {
-            let reading = store.clone();
-            let observed = blocking(move || {
-                Observed::read(&reading.lock().unwrap_or_else(PoisonError::into_inner))
-            })
-            .await;
+            let observed = store.run(|store| Observed::read(store)).await;
             let now = Utc::now();
             match observed {
                 Ok(Ok(observed)) => {
@@ -353,7 +362,7 @@ pub fn observe(
                         m.refresh(&observed, now);
                     }
                     let mut items = observed.expiring();
-                    items.extend(own.clone());
+                    items.extend(own.get());
                     for (item, urgency) in warnings.due(&items, now) {
                         tracing::warn!(
                             what = ?item.what,

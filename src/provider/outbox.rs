@@ -304,13 +304,6 @@ pub fn abandon(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Abandoned, StoreError> {
-    let before = store.delivery(id)?;
-    if before.state != DeliveryState::Dead {
-        return Err(StoreError::NotDead {
-            id,
-            state: before.state,
-        });
-    }
     let spooled = store.abandon_dead(id, reason, actor, now)?;
     let ciphertext = spooled.map(|path| {
         let failed = crate::common::files::remove_durably(&path).err();

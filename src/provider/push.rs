@@ -266,7 +266,7 @@ pub struct Courier {
     metrics: Option<Arc<ProviderMetrics>>,
     /// The SHA-256 of each endpoint's certificate last recorded (by server
     /// name), so the store is written only when one changes.
-    seen: Arc<std::sync::Mutex<HashMap<String, [u8; 32]>>>,
+    seen: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 impl Courier {
@@ -304,6 +304,20 @@ impl Courier {
         self.metrics = Some(metrics);
         self
     }
+
+    /// This courier with `config`'s `[tls]` (a reload): pushes started
+    /// from it connect with the new certificate and anchors, while pushes
+    /// already running keep the courier they started with.
+    pub fn reconfigured(&self, config: Arc<ProviderConfig>) -> Result<Self, TlsError> {
+        let tls = tls::client_config(&config.tls.identity, &config.tls.anchors)?;
+        let identities = config.tls.identity.names()?.into();
+        Ok(Self {
+            config,
+            tls,
+            identities,
+            ..self.clone()
+        })
+    }
 }
 
 /// Records the certificate `authority`'s endpoint showed (it was verified
@@ -315,7 +329,6 @@ async fn note_peer_certificate(
     authority: &LaEndpoint,
     server_cert: &tls::ServerCertificate,
 ) {
-    use sha2::Digest;
     let Some(cert) = server_cert
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -323,13 +336,13 @@ async fn note_peer_certificate(
     else {
         return;
     };
-    let digest: [u8; 32] = sha2::Sha256::digest(cert.as_ref()).into();
+    let digest = tls::certificate_sha256(&cert);
     {
         let mut seen = courier.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.get(&authority.server_name) == Some(&digest) {
             return;
         }
-        seen.insert(authority.server_name.clone(), digest);
+        seen.insert(authority.server_name.clone(), digest.clone());
     }
     let Some(not_after) = crate::common::expiry::certificate_not_after(cert.as_ref()) else {
         tracing::warn!(la = %authority.code, "cannot read the endpoint certificate's expiry");
@@ -342,7 +355,7 @@ async fn note_peer_certificate(
     let recorded = courier
         .store
         .run(move |store| {
-            store.record_peer_certificate(&subject, &la, not_after, &hex(&digest), Utc::now())
+            store.record_peer_certificate(&subject, &la, not_after, &digest, Utc::now())
         })
         .await;
     let failed = match recorded {
@@ -357,22 +370,6 @@ async fn note_peer_certificate(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&authority.server_name);
-}
-
-impl Courier {
-    /// This courier with `config`'s `[tls]` (a reload): pushes started
-    /// from it connect with the new certificate and anchors, while pushes
-    /// already running keep the courier they started with.
-    pub fn reconfigured(&self, config: Arc<ProviderConfig>) -> Result<Self, TlsError> {
-        let tls = tls::client_config(&config.tls.identity, &config.tls.anchors)?;
-        let identities = config.tls.identity.names()?.into();
-        Ok(Self {
-            config,
-            tls,
-            identities,
-            ..self.clone()
-        })
-    }
 }
 
 /// Pushes `delivery` to its LA, resuming and retrying as needed, and records

@@ -70,8 +70,8 @@ pub(crate) fn merge(old: &ProviderConfig, new: &ProviderConfig) -> (ProviderConf
 }
 
 /// What the reloadable parts of `config` are, by key: the SHA-256 of the
-/// leaf certificate and of the CA and revocation list files, and each LA's
-/// recipients (public keys).
+/// leaf certificate and of the CA and revocation list files (`[tls]`'s and
+/// `[directive]`'s), and each LA's recipients (public keys).
 pub(crate) fn digests(config: &ProviderConfig) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -82,10 +82,42 @@ pub(crate) fn digests(config: &ProviderConfig) -> BTreeMap<String, String> {
     for path in &config.tls.paths.crls {
         out.insert(format!("tls.crls[{}]", path.display()), file_sha256(path));
     }
+    if let Some(d) = &config.directive {
+        out.insert("directive.ca".to_string(), file_sha256(&d.ca));
+        for path in &d.crls {
+            out.insert(
+                format!("directive.crls[{}]", path.display()),
+                file_sha256(path),
+            );
+        }
+    }
     for la in &config.authorities {
         out.insert(
             format!("authority.{}.recipients", la.code),
             la.recipients.to_strings().join(","),
+        );
+    }
+    out
+}
+
+/// The digests of `next`, the configuration [`merge`] made from the running
+/// one, whose digests are `before`. A `[directive]` that waits for a
+/// restart keeps the anchors it was loaded with, and so keeps their
+/// digests (its files are not read again).
+pub(crate) fn digests_after(
+    before: &BTreeMap<String, String>,
+    next: &ProviderConfig,
+    needs_restart: &[String],
+) -> BTreeMap<String, String> {
+    let mut out = digests(next);
+    if needs_restart.iter().any(|key| key == "directive") {
+        let directive = |key: &String| key.starts_with("directive.");
+        out.retain(|key, _| !directive(key));
+        out.extend(
+            before
+                .iter()
+                .filter(|(key, _)| directive(key))
+                .map(|(key, digest)| (key.clone(), digest.clone())),
         );
     }
     out

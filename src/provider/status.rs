@@ -3,6 +3,8 @@
 //! prints. Neither records anything nor gives a permit: the gate is asked
 //! with [`Gate::evaluate`].
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 
@@ -386,7 +388,11 @@ pub struct Plan {
 impl Plan {
     /// The plan at `at`. With no store (no database yet) there is no
     /// agreement either, and none is created.
-    pub fn read(config: &ProviderConfig, mut store: Option<&mut Store>, at: DateTime<Utc>) -> Self {
+    pub fn read(
+        config: &ProviderConfig,
+        mut store: Option<&mut Store>,
+        at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
         let check = check_of(store.as_deref());
         let mut decide = |la: &str, when: DateTime<Utc>| match store.as_deref_mut() {
             Some(store) => Gate::new(config, store, "").evaluate(la, when),
@@ -421,25 +427,20 @@ impl Plan {
             .collect::<Vec<PlannedReport>>();
         let mut reports = reports;
         let store = store.as_deref();
+        // Each LA's current agreement that is not revoked and has an expiry.
+        let expiring: HashMap<String, NaiveDate> = match store {
+            Some(store) => store.agreement_expiries()?.into_iter().collect(),
+            None => HashMap::new(),
+        };
         for (r, report) in reports.iter_mut().zip(&config.reports) {
-            r.expiries = match store {
-                Some(store) => r
-                    .next
-                    .recipients
-                    .iter()
-                    .filter_map(|la| {
-                        let a = store.agreement(la).ok()??;
-                        let expires = a.expires_on.filter(|_| a.revoked_at.is_none())?;
-                        let first = crate::provider::expiry::first_refused_run(
-                            &report.schedule,
-                            expires,
-                            at,
-                        );
-                        Some((la.clone(), expires, first))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
+            r.expiries = (r.next.recipients.iter())
+                .filter_map(|la| {
+                    let expires = *expiring.get(la)?;
+                    let first =
+                        crate::provider::expiry::first_refused_run(&report.schedule, expires, at);
+                    Some((la.clone(), expires, first))
+                })
+                .collect();
             let when = r.next.at.unwrap_or(at);
             // Only the LAs the gate would permit get a file to audit.
             let las: Vec<String> = (r.decisions.iter())
@@ -469,7 +470,7 @@ impl Plan {
                 })
                 .map_err(|e| e.to_string());
         }
-        Self { at, reports }
+        Ok(Self { at, reports })
     }
 
     /// For people.

@@ -326,20 +326,16 @@ impl Store {
 
     /// Deliveries in `state`, in id order.
     pub fn deliveries_in(&self, state: DeliveryState) -> Result<Vec<Delivery>, StoreError> {
-        match state {
-            DeliveryState::Dead => self.deliveries_where(
-                select_deliveries!("WHERE state = 'dead' AND abandoned_at IS NULL ORDER BY id"),
-                [],
-            ),
-            DeliveryState::Abandoned => self.deliveries_where(
-                select_deliveries!("WHERE state = 'dead' AND abandoned_at IS NOT NULL ORDER BY id"),
-                [],
-            ),
-            _ => self.deliveries_where(
-                select_deliveries!("WHERE state = ?1 ORDER BY id"),
-                [state.as_str()],
-            ),
-        }
+        // An abandoned delivery is stored as dead with `abandoned_at` set;
+        // the schema's triggers let no other state have it.
+        let (stored, abandoned) = match state {
+            DeliveryState::Abandoned => (DeliveryState::Dead, true),
+            other => (other, false),
+        };
+        self.deliveries_where(
+            select_deliveries!("WHERE state = ?1 AND (abandoned_at IS NOT NULL) = ?2 ORDER BY id"),
+            params![stored.as_str(), abandoned],
+        )
     }
 
     /// Marks a push attempt as begun.
@@ -523,9 +519,10 @@ impl Store {
     /// Ends dead delivery `id` for good (`mishare abandon`): records who,
     /// when and why, forgets its spooled file and audits the step, in one
     /// transaction. Returns the spooled file, which the caller now removes.
-    /// The caller has checked that it is dead; a delivery that stopped being
-    /// dead meanwhile (requeued by `mishare retry`) is not touched and
-    /// [`StoreError::NotDead`] says so.
+    /// Refuses, in this order, a delivery that does not exist, one that is
+    /// not dead ([`StoreError::NotDead`], also when it stopped being dead
+    /// meanwhile, requeued by `mishare retry`: it is not touched) and a
+    /// blank reason.
     pub fn abandon_dead(
         &mut self,
         id: i64,
@@ -533,10 +530,13 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<PathBuf>, StoreError> {
+        let d = self.delivery(id)?;
+        if d.state != DeliveryState::Dead {
+            return Err(StoreError::NotDead { id, state: d.state });
+        }
         if reason.trim().is_empty() {
             return Err(StoreError::NoReason);
         }
-        let d = self.delivery(id)?;
         let tx = self.write()?;
         let changed = tx.execute(
             "UPDATE deliveries SET abandoned_at = ?2, abandoned_by = ?3, abandon_reason = ?4,

@@ -20,19 +20,15 @@ pub struct OutboxSummary {
     pub dead: i64,
 }
 
-/// A peer's certificate as last seen.
+/// A peer's certificate as last seen: what its expiry is tracked by. (The
+/// table also keeps its LA, digest and when it was first and last seen.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
     /// `endpoint`: an LA's endpoint.
     pub role: String,
     /// The DNS name required of it.
     pub subject: String,
-    pub la_code: String,
     pub not_after: DateTime<Utc>,
-    /// SHA-256 of the certificate (DER), hex.
-    pub sha256: String,
-    pub first_seen: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
 }
 
 impl Store {
@@ -126,31 +122,22 @@ impl Store {
     /// The peers' certificates seen, by role and subject.
     pub fn peer_certificates(&self) -> Result<Vec<PeerCertificate>, StoreError> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT role, subject, la_code, not_after, sha256, first_seen, last_seen
-                 FROM peer_certificates ORDER BY role, subject",
+            "SELECT role, subject, not_after FROM peer_certificates ORDER BY role, subject",
         )?;
         let rows = statement.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (role, subject, la_code, not_after, sha256, first, last) = row?;
+            let (role, subject, not_after) = row?;
             out.push(PeerCertificate {
                 role,
                 subject,
-                la_code,
                 not_after: time_column(&not_after)?,
-                sha256,
-                first_seen: time_column(&first)?,
-                last_seen: time_column(&last)?,
             });
         }
         Ok(out)
