@@ -911,8 +911,10 @@ async fn a_rotated_provider_certificate_is_the_one_the_directive_listener_presen
     // CA file put back is no change it took in.
     std::fs::write(net.path("certs/dwp-ca.pem"), &ca).expect("ca");
     net.edit_config(&format!("listen = \"{addr}\""), "listen = \"127.0.0.1:1\"");
+    // So does a metrics address, which is bound once, at start.
+    net.append_config("[metrics]\nlisten = \"127.0.0.1:9464\"\n");
     let done = reload.reload().await.expect("reloads");
-    assert_eq!(done.needs_restart, ["directive"]);
+    assert_eq!(done.needs_restart, ["directive", "metrics.listen"]);
     assert!(done.changed.is_empty(), "{done:?}");
 
     stop.cancel();

@@ -66,6 +66,7 @@ pub(crate) fn merge(old: &ProviderConfig, new: &ProviderConfig) -> (ProviderConf
         shape(old) != shape(new),
     );
     differ("directive", directive(old) != directive(new));
+    differ("metrics.listen", old.metrics != new.metrics);
     (next, keys)
 }
 
