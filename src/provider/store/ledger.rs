@@ -241,17 +241,7 @@ fn digest_of(table: &str, names: &[&str], values: &[ValueRef<'_>]) -> String {
             seq.end()
         }
     }
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Hashing(Sha256::new());
+    let mut h = Sha256::new();
     let mut out = serde_json::Serializer::new(&mut h);
     let written = (|| {
         let mut m = out.serialize_map(Some(2))?;
@@ -261,7 +251,7 @@ fn digest_of(table: &str, names: &[&str], values: &[ValueRef<'_>]) -> String {
     })();
     // Text keys and a writer that cannot fail: nothing here can.
     written.expect("a row serialises into its hash");
-    hex(&h.0.finalize())
+    hex(&h.finalize())
 }
 
 /// A release about to be recorded with its delivery.
