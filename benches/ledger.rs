@@ -566,8 +566,8 @@ fn whole_run(n: usize, trials: usize) {
         let history: Vec<Released> = store
             .releases(Some(la))
             .expect("releases")
-            .iter()
-            .map(|r| r.released())
+            .into_iter()
+            .map(Released::from)
             .collect();
         let known: Vec<Known> = store
             .known_figures(Some(la), false)

@@ -292,15 +292,17 @@ pub struct ReleaseRow {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-impl ReleaseRow {
-    /// As the audit reads it.
-    pub fn released(&self) -> Released {
-        Released {
-            id: self.id,
-            table: self.table.clone(),
+/// A release as the audit reads it.
+impl From<ReleaseRow> for Released {
+    fn from(row: ReleaseRow) -> Self {
+        Self {
+            id: row.id,
+            table: row.table,
         }
     }
+}
 
+impl ReleaseRow {
     /// The dimensions laid out, rows first (`payment_group × period`).
     pub fn dimensions(&self) -> String {
         std::iter::once(self.table.rows.dimension.as_str())
