@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use mishare::common::files::write_new_private;
 use mishare::provider::ledger::{
     Audit, AuditPolicy, Axis, Figures, Known, KnownValue, ReleaseTable, Released, audit,
 };
@@ -368,16 +369,9 @@ fn provider_dir(
         .issue("provider.test", Usage::ClientAndServer, Validity::Current)
         .expect("issue");
     std::fs::write(path("certs/provider.pem"), &issued.cert_pem).expect("cert");
-    std::fs::write(path("certs/provider.key"), &issued.key_pem).expect("key");
-    {
-        // The configuration refuses a key others can read, whatever the umask.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            path("certs/provider.key"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .expect("key mode");
-    }
+    // Owner-only from creation: the configuration refuses a key others can
+    // read, whatever the umask.
+    write_new_private(&path("certs/provider.key"), issued.key_pem.as_bytes()).expect("key");
     let codes: Vec<String> = (0..n).map(|i| format!("E{:08}", 9_100_000 + i)).collect();
     let mut reference = String::from("la_code,la_name,cpa\n");
     let mut text = String::from(
@@ -566,8 +560,8 @@ fn whole_run(n: usize, trials: usize) {
         let history: Vec<Released> = store
             .releases(Some(la))
             .expect("releases")
-            .iter()
-            .map(|r| r.released())
+            .into_iter()
+            .map(Released::from)
             .collect();
         let known: Vec<Known> = store
             .known_figures(Some(la), false)

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use mishare::provider::ledger::{Axis, Figures, Known, KnownValue, ReleaseTable};
 use mishare::provider::store::deliveries::{Addressed, NewDelivery};
-use mishare::provider::store::{LedgerCheck, NewRelease, Store};
+use mishare::provider::store::{DATABASE_FILE, LedgerCheck, NewRelease, Store};
 use mishare::reference::{Dimensions, LaReference, LocalAuthority};
 use mishare::sanitiser::{Catalogue, Classification, Measure, PeriodRange, View};
 use mishare::wire::v1;
@@ -131,7 +131,7 @@ fn tampered(sql: &str) -> LedgerCheck {
     let (dir, store) = ledger();
     drop(store);
     let state = dir.path().join("state");
-    let conn = rusqlite::Connection::open(state.join("provider.db")).expect("db");
+    let conn = rusqlite::Connection::open(state.join(DATABASE_FILE)).expect("db");
     conn.execute_batch(sql).expect("tampered");
     drop(conn);
     let store = Store::open(&state).expect("store");

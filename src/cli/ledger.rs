@@ -550,8 +550,9 @@ fn ledger_audit(args: &LedgerAuditArgs, global: &Global) -> Done {
     if let Some(why) = check.refusal(&la) {
         return Err(anyhow!("{why}").into());
     }
-    let releases = store.releases(Some(&la))?;
-    let history: Vec<Released> = releases.iter().map(ReleaseRow::released).collect();
+    let history: Vec<Released> = (store.releases(Some(&la))?.into_iter())
+        .map(Released::from)
+        .collect();
     let known: Vec<Known> = store
         .known_figures(Some(&la), false)?
         .into_iter()

@@ -441,10 +441,7 @@ fn precheck<'r>(
 fn ledger_of(s: &Store, la: &str) -> Result<(Vec<Released>, Vec<Known>), Verdict> {
     let read = || -> Result<_, StoreError> {
         let history: Vec<Released> = (s.releases(Some(la))?.into_iter())
-            .map(|r| Released {
-                id: r.id,
-                table: r.table,
-            })
+            .map(Released::from)
             .collect();
         let known: Vec<Known> = (s.known_figures(Some(la), false)?.into_iter())
             .map(|k| k.known)

@@ -228,46 +228,63 @@ pub fn audit_whole_ledger(
 
 /// Which releases (in id order) and known figures the candidate can reach
 /// through shared cells: those with a (measure, month) the candidate
-/// covers, then, until nothing more is added, those sharing one with any
-/// release or known figure already reached. A constraint's cells are all
-/// of its measure and months, so a cell of the candidate's components is
-/// of a (measure, month) reached, and whatever is not reached constrains
-/// none of them: it is in components the audit with a candidate neither
-/// solves nor reports. Leaving it out changes no interval and no finding,
-/// since the classes of the cells are still those of the whole ledger and
-/// what is reached keeps its order (so the same systems are solved). A
-/// release with a figure of no months (none is made) is always reached.
+/// covers, and, transitively, those sharing one with any release or known
+/// figure already reached. A constraint's cells are all of its measure and
+/// months, so a cell of the candidate's components is of a (measure, month)
+/// reached, and whatever is not reached constrains none of them: it is in
+/// components the audit with a candidate neither solves nor reports.
+/// Leaving it out changes no interval and no finding, since the classes of
+/// the cells are still those of the whole ledger and what is reached keeps
+/// its order (so the same systems are solved). A release with a figure of
+/// no months (none is made) is always reached, and so is what it reaches.
+///
+/// Each release's and known figure's (measure, month) pairs are found once
+/// and joined in a union-find with a node that stands for the candidate:
+/// what ends up with the candidate's root is reached.
 fn reach(next: &[Figure], history: &[Vec<Figure>], known: &[Region]) -> (Vec<bool>, Vec<bool>) {
-    let pairs = |r: &Region| r.months.iter().map(|&m| (r.measure, m)).collect::<Vec<_>>();
-    let mut reached: BTreeSet<(Measure, Period)> =
-        next.iter().flat_map(|f| pairs(&f.region)).collect();
-    let mut history_in = vec![false; history.len()];
-    let mut known_in = vec![false; known.len()];
-    loop {
-        let before = reached.len();
-        for (i, figures) in history.iter().enumerate() {
-            if !history_in[i]
-                && figures.iter().any(|f| {
-                    f.region.months.is_empty()
-                        || pairs(&f.region).iter().any(|p| reached.contains(p))
-                })
-            {
-                history_in[i] = true;
-                reached.extend(figures.iter().flat_map(|f| pairs(&f.region)));
+    /// The candidate's node; a (measure, month) is node 1 on.
+    const CANDIDATE: usize = 0;
+    /// The nodes of some regions: their (measure, month) pairs, and the
+    /// candidate for a region of no months.
+    fn nodes_of<'r>(
+        index: &mut HashMap<(Measure, Period), usize>,
+        regions: impl IntoIterator<Item = &'r Region>,
+    ) -> Vec<usize> {
+        let mut nodes = Vec::new();
+        for r in regions {
+            if r.months.is_empty() {
+                nodes.push(CANDIDATE);
+            }
+            for &m in &r.months {
+                let new = index.len() + 1;
+                nodes.push(*index.entry((r.measure, m)).or_insert(new));
             }
         }
-        for (i, region) in known.iter().enumerate() {
-            if !known_in[i]
-                && (region.months.is_empty() || pairs(region).iter().any(|p| reached.contains(p)))
-            {
-                known_in[i] = true;
-                reached.extend(pairs(region));
-            }
-        }
-        if reached.len() == before {
-            return (history_in, known_in);
-        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
     }
+    let mut index = HashMap::new();
+    let mut next_nodes = nodes_of(&mut index, next.iter().map(|f| &f.region));
+    next_nodes.push(CANDIDATE);
+    let history_nodes: Vec<Vec<usize>> = (history.iter())
+        .map(|figures| nodes_of(&mut index, figures.iter().map(|f| &f.region)))
+        .collect();
+    let known_nodes: Vec<Vec<usize>> = (known.iter())
+        .map(|region| nodes_of(&mut index, [region]))
+        .collect();
+    let mut uf = Components::new(index.len() + 1);
+    uf.join(&next_nodes);
+    for nodes in history_nodes.iter().chain(&known_nodes) {
+        uf.join(nodes);
+    }
+    let candidate = uf.find(CANDIDATE);
+    // An item's nodes are joined: any one of them tells.
+    let mut reached = |nodes: &Vec<usize>| nodes.first().is_some_and(|&n| uf.find(n) == candidate);
+    (
+        history_nodes.iter().map(&mut reached).collect(),
+        known_nodes.iter().map(&mut reached).collect(),
+    )
 }
 
 fn audit_model(

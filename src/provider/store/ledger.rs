@@ -118,10 +118,12 @@ fn check_rows(
             columns.push(c);
         }
     }
-    // Where each digest's columns are in the query's.
+    // Where each digest's columns are in the query's (which holds them all).
     let at = |names: &[&str]| -> Vec<usize> {
         (names.iter())
-            .map(|n| columns.iter().position(|c| c == n).unwrap_or_default())
+            .map(|n| {
+                (columns.iter().position(|c| c == n)).expect("the query reads every digest column")
+            })
             .collect()
     };
     let (added_at, later_at) = (at(&added), at(&later));
@@ -137,41 +139,48 @@ fn check_rows(
     while let Some(r) = found.next()? {
         n += 1;
         let id: i64 = r.get(0)?;
-        let row_la = match r.get_ref(la_at)? {
-            ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-            _ => None,
-        };
         let later_done: bool = r.get(done_at)?;
         let values = (0..columns.len())
             .map(|i| r.get_ref(i))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let pick = |at: &[usize]| at.iter().map(|&i| values[i]).collect::<Vec<_>>();
-        let digest = digest_of(table, &added, &pick(&added_at));
-        let later_digest = digest_of(table, &later, &pick(&later_at));
-        let mut problem = |entry_la: Option<String>, message: String| {
-            let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
-            las.dedup();
-            problems.push(LedgerProblem { las, message });
+        // A digest is worked out only when an entry is there to compare.
+        let digest = |names: &[&str], at: &[usize]| {
+            let picked: Vec<ValueRef<'_>> = at.iter().map(|&i| values[i]).collect();
+            digest_of(table, names, &picked)
         };
+        // (the LA of the entry, if any; what is wrong)
+        let mut wrong: Vec<(Option<String>, String)> = Vec::new();
         match take(rows.added, id) {
-            None => problem(
+            None => wrong.push((
                 None,
                 format!("{noun} {id} has no audit entry (it was added outside mishare)"),
-            ),
-            Some((la, want)) if want != digest => problem(
+            )),
+            Some((la, want)) if want != digest(&added, &added_at) => wrong.push((
                 la,
                 format!("{noun} {id} no longer matches its audit entry (it was changed)"),
-            ),
+            )),
             Some(_) => {}
         }
         match (take(rows.later, id), later_done) {
             (None, false) => {}
-            (None, true) => problem(None, format!("{noun} {id}{}", rows.later_unvouched)),
-            (Some((la, _)), false) => problem(la, format!("{noun} {id}{}", rows.later_undone)),
-            (Some((la, want)), true) if want != later_digest => {
-                problem(la, format!("{noun} {id}{}", rows.later_changed));
+            (None, true) => wrong.push((None, format!("{noun} {id}{}", rows.later_unvouched))),
+            (Some((la, _)), false) => wrong.push((la, format!("{noun} {id}{}", rows.later_undone))),
+            (Some((la, want)), true) if want != digest(&later, &later_at) => {
+                wrong.push((la, format!("{noun} {id}{}", rows.later_changed)));
             }
             (Some(_), true) => {}
+        }
+        if wrong.is_empty() {
+            continue;
+        }
+        let row_la = match r.get_ref(la_at)? {
+            ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => None,
+        };
+        for (entry_la, message) in wrong {
+            let mut las: Vec<String> = entry_la.into_iter().chain(row_la.clone()).collect();
+            las.dedup();
+            problems.push(LedgerProblem { las, message });
         }
     }
     Ok(n)
@@ -241,17 +250,7 @@ fn digest_of(table: &str, names: &[&str], values: &[ValueRef<'_>]) -> String {
             seq.end()
         }
     }
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Hashing(Sha256::new());
+    let mut h = Sha256::new();
     let mut out = serde_json::Serializer::new(&mut h);
     let written = (|| {
         let mut m = out.serialize_map(Some(2))?;
@@ -261,7 +260,7 @@ fn digest_of(table: &str, names: &[&str], values: &[ValueRef<'_>]) -> String {
     })();
     // Text keys and a writer that cannot fail: nothing here can.
     written.expect("a row serialises into its hash");
-    hex(&h.0.finalize())
+    hex(&h.finalize())
 }
 
 /// A release about to be recorded with its delivery.
@@ -293,15 +292,17 @@ pub struct ReleaseRow {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-impl ReleaseRow {
-    /// As the audit reads it.
-    pub fn released(&self) -> Released {
-        Released {
-            id: self.id,
-            table: self.table.clone(),
+/// A release as the audit reads it.
+impl From<ReleaseRow> for Released {
+    fn from(row: ReleaseRow) -> Self {
+        Self {
+            id: row.id,
+            table: row.table,
         }
     }
+}
 
+impl ReleaseRow {
     /// The dimensions laid out, rows first (`payment_group × period`).
     pub fn dimensions(&self) -> String {
         std::iter::once(self.table.rows.dimension.as_str())
