@@ -112,21 +112,18 @@ fn check_rows(
     let (noun, table) = (rows.noun, rows.table);
     let added: Vec<&str> = column_names(rows.added_columns);
     let later: Vec<&str> = column_names(rows.later_columns);
-    let mut columns = added.clone();
-    for c in &later {
-        if !columns.contains(c) {
-            columns.push(c);
+    // The query's columns, each once (the added ones first, `id` among
+    // them), and where each digest's columns are in it.
+    let mut columns: Vec<&str> = Vec::new();
+    let mut place = |name: &'static str| match columns.iter().position(|c| *c == name) {
+        Some(i) => i,
+        None => {
+            columns.push(name);
+            columns.len() - 1
         }
-    }
-    // Where each digest's columns are in the query's (which holds them all).
-    let at = |names: &[&str]| -> Vec<usize> {
-        (names.iter())
-            .map(|n| {
-                (columns.iter().position(|c| c == n)).expect("the query reads every digest column")
-            })
-            .collect()
     };
-    let (added_at, later_at) = (at(&added), at(&later));
+    let added_at: Vec<usize> = added.iter().map(|n| place(n)).collect();
+    let later_at: Vec<usize> = later.iter().map(|n| place(n)).collect();
     let (la_at, done_at) = (columns.len(), columns.len() + 1);
     let mut stmt = conn.prepare(&format!(
         "SELECT {}, la_code, {} IS NOT NULL FROM {table} ORDER BY id",
